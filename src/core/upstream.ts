@@ -35,7 +35,10 @@ export interface RevokeRequest extends UpstreamCallOptions {
 }
 
 export interface UpstreamClient {
-  clientCredentials(provider: string, req: ClientCredentialsRequest): Promise<UpstreamTokenResponse>;
+  clientCredentials(
+    provider: string,
+    req: ClientCredentialsRequest,
+  ): Promise<UpstreamTokenResponse>;
   refresh(provider: string, req: RefreshRequest): Promise<UpstreamTokenResponse>;
   revoke(provider: string, req: RevokeRequest): Promise<void>;
 }

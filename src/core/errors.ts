@@ -1,0 +1,52 @@
+// The domain's error set: small, flat, with stable string codes. Messages are
+// factual and never contain token material. The wire mapping lives in src/rpc.
+
+export const errorCodes = [
+  "SESSION_NOT_FOUND",
+  "GRANT_NOT_FOUND",
+  "PROVIDER_NOT_FOUND",
+  "NO_REFRESH_TOKEN",
+  "REFRESH_FAILED",
+  "INVALID_BINDING",
+  "UPSTREAM_UNAVAILABLE",
+  "STORE_UNAVAILABLE",
+  "INVALID_ARGUMENT",
+  "RESOURCE_EXHAUSTED",
+  "SHUTTING_DOWN",
+  "UNAUTHENTICATED",
+  "PERMISSION_DENIED",
+] as const;
+
+export type ErrorCode = (typeof errorCodes)[number];
+
+export interface FieldViolation {
+  readonly field: string;
+  readonly description: string;
+}
+
+export class TokenVendError extends Error {
+  override readonly name = "TokenVendError";
+  readonly code: ErrorCode;
+  readonly fieldViolations: readonly FieldViolation[];
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { cause?: unknown; fieldViolations?: readonly FieldViolation[] } = {},
+  ) {
+    super(message, { cause: opts.cause });
+    this.code = code;
+    this.fieldViolations = opts.fieldViolations ?? [];
+  }
+}
+
+export function invalidArgument(violations: readonly FieldViolation[]): TokenVendError {
+  const summary = violations.map((v) => `${v.field}: ${v.description}`).join("; ");
+  return new TokenVendError("INVALID_ARGUMENT", `invalid request: ${summary}`, {
+    fieldViolations: violations,
+  });
+}
+
+export function isTokenVendError(err: unknown, code?: ErrorCode): err is TokenVendError {
+  return err instanceof TokenVendError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,730 @@
+// The token lifecycle: serve from memory, refresh single-flight per key under the
+// service's own signal, back off on transient errors, persist before returning,
+// and push every new generation to the key's watchers.
+
+import { type BackoffPolicy, backoffDelayMs, defaultBackoffPolicy } from "./backoff.ts";
+import { type Clock, type Random, systemClock, systemRandom, type Timer } from "./clock.ts";
+import { isTokenVendError, TokenVendError } from "./errors.ts";
+import {
+  defaultLifetimePolicy,
+  type LifetimePolicy,
+  refreshAt,
+  tokenState,
+  unusableAt,
+} from "./lifetime.ts";
+import { type Logger, noopLogger } from "./logger.ts";
+import {
+  grantKey,
+  isLive,
+  keyId,
+  type LiveRecord,
+  sessionKey,
+  type TokenKey,
+  type TokenRecord,
+  type TokenSet,
+} from "./token.ts";
+import type { TokenStore } from "./token-store.ts";
+import { type UpstreamClient, UpstreamError, type UpstreamTokenResponse } from "./upstream.ts";
+import { createWatchHub, type WatchHub } from "./watch-hub.ts";
+
+export interface ProviderSettings {
+  readonly lifetime: LifetimePolicy;
+  readonly backoff: BackoffPolicy;
+  /** Scopes asked for on refresh; empty keeps the grant's scopes. */
+  readonly refreshScopes?: readonly string[];
+}
+
+export interface GrantSettings {
+  readonly provider: string;
+  readonly scopes: readonly string[];
+  readonly audience?: string | undefined;
+}
+
+export interface TokenVendorOptions {
+  readonly store: TokenStore;
+  readonly upstream: UpstreamClient;
+  readonly providers: ReadonlyMap<string, ProviderSettings>;
+  readonly grants?: ReadonlyMap<string, GrantSettings>;
+  readonly clock?: Clock;
+  readonly random?: Random;
+  readonly logger?: Logger;
+  /** Bound on one refresh, from store check to persisted result. */
+  readonly refreshTimeoutMs?: number;
+  /** Most concurrent WatchToken streams on this replica. */
+  readonly maxStreams?: number;
+}
+
+export interface Binding {
+  readonly expectedSubject?: string | undefined;
+  readonly expectedClientId?: string | undefined;
+}
+
+export interface StoreTokensInput {
+  readonly sessionId: string;
+  readonly provider: string;
+  readonly tokens: TokenSet;
+}
+
+export interface ProviderFailure {
+  readonly provider: string;
+  readonly code: string;
+  readonly message: string;
+}
+
+export type WatchReason = "initial" | "refreshed" | "stored";
+
+export interface WatchEvent {
+  readonly record: LiveRecord;
+  readonly reason: WatchReason;
+}
+
+export type WatchTarget =
+  | ({ readonly kind: "session"; readonly sessionId: string; readonly provider: string } & Binding)
+  | { readonly kind: "grant"; readonly grant: string };
+
+export interface VendorStats {
+  readonly cachedKeys: number;
+  readonly inflightRefreshes: number;
+  readonly watchers: number;
+  readonly timers: number;
+  readonly streams: number;
+}
+
+export interface TokenVendor {
+  storeUpstreamTokens(input: StoreTokensInput, signal?: AbortSignal): Promise<number>;
+  getValidTokens(
+    q: { sessionId: string; provider: string; minValidityMs?: number } & Binding,
+    signal?: AbortSignal,
+  ): Promise<LiveRecord>;
+  getAllUpstreamCredentials(
+    sessionId: string,
+    signal?: AbortSignal,
+  ): Promise<{ credentials: Map<string, LiveRecord>; failures: ProviderFailure[] }>;
+  getToken(grant: string, minValidityMs?: number, signal?: AbortSignal): Promise<LiveRecord>;
+  watch(target: WatchTarget, signal: AbortSignal): AsyncGenerator<WatchEvent>;
+  revokeSession(
+    q: { sessionId: string; provider?: string | undefined; revokeUpstream: boolean },
+    signal?: AbortSignal,
+  ): Promise<{ revokedProviders: string[]; upstreamFailures: ProviderFailure[] }>;
+  stats(): VendorStats;
+  /** Ends every stream with SHUTTING_DOWN and stops background work. */
+  close(): Promise<void>;
+}
+
+interface KeyState {
+  readonly key: TokenKey;
+  readonly id: string;
+  readonly provider: string;
+  record: LiveRecord | undefined;
+  refreshAtMs: number;
+  loading: Promise<LiveRecord | undefined> | undefined;
+  inflight: Promise<LiveRecord> | undefined;
+  /** Consecutive transient failures since the last success. */
+  failures: number;
+  nextAttemptAt: number;
+  lastError: TokenVendError | undefined;
+  /** A permanent failure of the current generation's refresh. */
+  permanent: TokenVendError | undefined;
+  /** A renewed token whose write failed: persisted before anything else. */
+  unsaved: LiveRecord | undefined;
+  timer: Timer | undefined;
+}
+
+const maxInsertRetries = 8;
+const maxTimerMs = 2 ** 31 - 1;
+
+export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
+  const store = opts.store;
+  const upstream = opts.upstream;
+  const clock = opts.clock ?? systemClock;
+  const random = opts.random ?? systemRandom;
+  const log = opts.logger ?? noopLogger;
+  const grants = opts.grants ?? new Map<string, GrantSettings>();
+  const refreshTimeoutMs = opts.refreshTimeoutMs ?? 30_000;
+  const maxStreams = opts.maxStreams ?? 10_000;
+  const lifecycle = new AbortController();
+  const states = new Map<string, KeyState>();
+  let streams = 0;
+
+  const hub: WatchHub<WatchEvent> = createWatchHub<WatchEvent>({
+    onFirst: (id) => {
+      const st = states.get(id);
+      if (st !== undefined) schedule(st);
+    },
+    onLast: (id) => {
+      const st = states.get(id);
+      st?.timer?.cancel();
+      if (st !== undefined) st.timer = undefined;
+    },
+  });
+
+  const providerOf = (name: string): ProviderSettings => {
+    const p = opts.providers.get(name);
+    if (p === undefined) {
+      throw new TokenVendError("PROVIDER_NOT_FOUND", `provider "${name}" is not configured`, {
+        fieldViolations: [{ field: "provider", description: `unknown provider "${name}"` }],
+      });
+    }
+    return p;
+  };
+
+  const grantOf = (name: string): GrantSettings => {
+    const g = grants.get(name);
+    if (g === undefined) {
+      throw new TokenVendError("GRANT_NOT_FOUND", `grant "${name}" is not configured`, {
+        fieldViolations: [{ field: "grant", description: `unknown grant "${name}"` }],
+      });
+    }
+    return g;
+  };
+
+  const stateOf = (key: TokenKey, provider: string): KeyState => {
+    const id = keyId(key);
+    let st = states.get(id);
+    if (st === undefined) {
+      st = {
+        key,
+        id,
+        provider,
+        record: undefined,
+        refreshAtMs: 0,
+        loading: undefined,
+        inflight: undefined,
+        failures: 0,
+        nextAttemptAt: 0,
+        lastError: undefined,
+        permanent: undefined,
+        unsaved: undefined,
+        timer: undefined,
+      };
+      states.set(id, st);
+    }
+    return st;
+  };
+
+  const notFound = (key: TokenKey): TokenVendError =>
+    key.kind === "session"
+      ? new TokenVendError(
+          "SESSION_NOT_FOUND",
+          `no tokens for this session at provider "${key.provider}"`,
+        )
+      : new TokenVendError("GRANT_NOT_FOUND", `grant "${key.grant}" has no token`);
+
+  /** Makes `record` the cached generation if it is newer; returns whether it was. */
+  const adopt = (st: KeyState, record: LiveRecord, reason: WatchReason | undefined): boolean => {
+    if (st.record !== undefined && st.record.generation >= record.generation) return false;
+    st.record = record;
+    st.refreshAtMs = refreshAt(record.tokens, providerOf(st.provider).lifetime, random);
+    st.failures = 0;
+    st.nextAttemptAt = 0;
+    st.lastError = undefined;
+    st.permanent = undefined;
+    if (reason !== undefined) hub.publish(st.id, { record, reason });
+    schedule(st);
+    return true;
+  };
+
+  /** Drops a key that was revoked or deleted, ending its streams with NOT_FOUND. */
+  const forget = (st: KeyState) => {
+    st.timer?.cancel();
+    states.delete(st.id);
+    hub.end(st.id, notFound(st.key));
+  };
+
+  const load = (st: KeyState, signal: AbortSignal | undefined): Promise<LiveRecord | undefined> => {
+    if (st.record !== undefined) return Promise.resolve(st.record);
+    st.loading ??= store
+      .getActive(st.key, { signal: lifecycle.signal })
+      .then((r) => {
+        if (isLive(r)) adopt(st, r, undefined);
+        return st.record;
+      })
+      .catch((err: unknown) => {
+        throw storeError(err);
+      })
+      .finally(() => {
+        st.loading = undefined;
+      });
+    return waitFor(st.loading, signal);
+  };
+
+  const storeError = (err: unknown): TokenVendError =>
+    isTokenVendError(err)
+      ? err
+      : new TokenVendError("STORE_UNAVAILABLE", "the token store is unavailable", { cause: err });
+
+  /** Writes `record` as its generation; on conflict returns the winner. */
+  const persist = async (st: KeyState, record: LiveRecord): Promise<TokenRecord> => {
+    const res = await store.insert(record, { signal: lifecycle.signal });
+    if (res.inserted) {
+      void store
+        .pruneBelow(st.key, record.generation, { signal: lifecycle.signal })
+        .catch(() => {});
+      return record;
+    }
+    return res.winner;
+  };
+
+  const refresh = (st: KeyState): Promise<LiveRecord> => {
+    if (st.inflight !== undefined) return st.inflight;
+    if (st.permanent !== undefined) return Promise.reject(st.permanent);
+    if (st.lastError !== undefined && clock.now() < st.nextAttemptAt) {
+      return Promise.reject(st.lastError);
+    }
+    const run = doRefresh(st);
+    st.inflight = run;
+    const clear = () => {
+      if (st.inflight === run) st.inflight = undefined;
+    };
+    run.then(clear, clear);
+    return run;
+  };
+
+  const doRefresh = async (st: KeyState): Promise<LiveRecord> => {
+    const signal = AbortSignal.any([lifecycle.signal, AbortSignal.timeout(refreshTimeoutMs)]);
+    const prov = providerOf(st.provider);
+    try {
+      if (st.unsaved !== undefined) return await saveUnsaved(st);
+      // Store first: a renewal made elsewhere is taken without a provider call.
+      const stored = await store.getActive(st.key, { signal }).catch((err: unknown) => {
+        throw storeError(err);
+      });
+      if (stored !== undefined && !isLive(stored)) {
+        forget(st);
+        throw notFound(st.key);
+      }
+      const base = st.record;
+      if (
+        stored !== undefined &&
+        (base === undefined || stored.generation > base.generation) &&
+        clock.now() < unusableAt(stored.tokens, prov.lifetime)
+      ) {
+        adopt(st, stored, "refreshed");
+        return stored;
+      }
+      const current = stored ?? base;
+      if (st.key.kind === "session" && current === undefined) throw notFound(st.key);
+      const startedAt = clock.now();
+      const res = await callUpstream(st, current, signal);
+      const record: LiveRecord = {
+        key: st.key,
+        generation: (current?.generation ?? 0) + 1,
+        reason: st.key.kind === "grant" ? "granted" : "refreshed",
+        tokens: renewedTokens(current?.tokens, res, startedAt, prov.lifetime),
+      };
+      st.unsaved = record;
+      return await saveUnsaved(st);
+    } catch (err) {
+      throw classify(st, err, prov);
+    }
+  };
+
+  /** Persists the pending renewal; a write error keeps it pending (rotated refresh tokens are never dropped). */
+  const saveUnsaved = async (st: KeyState): Promise<LiveRecord> => {
+    const record = st.unsaved!;
+    let winner: TokenRecord;
+    try {
+      winner = await persist(st, record);
+    } catch (err) {
+      throw storeError(err);
+    }
+    st.unsaved = undefined;
+    if (!isLive(winner)) {
+      forget(st);
+      throw notFound(st.key);
+    }
+    adopt(st, winner, "refreshed");
+    return st.record ?? winner;
+  };
+
+  const callUpstream = (
+    st: KeyState,
+    current: LiveRecord | undefined,
+    signal: AbortSignal,
+  ): Promise<UpstreamTokenResponse> => {
+    const key = st.key;
+    if (key.kind === "grant") {
+      const g = grantOf(key.grant);
+      return upstream.clientCredentials(g.provider, {
+        signal,
+        scopes: g.scopes,
+        ...(g.audience !== undefined ? { audience: g.audience } : {}),
+      });
+    }
+    const refreshToken = current?.tokens.refreshToken;
+    if (refreshToken === undefined) {
+      throw new TokenVendError(
+        "NO_REFRESH_TOKEN",
+        `the token at provider "${key.provider}" expired and there is no refresh token`,
+      );
+    }
+    const scopes = providerOf(st.provider).refreshScopes;
+    return upstream.refresh(key.provider, {
+      signal,
+      refreshToken,
+      ...(scopes !== undefined && scopes.length > 0 ? { scopes } : {}),
+    });
+  };
+
+  /** Turns a refresh failure into the domain error and updates the key's backoff state. */
+  const classify = (st: KeyState, err: unknown, prov: ProviderSettings): TokenVendError => {
+    if (isTokenVendError(err)) {
+      if (err.code === "NO_REFRESH_TOKEN") st.permanent = err;
+      if (err.code === "STORE_UNAVAILABLE") backoff(st, prov, err, undefined);
+      return err;
+    }
+    if (err instanceof UpstreamError && err.permanent) {
+      const e = new TokenVendError(
+        "REFRESH_FAILED",
+        `provider "${st.provider}" rejected the refresh (${err.oauthError ?? "error"})`,
+        { cause: err },
+      );
+      st.permanent = e;
+      log.warn({ provider: st.provider, oauthError: err.oauthError }, "refresh rejected");
+      return e;
+    }
+    const e = new TokenVendError(
+      "UPSTREAM_UNAVAILABLE",
+      lifecycle.signal.aborted
+        ? "the service is shutting down"
+        : `provider "${st.provider}" is unavailable`,
+      { cause: err },
+    );
+    backoff(st, prov, e, err instanceof UpstreamError ? err.retryAfterMs : undefined);
+    log.warn(
+      {
+        provider: st.provider,
+        attempt: st.failures,
+        retryInMs: st.nextAttemptAt - clock.now(),
+        status: err instanceof UpstreamError ? err.status : undefined,
+        err: err instanceof Error ? err.message : String(err),
+      },
+      "refresh failed, backing off",
+    );
+    return e;
+  };
+
+  const backoff = (
+    st: KeyState,
+    prov: ProviderSettings,
+    e: TokenVendError,
+    retryAfterMs: number | undefined,
+  ) => {
+    st.failures++;
+    st.lastError = e;
+    st.nextAttemptAt =
+      clock.now() + backoffDelayMs(st.failures, prov.backoff, random, retryAfterMs);
+    schedule(st);
+  };
+
+  /** Arms the background renewal of a watched key at its jittered refresh time or next backoff step. */
+  const schedule = (st: KeyState) => {
+    st.timer?.cancel();
+    st.timer = undefined;
+    if (lifecycle.signal.aborted || !hub.has(st.id) || st.permanent !== undefined) return;
+    if (st.record === undefined && st.failures === 0) return;
+    const delay = (st.failures > 0 ? st.nextAttemptAt : st.refreshAtMs) - clock.now();
+    // setTimeout holds at most ~24.8 days; longer waits are re-armed.
+    if (delay > maxTimerMs) {
+      st.timer = clock.setTimer(maxTimerMs, () => schedule(st));
+      return;
+    }
+    st.timer = clock.setTimer(delay, () => {
+      st.timer = undefined;
+      refresh(st).then(
+        () => schedule(st),
+        (err: unknown) => {
+          if (
+            isTokenVendError(err, "REFRESH_FAILED") ||
+            isTokenVendError(err, "NO_REFRESH_TOKEN")
+          ) {
+            hub.end(st.id, err);
+          } else if (!isTokenVendError(err, "SESSION_NOT_FOUND")) {
+            schedule(st);
+          }
+        },
+      );
+    });
+  };
+
+  const bindingError = (r: LiveRecord, b: Binding): TokenVendError | undefined => {
+    const mismatch =
+      (b.expectedSubject && b.expectedSubject !== r.tokens.subject) ||
+      (b.expectedClientId && b.expectedClientId !== r.tokens.clientId);
+    return mismatch
+      ? new TokenVendError(
+          "INVALID_BINDING",
+          "the stored token is bound to a different subject or client",
+        )
+      : undefined;
+  };
+
+  /** The valid token of a key: cached, stale-while-revalidate, or refreshed and waited for. */
+  const valid = async (
+    st: KeyState,
+    minValidityMs: number,
+    binding: Binding,
+    signal: AbortSignal | undefined,
+  ): Promise<LiveRecord> => {
+    const record = st.record ?? (await load(st, signal));
+    if (record === undefined && st.key.kind === "session") throw notFound(st.key);
+    if (record !== undefined) {
+      const be = bindingError(record, binding);
+      if (be !== undefined) throw be;
+      const lifetime = providerOf(st.provider).lifetime;
+      const now = clock.now();
+      const state = tokenState(record.tokens, lifetime, st.refreshAtMs, now, minValidityMs);
+      if (state !== "expired") {
+        if (state === "stale") void refresh(st).catch(() => {});
+        return record;
+      }
+    }
+    const renewed = await waitFor(refresh(st), signal);
+    // A renewal that cannot meet minValidityMs is still served while it is valid at all.
+    if (clock.now() >= unusableAt(renewed.tokens, providerOf(st.provider).lifetime)) {
+      throw new TokenVendError(
+        "UPSTREAM_UNAVAILABLE",
+        `provider "${st.provider}" issued a token that is already expired`,
+      );
+    }
+    return renewed;
+  };
+
+  const sessionState = (sessionId: string, provider: string): KeyState => {
+    providerOf(provider);
+    return stateOf(sessionKey(sessionId, provider), provider);
+  };
+
+  const grantState = (grant: string): KeyState => {
+    const g = grantOf(grant);
+    return stateOf(grantKey(grant), g.provider);
+  };
+
+  /** Inserts the next generation after whatever is active, retrying on lost races. */
+  const insertNext = async <R extends TokenRecord>(
+    key: TokenKey,
+    make: (generation: number) => R,
+    signal: AbortSignal | undefined,
+  ): Promise<{ record: R; previous: TokenRecord | undefined }> => {
+    for (let i = 0; i < maxInsertRetries; i++) {
+      const previous = await store.getActive(key, { signal });
+      const record = make((previous?.generation ?? 0) + 1);
+      const res = await store.insert(record, { signal });
+      if (res.inserted) {
+        void store.pruneBelow(key, record.generation).catch(() => {});
+        return { record, previous };
+      }
+    }
+    throw new TokenVendError("STORE_UNAVAILABLE", "too many concurrent writers for one key");
+  };
+
+  return {
+    async storeUpstreamTokens(input, signal) {
+      const st = sessionState(input.sessionId, input.provider);
+      const key = st.key;
+      const make = (generation: number): LiveRecord => ({
+        key,
+        generation,
+        reason: "stored",
+        tokens: input.tokens,
+      });
+      const { record } = await insertNext(key, make, signal).catch((err: unknown) => {
+        throw storeError(err);
+      });
+      adopt(st, record, "stored");
+      return record.generation;
+    },
+
+    getValidTokens(q, signal) {
+      const st = sessionState(q.sessionId, q.provider);
+      return valid(st, q.minValidityMs ?? 0, q, signal);
+    },
+
+    async getAllUpstreamCredentials(sessionId, signal) {
+      const records = await store.getSession(sessionId, { signal }).catch((err: unknown) => {
+        throw storeError(err);
+      });
+      const credentials = new Map<string, LiveRecord>();
+      const failures: ProviderFailure[] = [];
+      await Promise.all(
+        records.map(async (r) => {
+          if (!isLive(r) || r.key.kind !== "session" || !opts.providers.has(r.key.provider)) return;
+          const provider = r.key.provider;
+          const st = stateOf(r.key, provider);
+          adopt(st, r, "refreshed");
+          try {
+            credentials.set(provider, await valid(st, 0, {}, signal));
+          } catch (err) {
+            const e = isTokenVendError(err) ? err : storeError(err);
+            failures.push({ provider, code: e.code, message: e.message });
+          }
+        }),
+      );
+      failures.sort((a, b) => a.provider.localeCompare(b.provider));
+      return { credentials, failures };
+    },
+
+    getToken(grant, minValidityMs, signal) {
+      return valid(grantState(grant), minValidityMs ?? 0, {}, signal);
+    },
+
+    async *watch(target, signal) {
+      const st =
+        target.kind === "session"
+          ? sessionState(target.sessionId, target.provider)
+          : grantState(target.grant);
+      if (lifecycle.signal.aborted) throw shuttingDown();
+      if (streams >= maxStreams) {
+        throw new TokenVendError(
+          "RESOURCE_EXHAUSTED",
+          `this replica serves at most ${maxStreams} streams`,
+        );
+      }
+      streams++;
+      // Subscribe before reading, so a renewal in between is not missed.
+      const sub = hub.subscribe(st.id);
+      try {
+        const binding = target.kind === "session" ? target : {};
+        const first = await valid(st, 0, binding, signal);
+        if (st.timer === undefined) schedule(st);
+        let last = first.generation;
+        yield { record: first, reason: "initial" };
+        for (;;) {
+          const ev = await sub.next(signal);
+          if (ev === undefined) return;
+          if (ev.record.generation <= last) continue;
+          last = ev.record.generation;
+          yield ev;
+        }
+      } finally {
+        streams--;
+        sub.close();
+      }
+    },
+
+    async revokeSession(q, signal) {
+      if (q.provider !== undefined) providerOf(q.provider);
+      const records = await (q.provider !== undefined
+        ? store
+            .getActive(sessionKey(q.sessionId, q.provider), { signal })
+            .then((r) => (r ? [r] : []))
+        : store.getSession(q.sessionId, { signal })
+      ).catch((err: unknown) => {
+        throw storeError(err);
+      });
+      const revokedProviders: string[] = [];
+      const upstreamFailures: ProviderFailure[] = [];
+      for (const found of records) {
+        if (!isLive(found) || found.key.kind !== "session") continue;
+        const key = found.key;
+        const { previous } = await insertNext(
+          key,
+          (generation) => ({ key, generation, reason: "revoked" }),
+          signal,
+        ).catch((err: unknown) => {
+          throw storeError(err);
+        });
+        const st = states.get(keyId(key));
+        if (st !== undefined) forget(st);
+        else hub.end(keyId(key), notFound(key));
+        if (!isLive(previous)) continue;
+        revokedProviders.push(key.provider);
+        if (q.revokeUpstream && opts.providers.has(key.provider)) {
+          const t = previous.tokens;
+          try {
+            await upstream.revoke(key.provider, {
+              signal: AbortSignal.any([lifecycle.signal, AbortSignal.timeout(refreshTimeoutMs)]),
+              token: t.refreshToken ?? t.accessToken,
+              tokenTypeHint: t.refreshToken !== undefined ? "refresh_token" : "access_token",
+            });
+          } catch (err) {
+            upstreamFailures.push({
+              provider: key.provider,
+              code: "UPSTREAM_UNAVAILABLE",
+              message: `revocation at provider "${key.provider}" failed`,
+            });
+            log.warn(
+              { provider: key.provider, err: err instanceof Error ? err.message : String(err) },
+              "upstream revocation failed",
+            );
+          }
+        }
+      }
+      revokedProviders.sort();
+      return { revokedProviders, upstreamFailures };
+    },
+
+    stats() {
+      let timers = 0;
+      let inflight = 0;
+      for (const st of states.values()) {
+        if (st.timer !== undefined) timers++;
+        if (st.inflight !== undefined) inflight++;
+      }
+      return {
+        cachedKeys: states.size,
+        inflightRefreshes: inflight,
+        watchers: hub.idCount(),
+        timers,
+        streams,
+      };
+    },
+
+    async close() {
+      lifecycle.abort(shuttingDown());
+      for (const st of states.values()) {
+        st.timer?.cancel();
+        st.timer = undefined;
+      }
+      hub.endAll(shuttingDown());
+    },
+  };
+}
+
+function shuttingDown(): TokenVendError {
+  return new TokenVendError("SHUTTING_DOWN", "this replica is shutting down; reconnect to another");
+}
+
+/** The token set after a renewal: omitted refresh and id tokens are carried forward. */
+export function renewedTokens(
+  previous: TokenSet | undefined,
+  res: UpstreamTokenResponse,
+  issuedAt: number,
+  lifetime: LifetimePolicy = defaultLifetimePolicy,
+): TokenSet {
+  const lifetimeMs =
+    res.expiresInSec !== undefined ? res.expiresInSec * 1000 : lifetime.defaultLifetimeMs;
+  return {
+    accessToken: res.accessToken,
+    refreshToken: res.refreshToken ?? previous?.refreshToken,
+    idToken: res.idToken ?? previous?.idToken,
+    tokenType: res.tokenType || "Bearer",
+    scopes: res.scopes ?? previous?.scopes ?? [],
+    issuedAt,
+    expiresAt: issuedAt + lifetimeMs,
+    subject: previous?.subject,
+    clientId: previous?.clientId,
+  };
+}
+
+/** Waits for shared work; an abort of `signal` abandons only this wait. */
+function waitFor<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return p;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+export { defaultBackoffPolicy, defaultLifetimePolicy };

@@ -1,0 +1,59 @@
+// Domain errors to the wire, in one table. Every error carries a
+// google.rpc.ErrorInfo (domain "tokenvend"); INVALID_ARGUMENT and unknown
+// names also carry BadRequest field violations. Anything unexpected becomes
+// INTERNAL with a generic message: its own message may hold secrets.
+
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+
+type OutgoingDetail = NonNullable<ConstructorParameters<typeof ConnectError>[3]>[number];
+
+import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import type { ErrorCode } from "../core/errors.ts";
+import { isTokenVendError } from "../core/errors.ts";
+
+export const errorDomain = "tokenvend";
+
+/** The gRPC code of each domain error. */
+export const grpcCodeOf: Readonly<Record<ErrorCode, Code>> = {
+  SESSION_NOT_FOUND: Code.NotFound, // no tokens for that session/provider
+  GRANT_NOT_FOUND: Code.NotFound, // no such configured grant
+  PROVIDER_NOT_FOUND: Code.NotFound, // no such configured provider
+  NO_REFRESH_TOKEN: Code.FailedPrecondition, // expired and nothing to renew it with
+  REFRESH_FAILED: Code.FailedPrecondition, // provider rejected the refresh for good
+  INVALID_BINDING: Code.PermissionDenied, // subject / client id differ from the caller's expectation
+  UPSTREAM_UNAVAILABLE: Code.Unavailable, // provider down or 5xx, and no valid token to serve
+  STORE_UNAVAILABLE: Code.Unavailable, // token store down, and no cached token to serve
+  INVALID_ARGUMENT: Code.InvalidArgument, // malformed request
+  RESOURCE_EXHAUSTED: Code.ResourceExhausted, // stream limit of this replica reached
+  SHUTTING_DOWN: Code.Unavailable, // this replica drains: reconnect elsewhere
+  UNAUTHENTICATED: Code.Unauthenticated,
+  PERMISSION_DENIED: Code.PermissionDenied,
+};
+
+/** Converts any error thrown by the core into the ConnectError sent to the caller. */
+export function toConnectError(err: unknown): ConnectError {
+  if (err instanceof ConnectError) return err;
+  if (isTokenVendError(err)) {
+    const details: OutgoingDetail[] = [
+      { desc: ErrorInfoSchema, value: { reason: err.code, domain: errorDomain } },
+    ];
+    if (err.fieldViolations.length > 0) {
+      details.push({
+        desc: BadRequestSchema,
+        value: create(BadRequestSchema, { fieldViolations: [...err.fieldViolations] }),
+      });
+    }
+    return new ConnectError(err.message, grpcCodeOf[err.code], undefined, details, err);
+  }
+  if (err instanceof DOMException && err.name === "TimeoutError") {
+    return new ConnectError("deadline exceeded", Code.DeadlineExceeded, undefined, undefined, err);
+  }
+  return new ConnectError(
+    "internal error",
+    Code.Internal,
+    undefined,
+    [{ desc: ErrorInfoSchema, value: { reason: "INTERNAL", domain: errorDomain } }],
+    err,
+  );
+}

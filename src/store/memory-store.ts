@@ -1,0 +1,75 @@
+// The embedded default: one process, nothing to install, nothing kept across restarts.
+
+import { keyId, type TokenKey, type TokenRecord } from "../core/token.ts";
+import type { InsertResult, TokenStore } from "../core/token-store.ts";
+
+export function createMemoryStore(): TokenStore {
+  // keyId -> generation -> record
+  const keys = new Map<string, Map<number, TokenRecord>>();
+  // sessionId -> keyIds of that session, for one-pass session reads
+  const sessions = new Map<string, Set<string>>();
+
+  const active = (id: string): TokenRecord | undefined => {
+    const gens = keys.get(id);
+    if (gens === undefined) return undefined;
+    let best: TokenRecord | undefined;
+    for (const r of gens.values())
+      if (best === undefined || r.generation > best.generation) best = r;
+    return best;
+  };
+
+  return {
+    kind: "memory",
+    async getActive(key) {
+      return active(keyId(key));
+    },
+    async getSession(sessionId) {
+      const out: TokenRecord[] = [];
+      for (const id of sessions.get(sessionId) ?? []) {
+        const r = active(id);
+        if (r !== undefined) out.push(r);
+      }
+      return out;
+    },
+    async insert(record): Promise<InsertResult> {
+      const id = keyId(record.key);
+      let gens = keys.get(id);
+      if (gens === undefined) {
+        gens = new Map();
+        keys.set(id, gens);
+        if (record.key.kind === "session") {
+          let s = sessions.get(record.key.sessionId);
+          if (s === undefined) {
+            s = new Set();
+            sessions.set(record.key.sessionId, s);
+          }
+          s.add(id);
+        }
+      }
+      const existing = gens.get(record.generation);
+      if (existing !== undefined) return { inserted: false, winner: existing };
+      gens.set(record.generation, record);
+      return { inserted: true };
+    },
+    async activeGenerations(list: readonly TokenKey[]) {
+      const out = new Map<string, number>();
+      for (const key of list) {
+        const id = keyId(key);
+        const r = active(id);
+        if (r !== undefined) out.set(id, r.generation);
+      }
+      return out;
+    },
+    async pruneBelow(key, generation) {
+      const gens = keys.get(keyId(key));
+      if (gens === undefined) return 0;
+      let n = 0;
+      for (const g of [...gens.keys()]) if (g < generation && gens.delete(g)) n++;
+      return n;
+    },
+    async close() {
+      keys.clear();
+      sessions.clear();
+    },
+  };
+}
