@@ -52,6 +52,8 @@ export interface TokenVendorOptions {
   readonly refreshTimeoutMs?: number;
   /** Most concurrent WatchToken streams on this replica. */
   readonly maxStreams?: number;
+  /** The service's lifetime: shared refreshes and store calls run under it, never under a caller's. */
+  readonly signal?: AbortSignal;
 }
 
 export interface Binding {
@@ -107,7 +109,10 @@ export interface TokenVendor {
     signal?: AbortSignal,
   ): Promise<{ revokedProviders: string[]; upstreamFailures: ProviderFailure[] }>;
   stats(): VendorStats;
-  /** Ends every stream with SHUTTING_DOWN and stops background work. */
+  /**
+   * Ends every stream with SHUTTING_DOWN, stops background renewals and refuses
+   * new streams. Calls in flight go on; abort `signal` to stop them.
+   */
   close(): Promise<void>;
 }
 
@@ -142,7 +147,8 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   const grants = opts.grants ?? new Map<string, GrantSettings>();
   const refreshTimeoutMs = opts.refreshTimeoutMs ?? 30_000;
   const maxStreams = opts.maxStreams ?? 10_000;
-  const lifecycle = new AbortController();
+  const serviceSignal = opts.signal ?? new AbortController().signal;
+  let closing = false;
   const states = new Map<string, KeyState>();
   let streams = 0;
 
@@ -234,7 +240,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   const load = (st: KeyState, signal: AbortSignal | undefined): Promise<LiveRecord | undefined> => {
     if (st.record !== undefined) return Promise.resolve(st.record);
     st.loading ??= store
-      .getActive(st.key, { signal: lifecycle.signal })
+      .getActive(st.key, { signal: serviceSignal })
       .then((r) => {
         if (isLive(r)) adopt(st, r, undefined);
         return st.record;
@@ -255,11 +261,9 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
 
   /** Writes `record` as its generation; on conflict returns the winner. */
   const persist = async (st: KeyState, record: LiveRecord): Promise<TokenRecord> => {
-    const res = await store.insert(record, { signal: lifecycle.signal });
+    const res = await store.insert(record, { signal: serviceSignal });
     if (res.inserted) {
-      void store
-        .pruneBelow(st.key, record.generation, { signal: lifecycle.signal })
-        .catch(() => {});
+      void store.pruneBelow(st.key, record.generation, { signal: serviceSignal }).catch(() => {});
       return record;
     }
     return res.winner;
@@ -281,7 +285,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   };
 
   const doRefresh = async (st: KeyState): Promise<LiveRecord> => {
-    const signal = AbortSignal.any([lifecycle.signal, AbortSignal.timeout(refreshTimeoutMs)]);
+    const signal = AbortSignal.any([serviceSignal, AbortSignal.timeout(refreshTimeoutMs)]);
     const prov = providerOf(st.provider);
     try {
       if (st.unsaved !== undefined) return await saveUnsaved(st);
@@ -385,7 +389,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     }
     const e = new TokenVendError(
       "UPSTREAM_UNAVAILABLE",
-      lifecycle.signal.aborted
+      serviceSignal.aborted
         ? "the service is shutting down"
         : `provider "${st.provider}" is unavailable`,
       { cause: err },
@@ -421,7 +425,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   const schedule = (st: KeyState) => {
     st.timer?.cancel();
     st.timer = undefined;
-    if (lifecycle.signal.aborted || !hub.has(st.id) || st.permanent !== undefined) return;
+    if (closing || serviceSignal.aborted || !hub.has(st.id) || st.permanent !== undefined) return;
     if (st.record === undefined && st.failures === 0) return;
     const delay = (st.failures > 0 ? st.nextAttemptAt : st.refreshAtMs) - clock.now();
     // setTimeout holds at most ~24.8 days; longer waits are re-armed.
@@ -573,7 +577,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         target.kind === "session"
           ? sessionState(target.sessionId, target.provider)
           : grantState(target.grant);
-      if (lifecycle.signal.aborted) throw shuttingDown();
+      if (closing || serviceSignal.aborted) throw shuttingDown();
       if (streams >= maxStreams) {
         throw new TokenVendError(
           "RESOURCE_EXHAUSTED",
@@ -633,7 +637,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
           const t = previous.tokens;
           try {
             await upstream.revoke(key.provider, {
-              signal: AbortSignal.any([lifecycle.signal, AbortSignal.timeout(refreshTimeoutMs)]),
+              signal: AbortSignal.any([serviceSignal, AbortSignal.timeout(refreshTimeoutMs)]),
               token: t.refreshToken ?? t.accessToken,
               tokenTypeHint: t.refreshToken !== undefined ? "refresh_token" : "access_token",
             });
@@ -671,7 +675,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     },
 
     async close() {
-      lifecycle.abort(shuttingDown());
+      closing = true;
       for (const st of states.values()) {
         st.timer?.cancel();
         st.timer = undefined;
