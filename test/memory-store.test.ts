@@ -1,0 +1,5 @@
+import test from "ava";
+import { createMemoryStore } from "../src/store/memory-store.ts";
+import { storeContract } from "./support/store-contract.ts";
+
+storeContract(test, "memory store", { create: async () => createMemoryStore() });

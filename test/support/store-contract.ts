@@ -1,0 +1,194 @@
+// The TokenStore contract: one suite every adapter must pass.
+
+import type { TestFn } from "ava";
+import {
+  grantKey,
+  keyId,
+  sessionKey,
+  type TokenKey,
+  type TokenRecord,
+} from "../../src/core/token.ts";
+import type { TokenStore } from "../../src/core/token-store.ts";
+
+export interface StoreFactory {
+  /** A fresh, empty store (its own namespace when the backend is shared). */
+  create(): Promise<TokenStore>;
+}
+
+let seq = 0;
+/** A unique session id per test, so tests can share a backend. */
+export const uniqueSession = (prefix = "s") => `${prefix}-${process.pid}-${Date.now()}-${seq++}`;
+
+export function live(
+  key: TokenKey,
+  generation: number,
+  accessToken = `at-${generation}`,
+): TokenRecord {
+  return {
+    key,
+    generation,
+    reason: generation === 1 ? "stored" : "refreshed",
+    tokens: {
+      accessToken,
+      refreshToken: `rt-${generation}`,
+      idToken: undefined,
+      tokenType: "Bearer",
+      scopes: ["openid", "offline_access"],
+      issuedAt: 1_700_000_000_000,
+      expiresAt: 1_700_000_000_000 + 3_600_000,
+      subject: "alice",
+      clientId: "web",
+    },
+  };
+}
+
+export function storeContract(test: TestFn, name: string, factory: StoreFactory): void {
+  test(`${name}: an unknown key has no active generation`, async (a) => {
+    const store = await factory.create();
+    try {
+      a.is(await store.getActive(sessionKey(uniqueSession(), "p")), undefined);
+      a.deepEqual(await store.getSession(uniqueSession()), []);
+      a.deepEqual(await store.activeGenerations([grantKey(uniqueSession("g"))]), new Map());
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: a record round-trips with every field`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = sessionKey(uniqueSession(), "corp");
+      const r = live(key, 1);
+      a.deepEqual(await store.insert(r), { inserted: true });
+      a.deepEqual(await store.getActive(key), r);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: the active record is the highest generation`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = sessionKey(uniqueSession(), "corp");
+      await store.insert(live(key, 1));
+      await store.insert(live(key, 3));
+      await store.insert(live(key, 2));
+      a.is((await store.getActive(key))?.generation, 3);
+      a.deepEqual(await store.activeGenerations([key]), new Map([[keyId(key), 3]]));
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: inserting an existing generation writes nothing and returns the winner`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = sessionKey(uniqueSession(), "corp");
+      const winner = live(key, 2, "winner");
+      await store.insert(winner);
+      const res = await store.insert(live(key, 2, "loser"));
+      a.false(res.inserted);
+      a.deepEqual(res.inserted ? undefined : res.winner, winner);
+      a.is((await store.getActive(key))?.tokens?.accessToken, "winner");
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: concurrent writers of one generation: exactly one wins, all see the same winner`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = sessionKey(uniqueSession(), "corp");
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => store.insert(live(key, 1, `writer-${i}`))),
+      );
+      const winners = results.filter((r) => r.inserted);
+      a.is(winners.length, 1);
+      const active = await store.getActive(key);
+      for (const r of results) if (!r.inserted) a.deepEqual(r.winner, active);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: a revocation generation hides the tokens below it`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = sessionKey(uniqueSession(), "corp");
+      await store.insert(live(key, 1));
+      await store.insert({ key, generation: 2, reason: "revoked" });
+      const active = await store.getActive(key);
+      a.is(active?.reason, "revoked");
+      a.is(active?.tokens, undefined);
+      // A refresh racing the revocation loses: generation 2 exists.
+      const late = await store.insert(live(key, 2, "late"));
+      a.false(late.inserted);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: getSession returns each provider's active generation of that session only`, async (a) => {
+    const store = await factory.create();
+    try {
+      const s = uniqueSession();
+      await store.insert(live(sessionKey(s, "a"), 1));
+      await store.insert(live(sessionKey(s, "a"), 2));
+      await store.insert(live(sessionKey(s, "b"), 1));
+      await store.insert(live(sessionKey(uniqueSession(), "a"), 1));
+      await store.insert(live(grantKey(s), 1));
+      const got = (await store.getSession(s))
+        .map((r) => [r.key.kind === "session" ? r.key.provider : "?", r.generation])
+        .sort();
+      a.deepEqual(got, [
+        ["a", 2],
+        ["b", 1],
+      ]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: activeGenerations answers many keys at once and leaves out absent ones`, async (a) => {
+    const store = await factory.create();
+    try {
+      const keys = Array.from({ length: 50 }, (_, i) => sessionKey(uniqueSession(), `p${i % 3}`));
+      for (const [i, k] of keys.entries())
+        if (i % 2 === 0) await store.insert(live(k, (i % 5) + 1));
+      const gens = await store.activeGenerations(keys);
+      a.is(gens.size, 25);
+      for (const [i, k] of keys.entries())
+        a.is(gens.get(keyId(k)), i % 2 === 0 ? (i % 5) + 1 : undefined);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: pruneBelow removes older generations and keeps the active one`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = grantKey(uniqueSession("g"));
+      for (let g = 1; g <= 4; g++) await store.insert(live(key, g));
+      a.is(await store.pruneBelow(key, 4), 3);
+      a.is(await store.pruneBelow(key, 4), 0);
+      a.is((await store.getActive(key))?.generation, 4);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: ids with separators and unicode-free odd characters stay distinct`, async (a) => {
+    const store = await factory.create();
+    try {
+      const base = uniqueSession();
+      const k1 = sessionKey(`${base}:a`, "p");
+      const k2 = sessionKey(`${base}`, "p:a");
+      await store.insert(live(k1, 1, "one"));
+      await store.insert(live(k2, 1, "two"));
+      a.is((await store.getActive(k1))?.tokens?.accessToken, "one");
+      a.is((await store.getActive(k2))?.tokens?.accessToken, "two");
+    } finally {
+      await store.close();
+    }
+  });
+}
