@@ -1,5 +1,6 @@
 import test from "ava";
 import { createMemoryStore } from "../src/store/memory-store.ts";
-import { storeContract } from "./support/store-contract.ts";
+import { claimContract, storeContract } from "./support/store-contract.ts";
 
 storeContract(test, "memory store", { create: async () => createMemoryStore() });
+claimContract(test, "memory store", { create: async () => createMemoryStore() });

@@ -11,6 +11,26 @@ export type InsertResult =
   | { readonly inserted: true }
   | { readonly inserted: false; readonly winner: TokenRecord };
 
+/** A replica's claim to redeem the refresh token of one generation of a key. */
+export interface RefreshClaim {
+  readonly key: TokenKey;
+  /** The generation whose refresh token is being redeemed. */
+  readonly generation: number;
+  /** Who holds it: a replica id. */
+  readonly owner: string;
+  /** Wall-clock ms after which the claim is dead and may be taken over. */
+  readonly leaseUntil: number;
+}
+
+export type ClaimResult =
+  | { readonly acquired: true }
+  | { readonly acquired: false; readonly holder: RefreshClaim };
+
+export interface SweepResult {
+  readonly generations: number;
+  readonly claims: number;
+}
+
 export interface TokenStore {
   /** Which adapter, for logs. */
   readonly kind: string;
@@ -30,5 +50,14 @@ export interface TokenStore {
   ): Promise<Map<string, number>>;
   /** Deletes generations of `key` below `generation` (the sweeper's work). */
   pruneBelow(key: TokenKey, generation: number, opts?: StoreCallOptions): Promise<number>;
+  /**
+   * Claims (key, generation) for a refresh. Exactly one concurrent caller
+   * acquires it; the others get the current holder.
+   */
+  claim(claim: RefreshClaim, opts?: StoreCallOptions): Promise<ClaimResult>;
+  /** Deletes this exact claim (same owner and lease); true only for the one caller that deleted it. */
+  releaseClaim(claim: RefreshClaim, opts?: StoreCallOptions): Promise<boolean>;
+  /** Deletes generations below each key's active one and claims whose lease ended before `now`. */
+  sweep(now: number, opts?: StoreCallOptions): Promise<SweepResult>;
   close(): Promise<void>;
 }

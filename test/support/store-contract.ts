@@ -192,3 +192,61 @@ export function storeContract(test: TestFn, name: string, factory: StoreFactory)
     }
   });
 }
+
+export function claimContract(test: TestFn, name: string, factory: StoreFactory): void {
+  test(`${name}: one of many concurrent claimers of a generation acquires it`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = sessionKey(uniqueSession(), "corp");
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          store.claim({ key, generation: 1, owner: `replica-${i}`, leaseUntil: 2_000_000_000_000 }),
+        ),
+      );
+      const acquired = results.filter((r) => r.acquired);
+      a.is(acquired.length, 1);
+      const owners = new Set(results.map((r) => (r.acquired ? "" : r.holder.owner)));
+      owners.delete("");
+      a.is(owners.size, 1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: a claim is released only by its exact holder, exactly once`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = sessionKey(uniqueSession(), "corp");
+      const c = { key, generation: 4, owner: "r1", leaseUntil: 1_000 };
+      a.true((await store.claim(c)).acquired);
+      a.false(await store.releaseClaim({ ...c, owner: "r2" }));
+      a.false(await store.releaseClaim({ ...c, leaseUntil: 999 }));
+      const both = await Promise.all([store.releaseClaim(c), store.releaseClaim(c)]);
+      a.deepEqual(both.sort(), [false, true]);
+      a.true((await store.claim({ ...c, owner: "r2" })).acquired);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: sweep deletes old generations and dead claims only`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = sessionKey(uniqueSession(), "corp");
+      for (let g = 1; g <= 3; g++) await store.insert(live(key, g));
+      await store.claim({ key, generation: 1, owner: "dead", leaseUntil: 100 });
+      await store.claim({ key, generation: 3, owner: "alive", leaseUntil: 10_000 });
+      const res = await store.sweep(5_000);
+      a.true(res.generations >= 2);
+      a.true(res.claims >= 1);
+      a.is((await store.getActive(key))?.generation, 3);
+      const again = await store.claim({ key, generation: 3, owner: "other", leaseUntil: 20_000 });
+      a.false(again.acquired);
+      a.true(
+        (await store.claim({ key, generation: 1, owner: "other", leaseUntil: 20_000 })).acquired,
+      );
+    } finally {
+      await store.close();
+    }
+  });
+}
