@@ -1,0 +1,95 @@
+// The only place that reads the environment, builds clients and wires
+// everything. `--dev` runs the embedded defaults: memory store, an in-process
+// identity provider, a demo grant and a demo session, authentication off.
+
+import { readFileSync } from "node:fs";
+import { type Config, ConfigError, loadConfig, splitHostPort } from "./config.ts";
+import type { TokenVendor } from "./core/token-vendor.ts";
+import { createLogger, type RootLogger } from "./log.ts";
+import { startServer } from "./server.ts";
+
+const dev = process.argv.includes("--dev");
+
+async function main(): Promise<void> {
+  let config: Config;
+  let stopDev: (() => Promise<void>) | undefined;
+  let devSession: ((vendor: TokenVendor) => Promise<void>) | undefined;
+  const env = { ...process.env };
+  const readFile = (p: string) => readFileSync(p, "utf8");
+
+  if (dev && env.TOKENVEND_CONFIG === undefined) {
+    // Loaded only in dev mode: oidc-provider is a devDependency.
+    const { startDevIdentity } = await import("./dev/dev-mode.ts");
+    const d = await startDevIdentity();
+    stopDev = d.stop;
+    env.TOKENVEND_DEV_CLIENT_SECRET = d.clientSecret;
+    config = loadConfig({ env, readFile, fallback: d.config });
+    devSession = (vendor) => d.storeDemoSession(config, vendor);
+  } else {
+    config = loadConfig({ env, readFile });
+  }
+
+  const log = createLogger(config.logLevel);
+  if (dev) {
+    log.warn(
+      {},
+      "DEVELOPMENT MODE: caller authentication is OFF, tokens live in memory, the identity provider is a local test one. Never expose this.",
+    );
+  }
+  const server = await startServer({ config, logger: log });
+  if (devSession !== undefined) {
+    await devSession(server.vendor);
+    printDevExamples(config, server.grpcPort, server.httpPort);
+  }
+  installSignals(log, async () => {
+    await server.shutdown();
+    await stopDev?.();
+  });
+}
+
+function installSignals(log: RootLogger | undefined, stop: () => Promise<void>) {
+  let stopping = false;
+  const onSignal = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log?.info({ signal }, "shutting down");
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log?.error({ err: err instanceof Error ? err.message : String(err) }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGINT", () => onSignal("SIGINT"));
+}
+
+function printDevExamples(config: Config, grpcPort: number, httpPort: number) {
+  const g = `${splitHostPort(config.grpcListen).host}:${grpcPort}`;
+  const h = `http://${splitHostPort(config.httpListen).host}:${httpPort}`;
+  const lines = [
+    "",
+    "tokenvend dev mode is ready. Try:",
+    `  grpcurl -plaintext ${g} list`,
+    `  grpcurl -plaintext ${g} describe tokenvend.v1.GetValidTokensRequest`,
+    `  grpcurl -plaintext -d '{"grant":"demo"}' ${g} tokenvend.v1.TokenService/GetToken`,
+    `  grpcurl -plaintext -d '{"session_id":"demo-session","provider":"local"}' ${g} tokenvend.v1.TokenService/GetValidTokens`,
+    `  grpcurl -plaintext -d '{"grant":"demo"}' ${g} tokenvend.v1.TokenService/WatchToken`,
+    `  curl -s -H 'content-type: application/json' -d '{"grant":"demo"}' ${h}/tokenvend.v1.TokenService/GetToken`,
+    `  curl -s -H 'content-type: application/json' -d '{"sessionId":"demo-session","provider":"local"}' ${h}/tokenvend.v1.TokenService/GetValidTokens`,
+    "",
+  ];
+  process.stdout.write(`${lines.join("\n")}\n`);
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`tokenvend: invalid configuration: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(
+    `tokenvend: failed to start: ${err instanceof Error ? err.message : String(err)}\n`,
+  );
+  process.exit(1);
+});
