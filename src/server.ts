@@ -11,7 +11,7 @@ import type { TokenStore } from "./core/token-store.ts";
 import { createTokenVendor, type TokenVendor } from "./core/token-vendor.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
 import { createUpstreamClient } from "./idp/upstream-client.ts";
-import { createGrpcServer } from "./rpc/grpc-server.ts";
+import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
 import { createHttpServer } from "./rpc/http-server.ts";
 import { createTokenService } from "./rpc/token-service.ts";
 import { createMemoryStore } from "./store/memory-store.ts";
@@ -23,6 +23,8 @@ export interface StartServerOptions {
   /** Defaults to the openid-client based client built from config.providers. */
   readonly upstream?: UpstreamClient;
   readonly clock?: Clock;
+  /** Adds services to the grpc-js server before it listens (the benchmark's echo). */
+  readonly configureGrpc?: (server: GrpcServer["server"]) => void;
 }
 
 export interface RunningServer {
@@ -90,6 +92,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     reflectionDescriptorSet: readFileSync(descriptorSetPath),
     onInternalError,
   });
+  opts.configureGrpc?.(grpc.server);
   const http = createHttpServer({ services, onInternalError });
   const grpcAddr = await grpc.listen(config.grpcListen);
   const httpAddr = await http.listen(config.httpListen);
