@@ -23,7 +23,7 @@ import {
   type TokenRecord,
   type TokenSet,
 } from "./token.ts";
-import type { TokenStore } from "./token-store.ts";
+import type { RefreshClaim, TokenStore } from "./token-store.ts";
 import { type UpstreamClient, UpstreamError, type UpstreamTokenResponse } from "./upstream.ts";
 import { createWatchHub, type WatchHub } from "./watch-hub.ts";
 
@@ -54,6 +54,20 @@ export interface TokenVendorOptions {
   readonly maxStreams?: number;
   /** The service's lifetime: shared refreshes and store calls run under it, never under a caller's. */
   readonly signal?: AbortSignal;
+  /** This replica's id, written into refresh claims. */
+  readonly replicaId?: string;
+  /** How long a refresh claim holds before another replica may take it over. */
+  readonly claimLeaseMs?: number;
+  /** How often a replica waiting on another's claim looks for the new generation. */
+  readonly claimPollMs?: number;
+  /**
+   * How often cached keys are checked against the store, in one batched query,
+   * so renewals and revocations by other replicas show here. 0 turns it off
+   * (a single process owns its store).
+   */
+  readonly syncIntervalMs?: number;
+  /** A cached key unused this long, with no stream, is dropped at the next sync. */
+  readonly idleEvictMs?: number;
 }
 
 export interface Binding {
@@ -86,6 +100,12 @@ export type WatchTarget =
 
 export interface VendorStats {
   readonly cachedKeys: number;
+  /** Refreshes that waited on another replica's claim. */
+  readonly claimWaits: number;
+  /** Dead claims taken over from a replica that stopped. */
+  readonly claimTakeovers: number;
+  /** Batched generation checks run. */
+  readonly syncs: number;
   readonly inflightRefreshes: number;
   readonly watchers: number;
   readonly timers: number;
@@ -133,6 +153,7 @@ interface KeyState {
   /** A renewed token whose write failed: persisted before anything else. */
   unsaved: LiveRecord | undefined;
   timer: Timer | undefined;
+  lastUsedAt: number;
 }
 
 const maxInsertRetries = 8;
@@ -148,7 +169,16 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   const refreshTimeoutMs = opts.refreshTimeoutMs ?? 30_000;
   const maxStreams = opts.maxStreams ?? 10_000;
   const serviceSignal = opts.signal ?? new AbortController().signal;
+  const replicaId = opts.replicaId ?? `replica-${Math.floor(random() * 2 ** 48).toString(36)}`;
+  const claimLeaseMs = opts.claimLeaseMs ?? refreshTimeoutMs;
+  const claimPollMs = opts.claimPollMs ?? 50;
+  const syncIntervalMs = opts.syncIntervalMs ?? 0;
+  const idleEvictMs = opts.idleEvictMs ?? 600_000;
   let closing = false;
+  let claimWaits = 0;
+  let claimTakeovers = 0;
+  let syncs = 0;
+  let syncTimer: Timer | undefined;
   const states = new Map<string, KeyState>();
   let streams = 0;
 
@@ -202,6 +232,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         permanent: undefined,
         unsaved: undefined,
         timer: undefined,
+        lastUsedAt: clock.now(),
       };
       states.set(id, st);
     }
@@ -284,40 +315,106 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     return run;
   };
 
+  /**
+   * Looks in the store before any provider call: a usable generation newer than
+   * the cached one (renewed by another replica) is adopted and ends the refresh.
+   */
+  const readNewer = async (
+    st: KeyState,
+    prov: ProviderSettings,
+    signal: AbortSignal,
+  ): Promise<
+    { done: true; record: LiveRecord } | { done: false; current: LiveRecord | undefined }
+  > => {
+    const stored = await store.getActive(st.key, { signal }).catch((err: unknown) => {
+      throw storeError(err);
+    });
+    if (stored !== undefined && !isLive(stored)) {
+      forget(st);
+      throw notFound(st.key);
+    }
+    const base = st.record;
+    if (
+      stored !== undefined &&
+      (base === undefined || stored.generation > base.generation) &&
+      clock.now() < unusableAt(stored.tokens, prov.lifetime)
+    ) {
+      adopt(st, stored, stored.reason === "stored" ? "stored" : "refreshed");
+      return { done: true, record: stored };
+    }
+    const current = stored ?? base;
+    if (st.key.kind === "session" && current === undefined) throw notFound(st.key);
+    return { done: false, current };
+  };
+
+  /**
+   * One refresh of a key for the whole cluster: claim (key, generation) before
+   * redeeming its refresh token; a replica that loses the claim waits for the
+   * winner's generation; a dead claim is taken over by the one replica whose
+   * deleteOne removed it.
+   */
   const doRefresh = async (st: KeyState): Promise<LiveRecord> => {
     const signal = AbortSignal.any([serviceSignal, AbortSignal.timeout(refreshTimeoutMs)]);
     const prov = providerOf(st.provider);
     try {
       if (st.unsaved !== undefined) return await saveUnsaved(st);
-      // Store first: a renewal made elsewhere is taken without a provider call.
-      const stored = await store.getActive(st.key, { signal }).catch((err: unknown) => {
-        throw storeError(err);
-      });
-      if (stored !== undefined && !isLive(stored)) {
-        forget(st);
-        throw notFound(st.key);
+      let waited = false;
+      for (;;) {
+        const seen = await readNewer(st, prov, signal);
+        if (seen.done) return seen.record;
+        const claim: RefreshClaim = {
+          key: st.key,
+          generation: seen.current?.generation ?? 0,
+          owner: replicaId,
+          leaseUntil: clock.now() + claimLeaseMs,
+        };
+        const got = await store.claim(claim, { signal }).catch((err: unknown) => {
+          throw storeError(err);
+        });
+        if (!got.acquired) {
+          if (got.holder.leaseUntil <= clock.now()) {
+            const mine = await store.releaseClaim(got.holder, { signal }).catch((err: unknown) => {
+              throw storeError(err);
+            });
+            if (mine) {
+              claimTakeovers++;
+              log.warn(
+                { provider: st.provider, deadOwner: got.holder.owner },
+                "took over a dead refresh claim",
+              );
+              continue;
+            }
+          }
+          if (!waited) claimWaits++;
+          waited = true;
+          await clock.sleep(claimPollMs, signal);
+          continue;
+        }
+        let keepClaim = false;
+        try {
+          // The previous holder persists before it releases: look once more.
+          const again = await readNewer(st, prov, signal);
+          if (again.done) return again.record;
+          const current = again.current;
+          const startedAt = clock.now();
+          const res = await callUpstream(st, current, signal);
+          st.unsaved = {
+            key: st.key,
+            generation: (current?.generation ?? 0) + 1,
+            reason: st.key.kind === "grant" ? "granted" : "refreshed",
+            tokens: renewedTokens(current?.tokens, res, startedAt, prov.lifetime),
+          };
+          try {
+            return await saveUnsaved(st);
+          } catch (err) {
+            // The old refresh token is spent: nobody else may redeem it while ours is unsaved.
+            keepClaim = st.unsaved !== undefined;
+            throw err;
+          }
+        } finally {
+          if (!keepClaim) void store.releaseClaim(claim).catch(() => {});
+        }
       }
-      const base = st.record;
-      if (
-        stored !== undefined &&
-        (base === undefined || stored.generation > base.generation) &&
-        clock.now() < unusableAt(stored.tokens, prov.lifetime)
-      ) {
-        adopt(st, stored, "refreshed");
-        return stored;
-      }
-      const current = stored ?? base;
-      if (st.key.kind === "session" && current === undefined) throw notFound(st.key);
-      const startedAt = clock.now();
-      const res = await callUpstream(st, current, signal);
-      const record: LiveRecord = {
-        key: st.key,
-        generation: (current?.generation ?? 0) + 1,
-        reason: st.key.kind === "grant" ? "granted" : "refreshed",
-        tokens: renewedTokens(current?.tokens, res, startedAt, prov.lifetime),
-      };
-      st.unsaved = record;
-      return await saveUnsaved(st);
     } catch (err) {
       throw classify(st, err, prov);
     }
@@ -425,7 +522,9 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   const schedule = (st: KeyState) => {
     st.timer?.cancel();
     st.timer = undefined;
-    if (closing || serviceSignal.aborted || !hub.has(st.id) || st.permanent !== undefined) return;
+    if (closing || serviceSignal.aborted || st.permanent !== undefined) return;
+    // A renewal that could not be stored is retried whoever watches: it holds the only live refresh token.
+    if (!hub.has(st.id) && st.unsaved === undefined) return;
     if (st.record === undefined && st.failures === 0) return;
     const delay = (st.failures > 0 ? st.nextAttemptAt : st.refreshAtMs) - clock.now();
     // setTimeout holds at most ~24.8 days; longer waits are re-armed.
@@ -470,6 +569,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     binding: Binding,
     signal: AbortSignal | undefined,
   ): Promise<LiveRecord> => {
+    st.lastUsedAt = clock.now();
     const record = st.record ?? (await load(st, signal));
     if (record === undefined && st.key.kind === "session") throw notFound(st.key);
     if (record !== undefined) {
@@ -521,6 +621,53 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     }
     throw new TokenVendError("STORE_UNAVAILABLE", "too many concurrent writers for one key");
   };
+
+  /**
+   * One batched query for the generations of every cached key; keys whose
+   * generation moved elsewhere are re-read, adopted and pushed to streams, or
+   * forgotten (ending streams with NOT_FOUND) when revoked.
+   */
+  const sync = async () => {
+    const now = clock.now();
+    for (const st of [...states.values()]) {
+      const idle = now - st.lastUsedAt > idleEvictMs;
+      if (idle && !hub.has(st.id) && st.inflight === undefined && st.unsaved === undefined) {
+        st.timer?.cancel();
+        states.delete(st.id);
+      }
+    }
+    const list = [...states.values()];
+    if (list.length === 0) return;
+    const gens = await store.activeGenerations(
+      list.map((st) => st.key),
+      { signal: serviceSignal },
+    );
+    syncs++;
+    for (const st of list) {
+      const theirs = gens.get(st.id);
+      const mine = st.record?.generation;
+      if (theirs === mine || theirs === undefined || (mine !== undefined && theirs < mine))
+        continue;
+      const r = await store.getActive(st.key, { signal: serviceSignal });
+      if (r !== undefined && !isLive(r)) forget(st);
+      else if (r !== undefined) adopt(st, r, r.reason === "stored" ? "stored" : "refreshed");
+    }
+  };
+
+  const armSync = () => {
+    if (syncIntervalMs <= 0 || closing || serviceSignal.aborted) return;
+    syncTimer = clock.setTimer(syncIntervalMs, () => {
+      sync()
+        .catch((err: unknown) =>
+          log.warn(
+            { err: err instanceof Error ? err.message : String(err) },
+            "generation sync failed",
+          ),
+        )
+        .finally(armSync);
+    });
+  };
+  armSync();
 
   return {
     async storeUpstreamTokens(input, signal) {
@@ -667,6 +814,9 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       }
       return {
         cachedKeys: states.size,
+        claimWaits,
+        claimTakeovers,
+        syncs,
         inflightRefreshes: inflight,
         watchers: hub.idCount(),
         timers,
@@ -676,6 +826,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
 
     async close() {
       closing = true;
+      syncTimer?.cancel();
       for (const st of states.values()) {
         st.timer?.cancel();
         st.timer = undefined;
