@@ -1,0 +1,676 @@
+// The gRPC listener: @grpc/grpc-js serving Connect service implementations,
+// next to grpc.health.v1 and server reflection. Handlers are written once, as a
+// Connect ServiceImpl; grpcServiceOf adapts each grpc-js call the way Connect's
+// own gRPC handler would: a HandlerContext (headers from metadata, deadline,
+// context values, a signal that aborts on cancel and on completion), the same
+// interceptors, and the same error mapping, with details in
+// grpc-status-details-bin. Unary and server-streaming methods only: the contract
+// has no client or bidi streams, and an adapter refuses them loudly.
+
+import type { DescFile, DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  FieldDescriptorProto_Label,
+  FieldDescriptorProto_Type,
+  type FileDescriptorProto,
+  FileDescriptorProtoSchema,
+  FileDescriptorSetSchema,
+} from "@bufbuild/protobuf/wkt";
+import {
+  Code,
+  ConnectError,
+  createContextValues,
+  createHandlerContext,
+  createServiceImplSpec,
+  type HandlerContext,
+  type Interceptor,
+  type MethodImplSpec,
+  type ServiceImpl,
+  type StreamRequest,
+  type UnaryRequest,
+} from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import {
+  encodeGrpcStatusDetails,
+  grpcStatusDetailsKey,
+  type InternalErrorHandler,
+  toWireError,
+} from "./error-details.ts";
+
+/** One service and its implementation, as Connect's `router.service()` takes them. */
+export interface ServiceRegistration<S extends DescService = DescService> {
+  readonly desc: S;
+  readonly impl: Partial<ServiceImpl<S>>;
+}
+
+/** Registrations with each impl checked against its own service. */
+export type ServiceRegistrations<T extends readonly DescService[]> = {
+  readonly [K in keyof T]: ServiceRegistration<T[K]>;
+};
+
+export interface ListenAddress {
+  readonly host: string;
+  /** The bound port: the one the OS chose when asked for port 0. */
+  readonly port: number;
+}
+
+export interface GrpcServiceOptions {
+  /** Connect interceptors, first = outermost, exactly as the HTTP listener runs them. */
+  readonly interceptors?: readonly Interceptor[];
+  /** Gets the original error of every call that ends INTERNAL; the caller never sees it. */
+  readonly onInternalError?: InternalErrorHandler;
+  /** Aborting it aborts every call's signal and ends the call at once with the reason
+   * (a ConnectError, e.g. UNAVAILABLE on shutdown), as Connect's option of that name. */
+  readonly shutdownSignal?: AbortSignal;
+}
+
+/** A grpc-js service definition and its handlers, for `server.addService()`. */
+export interface GrpcService {
+  readonly definition: grpc.ServiceDefinition;
+  readonly handlers: grpc.UntypedServiceImplementation;
+}
+
+/**
+ * Adapts a Connect service implementation to grpc-js. Messages pass as raw
+ * bytes so decoding happens here: a malformed request is INVALID_ARGUMENT (bad
+ * input, as the design asks), not the INTERNAL that grpc-js answers, with the
+ * parser's message, for a throwing deserializer.
+ */
+export function grpcServiceOf<S extends DescService>(
+  desc: S,
+  impl: Partial<ServiceImpl<S>>,
+  opts: GrpcServiceOptions = {},
+): GrpcService {
+  const spec = createServiceImplSpec(desc, impl);
+  const definition: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};
+  const handlers: grpc.UntypedServiceImplementation = {};
+  for (const method of desc.methods) {
+    const m = spec.methods[method.localName];
+    if (m === undefined) continue;
+    if (m.kind !== "unary" && m.kind !== "server_streaming") {
+      throw new Error(
+        `${desc.typeName}.${method.name}: ${m.kind} methods are not supported on the gRPC listener`,
+      );
+    }
+    definition[method.name] = {
+      path: `/${desc.typeName}/${method.name}`,
+      requestStream: false,
+      responseStream: m.kind === "server_streaming",
+      requestSerialize: identity,
+      requestDeserialize: identity,
+      responseSerialize: identity,
+      responseDeserialize: identity,
+      originalName: method.localName,
+    };
+    handlers[method.name] =
+      m.kind === "unary"
+        ? (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+            serveUnary(m, call, cb, opts)
+        : (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+            void serveServerStream(m, call, opts);
+          };
+  }
+  return { definition, handlers };
+}
+
+const identity = (b: Buffer) => b;
+
+type AnyFn = Parameters<Interceptor>[0];
+type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
+type ServerStreamSpec = Extract<MethodImplSpec, { kind: "server_streaming" }>;
+
+function serveUnary(
+  spec: UnarySpec,
+  call: grpc.ServerUnaryCall<Buffer, Buffer>,
+  callback: grpc.sendUnaryData<Buffer>,
+  opts: GrpcServiceOptions,
+): void {
+  const path = call.getPath();
+  const ctx = contextFor(call, spec.method, opts.shutdownSignal);
+  let finished = false;
+  const finish = (err: ConnectError | undefined, value?: Buffer) => {
+    if (finished) return;
+    finished = true;
+    call.off("cancelled", onCancel);
+    if (!call.cancelled) {
+      sendHeaders(call, ctx.responseHeader);
+      if (err === undefined) callback(null, value, toMetadata(ctx.responseTrailer));
+      else callback(toServiceError(err, ctx.responseTrailer));
+    }
+    // Completion aborts the signal too, as on Connect: work tied to it stops.
+    ctx.abort();
+  };
+  const onCancel = () => {
+    finished = true;
+    ctx.abort(cancelledByClient());
+  };
+  call.on("cancelled", onCancel);
+  // Deadline or shutdown: answer now; the handler learns it from its signal.
+  ctx.signal.addEventListener(
+    "abort",
+    () => {
+      if (!finished) finish(asWireError(ctx.signal.reason, path, opts));
+    },
+    { once: true },
+  );
+
+  const next = chain(opts.interceptors, async (req) => {
+    const u = req as UnaryRequest;
+    const out = await spec.impl(u.message, mergeRequest(ctx, req));
+    return {
+      stream: false,
+      message: create(spec.method.output, out),
+      method: spec.method,
+      service: spec.method.parent,
+      header: ctx.responseHeader,
+      trailer: ctx.responseTrailer,
+    };
+  });
+  (async () => {
+    const message = decode(spec.method.input, call.request);
+    const res = await next({
+      stream: false,
+      message,
+      method: spec.method,
+      ...requestCommon(ctx),
+    });
+    copyHeaders(res.header, ctx.responseHeader);
+    copyHeaders(res.trailer, ctx.responseTrailer);
+    if (res.stream) throw new Error(`interceptor returned a stream for unary ${path}`);
+    return encode(spec.method.output, res.message);
+  })().then(
+    (bytes) => finish(undefined, bytes),
+    (err: unknown) => finish(toWireError(err, path, ctx.signal, opts.onInternalError)),
+  );
+}
+
+async function serveServerStream(
+  spec: ServerStreamSpec,
+  call: grpc.ServerWritableStream<Buffer, Buffer>,
+  opts: GrpcServiceOptions,
+): Promise<void> {
+  const path = call.getPath();
+  const ctx = contextFor(call, spec.method, opts.shutdownSignal);
+  const stopped = Promise.withResolvers<undefined>();
+  let finished = false;
+  let headersSent = false;
+  const sendHeadersOnce = () => {
+    if (headersSent) return;
+    headersSent = true;
+    sendHeaders(call, ctx.responseHeader);
+  };
+  const finish = (err?: ConnectError) => {
+    if (finished) return;
+    finished = true;
+    call.off("cancelled", onCancel);
+    if (!call.cancelled) {
+      sendHeadersOnce();
+      if (err === undefined) call.end(toMetadata(ctx.responseTrailer));
+      else call.emit("error", toServiceError(err, ctx.responseTrailer));
+    }
+    stopped.resolve(undefined);
+    ctx.abort();
+  };
+  const onCancel = () => {
+    finished = true;
+    stopped.resolve(undefined);
+    ctx.abort(cancelledByClient());
+  };
+  call.on("cancelled", onCancel);
+  ctx.signal.addEventListener(
+    "abort",
+    () => {
+      if (!finished) finish(asWireError(ctx.signal.reason, path, opts));
+    },
+    { once: true },
+  );
+
+  const next = chain(opts.interceptors, async (req) => {
+    const s = req as StreamRequest;
+    let input: DescMessageShape | undefined;
+    for await (const m of s.message) {
+      input = m;
+      break;
+    }
+    if (input === undefined) throw new ConnectError("missing request message", Code.Unimplemented);
+    return {
+      stream: true,
+      message: normalized(spec.method.output, spec.impl(input, mergeRequest(ctx, req))),
+      method: spec.method,
+      service: spec.method.parent,
+      header: ctx.responseHeader,
+      trailer: ctx.responseTrailer,
+    };
+  });
+
+  let it: AsyncIterator<DescMessageShape> | undefined;
+  try {
+    const message = decode(spec.method.input, call.request);
+    const res = await next({
+      stream: true,
+      message: single(message),
+      method: spec.method,
+      ...requestCommon(ctx),
+    });
+    if (!res.stream) throw new Error(`interceptor returned a unary response for stream ${path}`);
+    copyHeaders(res.header, ctx.responseHeader);
+    it = res.message[Symbol.asyncIterator]();
+    while (!finished) {
+      // Race the handler against cancel/abort so a stuck handler cannot hold the call.
+      const r = await Promise.race([it.next(), stopped.promise]);
+      if (r === undefined || finished) break;
+      if (r.done === true) {
+        copyHeaders(res.trailer, ctx.responseTrailer);
+        finish();
+        break;
+      }
+      sendHeadersOnce();
+      if (!call.write(encode(spec.method.output, r.value))) await drained(call, stopped.promise);
+    }
+  } catch (err) {
+    finish(toWireError(err, path, ctx.signal, opts.onInternalError));
+  } finally {
+    // Stopped early (cancel, deadline, shutdown): close the handler's generator
+    // so its finally blocks run; a no-op when it already ended.
+    if (it?.return !== undefined) void it.return().catch(() => {});
+  }
+}
+
+type DescMessageShape = UnaryRequest["message"];
+
+/** Waits until the stream can take more, or the call stopped. */
+function drained(call: grpc.ServerWritableStream<Buffer, Buffer>, stopped: Promise<undefined>) {
+  let onDrain!: () => void;
+  const drain = new Promise<void>((resolve) => {
+    onDrain = resolve;
+    call.once("drain", onDrain);
+  });
+  return Promise.race([drain, stopped]).finally(() => call.off("drain", onDrain));
+}
+
+function chain(interceptors: readonly Interceptor[] | undefined, fn: AnyFn): AnyFn {
+  // Same order as Connect: the first interceptor is the outermost.
+  return (interceptors ?? []).reduceRight((next, i) => i(next), fn);
+}
+
+type Controller = ReturnType<typeof createHandlerContext>;
+type AnyCall = grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<Buffer, Buffer>;
+
+function contextFor(
+  call: AnyCall,
+  method: DescMethod,
+  shutdownSignal: AbortSignal | undefined,
+): Controller {
+  // Metadata as HTTP headers: binary (-bin) values base64, as they are on the wire.
+  const requestHeader = new Headers();
+  for (const [k, v] of Object.entries(call.metadata.toHttp2Headers())) {
+    for (const value of Array.isArray(v) ? v : [v]) {
+      if (value !== undefined) requestHeader.append(k, String(value));
+    }
+  }
+  const deadline = call.getDeadline();
+  const timeoutMs = (deadline instanceof Date ? deadline.getTime() : deadline) - Date.now();
+  return createHandlerContext({
+    service: method.parent,
+    method,
+    protocolName: "grpc",
+    requestMethod: "POST",
+    url: `http://${call.getHost()}${call.getPath()}`,
+    requestHeader,
+    contextValues: createContextValues(),
+    ...(Number.isFinite(timeoutMs) ? { timeoutMs: Math.max(0, timeoutMs) } : {}),
+    ...(shutdownSignal !== undefined ? { shutdownSignal } : {}),
+  });
+}
+
+function requestCommon(ctx: Controller) {
+  return {
+    service: ctx.service,
+    requestMethod: ctx.requestMethod,
+    url: ctx.url,
+    signal: ctx.signal,
+    header: ctx.requestHeader,
+    contextValues: ctx.values,
+  };
+}
+
+/** The context the handler sees: interceptors may have replaced headers, signal or values. */
+function mergeRequest(ctx: Controller, req: UnaryRequest | StreamRequest): HandlerContext {
+  return {
+    ...ctx,
+    service: req.service,
+    requestHeader: req.header,
+    signal: req.signal,
+    values: req.contextValues,
+  };
+}
+
+function cancelledByClient(): ConnectError {
+  return new ConnectError("the client cancelled the call", Code.Canceled);
+}
+
+function asWireError(reason: unknown, path: string, opts: GrpcServiceOptions): ConnectError {
+  return toWireError(reason, path, undefined, opts.onInternalError);
+}
+
+function decode<D extends DescMessage>(desc: D, bytes: Buffer) {
+  try {
+    return fromBinary(desc, bytes);
+  } catch (err) {
+    throw new ConnectError(
+      `cannot decode ${desc.typeName}`,
+      Code.InvalidArgument,
+      undefined,
+      undefined,
+      err,
+    );
+  }
+}
+
+function encode(desc: DescMessage, message: DescMessageShape): Buffer {
+  const u8 = toBinary(desc, message);
+  return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+}
+
+async function* single<T>(message: T): AsyncGenerator<T> {
+  yield message;
+}
+
+/** The handler's output as full messages (it may yield init shapes), keeping return(). */
+function normalized(
+  desc: DescMessage,
+  source: AsyncIterable<Parameters<typeof create>[1]>,
+): AsyncIterable<DescMessageShape> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = source[Symbol.asyncIterator]();
+      const map = (r: IteratorResult<Parameters<typeof create>[1]>) =>
+        r.done === true ? r : { done: false as const, value: create(desc, r.value) };
+      return {
+        next: () => it.next().then(map),
+        return: async (v?: unknown) =>
+          it.return !== undefined ? map(await it.return(v)) : { done: true, value: v },
+      };
+    },
+  };
+}
+
+function copyHeaders(from: Headers, to: Headers) {
+  if (from === to) return;
+  for (const k of [...to.keys()]) to.delete(k);
+  from.forEach((v, k) => {
+    to.append(k, v);
+  });
+}
+
+// Protocol headers are grpc-js's to write; a handler or an error must not forge them.
+const reservedHeader =
+  /^(grpc-|:|content-type$|content-length$|te$|connection$|transfer-encoding$|trailer$|host$)/;
+
+function toMetadata(headers: Headers, into = new grpc.Metadata()): grpc.Metadata {
+  headers.forEach((value, key) => {
+    if (reservedHeader.test(key)) return;
+    try {
+      if (key.endsWith("-bin")) {
+        for (const v of value.split(",")) into.add(key, Buffer.from(v.trim(), "base64"));
+      } else {
+        into.add(key, value);
+      }
+    } catch {
+      // grpc-js refuses keys or values that are not legal metadata: drop them.
+    }
+  });
+  return into;
+}
+
+function sendHeaders(call: AnyCall, headers: Headers) {
+  const md = toMetadata(headers);
+  if (Object.keys(md.getMap()).length > 0) call.sendMetadata(md);
+}
+
+function toServiceError(err: ConnectError, trailer: Headers): grpc.ServerErrorResponse {
+  const metadata = toMetadata(err.metadata, toMetadata(trailer));
+  const details = encodeGrpcStatusDetails(err);
+  if (details !== undefined) metadata.set(grpcStatusDetailsKey, Buffer.from(details));
+  // Connect's Code numbers are gRPC's status codes.
+  return Object.assign(new Error(err.rawMessage), {
+    code: err.code as number as grpc.status,
+    details: err.rawMessage,
+    metadata,
+  });
+}
+
+// ---------------------------------------------------------------------------
+// The server: our services, health, reflection, bind, drain.
+
+export interface GrpcServerOptions<T extends readonly DescService[]> {
+  readonly services: ServiceRegistrations<T>;
+  /**
+   * A FileDescriptorSet (buf image) of the services, with source info, served
+   * by reflection so `grpcurl describe` shows the proto comments. Without it
+   * reflection serves the descriptors compiled into gen/ (no comments).
+   */
+  readonly reflectionDescriptorSet?: Uint8Array;
+  /** Largest request message accepted; larger ones get RESOURCE_EXHAUSTED. Default 128 KiB. */
+  readonly maxReceiveMessageBytes?: number;
+  readonly interceptors?: readonly Interceptor[];
+  readonly onInternalError?: InternalErrorHandler;
+  /** Default insecure; TLS or mTLS with grpc.ServerCredentials.createSsl(). */
+  readonly credentials?: grpc.ServerCredentials;
+  /** Extra grpc-js server options (keepalive, ...); they win over ours. */
+  readonly serverOptions?: grpc.ServerOptions;
+}
+
+export interface GrpcServer {
+  /** Binds "host:port" ("[::1]:0" for IPv6); port 0 picks a free port. */
+  listen(hostPort: string): Promise<ListenAddress>;
+  /** Health of "" (the whole server) and of every registered service. Starts NOT_SERVING. */
+  setServing(serving: boolean): void;
+  /**
+   * Stops accepting calls and lets in-flight ones finish for up to graceMs;
+   * then ends the rest with UNAVAILABLE and closes every connection.
+   */
+  shutdown(graceMs: number): Promise<void>;
+  /** The underlying grpc-js server, to add more services before listen(). */
+  readonly server: grpc.Server;
+}
+
+/**
+ * The largest valid request (StoreUpstreamTokens with three 16 KiB tokens and
+ * a hundred scopes) is about 76 KB; anything much bigger is not a token request.
+ */
+export const defaultMaxReceiveMessageBytes = 128 * 1024;
+
+// After the grace period, how long ended calls get to flush their status.
+const flushMs = 250;
+
+export function createGrpcServer<const T extends readonly DescService[]>(
+  opts: GrpcServerOptions<T>,
+): GrpcServer {
+  const maxReceive = opts.maxReceiveMessageBytes ?? defaultMaxReceiveMessageBytes;
+  if (!Number.isInteger(maxReceive) || maxReceive < 1) {
+    throw new RangeError(`maxReceiveMessageBytes must be a positive integer; got ${maxReceive}`);
+  }
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": maxReceive,
+    ...opts.serverOptions,
+  });
+  const shutdownSignal = new AbortController();
+  const services: readonly ServiceRegistration<T[number]>[] = opts.services;
+  for (const s of services) {
+    const { definition, handlers } = grpcServiceOf(s.desc, s.impl, {
+      shutdownSignal: shutdownSignal.signal,
+      ...(opts.interceptors !== undefined ? { interceptors: opts.interceptors } : {}),
+      ...(opts.onInternalError !== undefined ? { onInternalError: opts.onInternalError } : {}),
+    });
+    server.addService(definition, handlers);
+  }
+
+  const healthNames = ["", ...services.map((s) => s.desc.typeName)];
+  const health = new HealthImplementation(
+    Object.fromEntries(healthNames.map((n) => [n, "NOT_SERVING" as const])),
+  );
+  health.addToServer(server);
+  new ReflectionService(
+    reflectionPackage(opts.reflectionDescriptorSet ?? descriptorSetOf(services)),
+  ).addToServer(server);
+
+  const setServing = (serving: boolean) => {
+    for (const n of healthNames) health.setStatus(n, serving ? "SERVING" : "NOT_SERVING");
+  };
+  let stopped: Promise<void> | undefined;
+  return {
+    server,
+    listen(hostPort) {
+      return new Promise((resolve, reject) => {
+        server.bindAsync(
+          hostPort,
+          opts.credentials ?? grpc.ServerCredentials.createInsecure(),
+          (err, port) => (err ? reject(err) : resolve({ host: hostOf(hostPort), port })),
+        );
+      });
+    },
+    setServing,
+    shutdown(graceMs) {
+      stopped ??= (async () => {
+        setServing(false);
+        const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+        if (await within(drained, graceMs)) return;
+        shutdownSignal.abort(new ConnectError("the server is shutting down", Code.Unavailable));
+        await within(drained, flushMs);
+        server.forceShutdown();
+      })();
+      return stopped;
+    },
+  };
+}
+
+/** Resolves true if p settled within ms, false otherwise; leaves no timer behind. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(resolve, Math.max(0, ms), false);
+  });
+  try {
+    return await Promise.race([p.then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function hostOf(hostPort: string): string {
+  const i = hostPort.lastIndexOf(":");
+  return (i < 0 ? hostPort : hostPort.slice(0, i)).replace(/^\[|\]$/g, "");
+}
+
+/** The services' files and their imports, from the descriptors compiled into gen/. */
+function descriptorSetOf(services: readonly ServiceRegistration[]): Uint8Array {
+  const files = new Map<string, DescFile>();
+  const add = (f: DescFile) => {
+    if (files.has(f.proto.name)) return;
+    files.set(f.proto.name, f);
+    f.dependencies.forEach(add);
+  };
+  for (const s of services) add(s.desc.file);
+  return toBinary(
+    FileDescriptorSetSchema,
+    create(FileDescriptorSetSchema, { file: [...files.values()].map((f) => f.proto) }),
+  );
+}
+
+/**
+ * A proto-loader package definition for @grpc/reflection, with grpc.health.v1
+ * added so grpcurl can call the health service too. proto-loader re-encodes
+ * files through protobufjs and drops their source info (the comments), so the
+ * files it lists are swapped for the original bytes of the descriptor set.
+ */
+function reflectionPackage(descriptorSet: Uint8Array): protoLoader.PackageDefinition {
+  const files = fromBinary(FileDescriptorSetSchema, descriptorSet).file;
+  if (!files.some((f) => f.package === "grpc.health.v1")) files.push(healthFile());
+  const originals = files.map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f)));
+  const pkg = protoLoader.loadFileDescriptorSetFromBuffer(
+    Buffer.from(
+      toBinary(FileDescriptorSetSchema, create(FileDescriptorSetSchema, { file: files })),
+    ),
+  );
+  for (const [name, def] of Object.entries(pkg)) {
+    // Message and enum entries list files; service entries do not.
+    if ("fileDescriptorProtos" in def && Array.isArray(def.fileDescriptorProtos)) {
+      pkg[name] = Object.assign({}, def, { fileDescriptorProtos: originals });
+    }
+  }
+  return pkg;
+}
+
+/**
+ * grpc/health/v1/health.proto, the part grpc-health-check serves (Check, Watch).
+ * Written out because the descriptor protobufjs derives from that package's
+ * .proto names its map entry wrongly, and Go clients such as grpcurl reject it.
+ */
+function healthFile(): FileDescriptorProto {
+  const optional = FieldDescriptorProto_Label.OPTIONAL;
+  const pkg = ".grpc.health.v1";
+  return create(FileDescriptorProtoSchema, {
+    name: "grpc/health/v1/health.proto",
+    package: "grpc.health.v1",
+    syntax: "proto3",
+    messageType: [
+      {
+        name: "HealthCheckRequest",
+        field: [
+          {
+            name: "service",
+            jsonName: "service",
+            number: 1,
+            label: optional,
+            type: FieldDescriptorProto_Type.STRING,
+          },
+        ],
+      },
+      {
+        name: "HealthCheckResponse",
+        field: [
+          {
+            name: "status",
+            jsonName: "status",
+            number: 1,
+            label: optional,
+            type: FieldDescriptorProto_Type.ENUM,
+            typeName: `${pkg}.HealthCheckResponse.ServingStatus`,
+          },
+        ],
+        enumType: [
+          {
+            name: "ServingStatus",
+            value: ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"].map((name, number) => ({
+              name,
+              number,
+            })),
+          },
+        ],
+      },
+    ],
+    service: [
+      {
+        name: "Health",
+        method: [
+          {
+            name: "Check",
+            inputType: `${pkg}.HealthCheckRequest`,
+            outputType: `${pkg}.HealthCheckResponse`,
+          },
+          {
+            name: "Watch",
+            inputType: `${pkg}.HealthCheckRequest`,
+            outputType: `${pkg}.HealthCheckResponse`,
+            serverStreaming: true,
+          },
+        ],
+      },
+    ],
+    options: { goPackage: "google.golang.org/grpc/health/grpc_health_v1" },
+  });
+}

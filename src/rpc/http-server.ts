@@ -1,0 +1,231 @@
+// The HTTP listener: Connect, gRPC-Web and gRPC through connect-node, on one
+// port that speaks HTTP/1.1 and h2c (HTTP/2 without TLS, prior knowledge).
+// Node's http2.createServer({ allowHTTP1: true }) only falls back to HTTP/1.1
+// through TLS ALPN; on plain TCP it answers an HTTP/1.1 request with HTTP/2
+// frames (checked on Node 24). So a net.Server reads the first bytes of each
+// connection: the HTTP/2 client preface goes to an http2 server, anything else
+// to an http server, both serving the same Connect handler.
+
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { type InternalErrorHandler, toWireError } from "./error-details.ts";
+import type { ListenAddress, ServiceRegistration, ServiceRegistrations } from "./grpc-server.ts";
+
+export interface HttpServerOptions<T extends readonly DescService[]> {
+  readonly services: ServiceRegistrations<T>;
+  /** Connect interceptors, first = outermost, exactly as the gRPC listener runs them. */
+  readonly interceptors?: readonly Interceptor[];
+  /** Largest request message accepted (per message, after decompression). Default 128 KiB. */
+  readonly readMaxBytes?: number;
+  /** Gets the original error of every call that ends INTERNAL; the caller never sees it. */
+  readonly onInternalError?: InternalErrorHandler;
+  /** An HTTP/2 connection without streams for this long is closed (GOAWAY). Default 5
+   * minutes. HTTP/1.1 uses Node's keep-alive timeout (5 s) between requests. */
+  readonly idleTimeoutMs?: number;
+}
+
+export interface HttpServer {
+  /** Binds "host:port" ("[::1]:0" for IPv6); port 0 picks a free port. */
+  listen(hostPort: string): Promise<ListenAddress>;
+  /**
+   * Stops accepting connections, sends HTTP/2 GOAWAY, closes idle HTTP/1.1
+   * connections and lets in-flight calls finish for up to graceMs; then aborts
+   * the rest with UNAVAILABLE and closes every connection.
+   */
+  close(graceMs: number): Promise<void>;
+}
+
+export const defaultReadMaxBytes = 128 * 1024;
+
+const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+// A connection that has not sent its first bytes by then is not a client.
+const firstBytesTimeoutMs = 10_000;
+// After the grace period, how long aborted calls get to flush their status.
+const flushMs = 250;
+
+export function createHttpServer<const T extends readonly DescService[]>(
+  opts: HttpServerOptions<T>,
+): HttpServer {
+  const readMaxBytes = opts.readMaxBytes ?? defaultReadMaxBytes;
+  if (!Number.isInteger(readMaxBytes) || readMaxBytes < 1) {
+    throw new RangeError(`readMaxBytes must be a positive integer; got ${readMaxBytes}`);
+  }
+  const idleTimeoutMs = opts.idleTimeoutMs ?? 300_000;
+  const shutdown = new AbortController();
+  const services: readonly ServiceRegistration<T[number]>[] = opts.services;
+  const handler = connectNodeAdapter({
+    routes(router: ConnectRouter) {
+      for (const s of services) router.service(s.desc, s.impl);
+    },
+    readMaxBytes,
+    interceptors: [wireErrors(opts.onInternalError), ...(opts.interceptors ?? [])],
+    shutdownSignal: shutdown.signal,
+  });
+
+  let draining = false;
+  // HTTP/1.1 sockets and their in-flight requests: idle ones can close at once.
+  const h1Sockets = new Map<net.Socket, number>();
+  // HTTP/2 sessions and their open streams: idle ones time out, quiet streams do not.
+  const h2Sessions = new Map<http2.Http2Session, number>();
+  const sniffing = new Set<net.Socket>();
+
+  const h1 = http.createServer((req, res) => {
+    const socket = req.socket;
+    socket.setTimeout(0); // headers are in; from here Node's keep-alive timeout applies
+    h1Sockets.set(socket, (h1Sockets.get(socket) ?? 0) + 1);
+    if (draining) res.setHeader("connection", "close");
+    // A request rejected before its body was read (readMaxBytes) is destroyed by
+    // connect-node, which resets the connection: tell the client not to reuse it.
+    const writeHead = res.writeHead;
+    res.writeHead = function (this: typeof res, ...args: Parameters<typeof writeHead>) {
+      if (!req.complete && !res.headersSent) res.setHeader("connection", "close");
+      return writeHead.apply(this, args);
+    } as typeof writeHead;
+    res.once("close", () => {
+      const n = (h1Sockets.get(socket) ?? 1) - 1;
+      if (h1Sockets.has(socket)) h1Sockets.set(socket, n);
+      if (draining && n === 0) socket.end();
+    });
+    handler(req, res);
+  });
+  const h2 = http2.createServer({}, handler);
+  h2.on("session", (session) => {
+    h2Sessions.set(session, 0);
+    session.setTimeout(idleTimeoutMs, () => {
+      if (h2Sessions.get(session) === 0) session.close();
+    });
+    session.once("close", () => h2Sessions.delete(session));
+  });
+  h2.on("stream", (stream) => {
+    const session = stream.session;
+    if (session === undefined || !h2Sessions.has(session)) return;
+    h2Sessions.set(session, (h2Sessions.get(session) ?? 0) + 1);
+    stream.once("close", () => {
+      const n = h2Sessions.get(session);
+      if (n !== undefined) h2Sessions.set(session, n - 1);
+    });
+  });
+
+  const listener = net.createServer((socket) => {
+    // Errors end the socket anyway; an unhandled one would end the process.
+    socket.on("error", () => {});
+    sniffing.add(socket);
+    // A client that never sends its request (headers included) is not one.
+    socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
+    let head: Buffer = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, h2Preface.length);
+      const isH2 = head.subarray(0, n).equals(h2Preface.subarray(0, n));
+      if (isH2 && n < h2Preface.length) return; // a prefix of the preface: read on
+      socket.off("data", onData);
+      sniffing.delete(socket);
+      if (draining) {
+        socket.destroy();
+        return;
+      }
+      // Give the bytes back, then hand the socket over, as documented for the
+      // servers' "connection" event.
+      socket.pause();
+      socket.unshift(head);
+      if (isH2) {
+        socket.setTimeout(0); // the session's own idle timeout takes over
+        // The session reads the unshifted bytes itself, then reads the handle:
+        // resuming here would let the stream swallow data meant for it.
+        h2.emit("connection", socket);
+      } else {
+        h1Sockets.set(socket, 0);
+        socket.once("close", () => h1Sockets.delete(socket));
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+    socket.once("close", () => sniffing.delete(socket));
+  });
+
+  let closed: Promise<void> | undefined;
+  return {
+    listen(hostPort) {
+      const i = hostPort.lastIndexOf(":");
+      const host = hostPort.slice(0, i).replace(/^\[|\]$/g, "");
+      const port = Number(hostPort.slice(i + 1));
+      return new Promise((resolve, reject) => {
+        listener.once("error", reject);
+        listener.listen({ host, port }, () => {
+          listener.off("error", reject);
+          const addr = listener.address() as net.AddressInfo;
+          resolve({ host, port: addr.port });
+        });
+      });
+    },
+    close(graceMs) {
+      closed ??= (async () => {
+        draining = true;
+        const done = new Promise<void>((resolve) => listener.close(() => resolve()));
+        for (const s of sniffing) s.destroy();
+        for (const s of h2Sessions.keys()) s.close(); // GOAWAY: no new streams, running ones finish
+        for (const [s, n] of h1Sockets) if (n === 0) s.destroy();
+        if (await within(done, graceMs)) return;
+        shutdown.abort(new ConnectError("the server is shutting down", Code.Unavailable));
+        if (await within(done, flushMs)) return;
+        for (const s of h2Sessions.keys()) s.destroy();
+        for (const s of h1Sockets.keys()) s.destroy();
+        await done;
+      })();
+      return closed;
+    },
+  };
+}
+
+/**
+ * The outermost interceptor, so both listeners end calls alike. Connect already
+ * answers a non-ConnectError with INTERNAL "internal error"; this hands the
+ * original to onInternalError, for unary calls and for errors raised while a
+ * stream runs. And a stream whose handler returns because its signal aborted
+ * (shutdown, deadline) ends with the abort's reason, e.g. UNAVAILABLE, rather
+ * than OK: the caller must know to reconnect, as on the gRPC listener.
+ */
+function wireErrors(onInternalError: InternalErrorHandler | undefined): Interceptor {
+  return (next) => async (req) => {
+    const method = `/${req.service.typeName}/${req.method.name}`;
+    const wire = (err: unknown) => toWireError(err, method, req.signal, onInternalError);
+    let res: Awaited<ReturnType<typeof next>>;
+    try {
+      res = await next(req);
+    } catch (err) {
+      throw wire(err);
+    }
+    if (!res.stream) return res;
+    const source = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* source;
+        } catch (err) {
+          throw wire(err);
+        }
+        if (req.signal.aborted && req.signal.reason instanceof ConnectError) {
+          throw req.signal.reason;
+        }
+      })(),
+    };
+  };
+}
+
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(resolve, Math.max(0, ms), false);
+  });
+  try {
+    return await Promise.race([p.then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,1056 @@
+// Both listeners, proved with real clients: one small TokenService implementation
+// mounted on the grpc-js listener and on the connect-node listener must give
+// grpc-js, the Connect client (gRPC, gRPC-Web, Connect; HTTP/1.1 and h2c) and
+// curl the same answers, the same codes and the same ErrorInfo / BadRequest.
+// Also: cancellation reaches the handler's signal, deadlines, interceptors and
+// metadata, health, reflection with the proto comments, message size limits,
+// INTERNAL without the original message, and a bounded graceful shutdown.
+
+import { execFile } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { promisify } from "node:util";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import {
+  Code,
+  ConnectError,
+  createClient,
+  createContextKey,
+  type HandlerContext,
+  type Interceptor,
+  type ServiceImpl,
+  type Transport,
+} from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import test from "ava";
+import { protoPath as healthProtoPath } from "grpc-health-check";
+import {
+  type BadRequest,
+  BadRequestSchema,
+  type ErrorInfo,
+  ErrorInfoSchema,
+} from "../gen/google/rpc/error_details_pb.js";
+import {
+  GetTokenRequestSchema,
+  GetTokenResponseSchema,
+  RevokeSessionRequestSchema,
+  RevokeSessionResponseSchema,
+  TokenService,
+  WatchTokenRequestSchema,
+  type WatchTokenResponse,
+  WatchTokenResponseSchema,
+} from "../gen/tokenvend/v1/token_service_pb.js";
+import { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "../src/rpc/error-details.ts";
+import { createGrpcServer, type GrpcServer } from "../src/rpc/grpc-server.ts";
+import { createHttpServer, type HttpServer } from "../src/rpc/http-server.ts";
+import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
+
+const exec = promisify(execFile);
+const descriptorSet = readFileSync(new URL("../gen/tokenvend.binpb", import.meta.url));
+const grpcurlPath = new URL("../.cache/go/bin/grpcurl", import.meta.url).pathname;
+
+/** Runs a command with `input` on its stdin; resolves with its stdout. */
+function run(cmd: string, args: string[], input: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(cmd, args, { maxBuffer: 1 << 24 }, (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    );
+    child.stdin?.end(input);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// The implementation under test, and what it records for the assertions.
+
+const callerKey = createContextKey<string>("", { description: "x-caller, seen by an interceptor" });
+const secret = "hunter2-db-password";
+/** Promises by handler-call id (the id travels in the request's grant). */
+function registry<T>() {
+  const map = new Map<string, PromiseWithResolvers<T>>();
+  return (id: string) => {
+    let w = map.get(id);
+    if (w === undefined) {
+      w = Promise.withResolvers<T>();
+      map.set(id, w);
+    }
+    return w;
+  };
+}
+const aborted = registry<unknown>();
+const closed = registry<void>();
+/** How many messages a "many" handler has produced so far. */
+const produced = new Map<string, number>();
+const manyMessages = 10_000;
+const started = registry<void>();
+/** Resolves with the abort reason once that handler's signal aborts. */
+const abortedOf = (id: string) => aborted(id).promise;
+/** Resolves once that "many" handler's generator is closed (its finally ran). */
+const closedOf = (id: string) => closed(id).promise;
+/** Resolves once that handler runs: timing assertions wait for it, not for a sleep. */
+const startedOf = (id: string) => started(id).promise;
+const untilAborted = (ctx: HandlerContext, id: string) =>
+  new Promise<void>((resolve) => {
+    started(id).resolve();
+    const done = () => {
+      aborted(id).resolve(ctx.signal.reason);
+      resolve();
+    };
+    if (ctx.signal.aborted) done();
+    else ctx.signal.addEventListener("abort", done, { once: true });
+  });
+
+const credential = (accessToken: string, generation = 1n) => ({
+  accessToken,
+  tokenType: "Bearer",
+  scopes: ["read"],
+  generation,
+});
+
+const notFound = (grant: string) =>
+  new ConnectError(`no grant named ${grant}`, Code.NotFound, undefined, [
+    { desc: ErrorInfoSchema, value: { reason: "GRANT_NOT_FOUND", domain: "tokenvend" } },
+    {
+      desc: BadRequestSchema,
+      value: { fieldViolations: [{ field: "grant", description: "unknown grant" }] },
+    },
+  ]);
+
+const impl: Partial<ServiceImpl<typeof TokenService>> = {
+  async getToken(req, ctx) {
+    const [kind, id = ""] = req.grant.split(":");
+    switch (kind) {
+      case "ok":
+        return { credential: credential("at-ok") };
+      case "ctx":
+        // Metadata reaches requestHeader, an interceptor's value reaches ctx.values,
+        // and what the handler sets reaches the caller's headers and trailers.
+        ctx.responseHeader.set("x-served-by", "tokenvend");
+        ctx.responseTrailer.set("x-trailer", "t1");
+        return {
+          credential: credential(
+            [
+              ctx.requestHeader.get("x-caller"),
+              ctx.values.get(callerKey),
+              ctx.requestHeader.get("x-blob-bin"),
+              ctx.protocolName,
+              ctx.method.name,
+              ctx.timeoutMs() !== undefined ? "deadline" : "no-deadline",
+            ].join("|"),
+          ),
+        };
+      case "boom":
+        throw new Error(`cannot reach mongodb://admin:${secret}@db (${id})`);
+      case "wait":
+        await untilAborted(ctx, id);
+        throw ctx.signal.reason;
+      case "slow":
+        started(id).resolve();
+        await new Promise((r) => setTimeout(r, 300));
+        return { credential: credential("at-slow") };
+      default:
+        throw notFound(req.grant);
+    }
+  },
+  async *watchToken(req, ctx) {
+    const grant = req.target.case === "grant" ? req.target.value : "";
+    const [kind, id = ""] = grant.split(":");
+    if (kind === "three") {
+      for (let g = 1n; g <= 3n; g++) yield { credential: credential(`at-${g}`, g), reason: 1 };
+      return;
+    }
+    if (kind === "fail") {
+      yield { credential: credential("at-1"), reason: 1 };
+      throw new ConnectError("token revoked", Code.FailedPrecondition, undefined, [
+        { desc: ErrorInfoSchema, value: { reason: "REFRESH_FAILED", domain: "tokenvend" } },
+      ]);
+    }
+    if (kind === "boom") {
+      yield { credential: credential("at-1"), reason: 1 };
+      throw new Error(`stream broke: ${secret} (${id})`);
+    }
+    if (kind === "forever") {
+      yield { credential: credential("at-1"), reason: 1 };
+      await untilAborted(ctx, id);
+      return;
+    }
+    if (kind === "many") {
+      // Ignores its signal on purpose: only backpressure and return() can stop it.
+      try {
+        for (let i = 0; i < manyMessages; i++) {
+          produced.set(id, i + 1);
+          yield { credential: credential(`${i}:${"x".repeat(1024)}`), reason: 2 };
+        }
+      } finally {
+        closed(id).resolve();
+      }
+      return;
+    }
+    throw notFound(grant);
+  },
+};
+
+const intercept: Interceptor = (next) => async (req) => {
+  req.contextValues.set(callerKey, `seen:${req.header.get("x-caller") ?? ""}`);
+  return next(req);
+};
+
+interface Reported {
+  err: unknown;
+  method: string;
+}
+
+interface Listeners {
+  grpc: GrpcServer;
+  http: HttpServer;
+  grpcAddr: string;
+  httpUrl: string;
+  reported: Reported[];
+}
+
+async function startListeners(): Promise<Listeners> {
+  const reported: Reported[] = [];
+  const common = {
+    services: [{ desc: TokenService, impl }],
+    interceptors: [intercept],
+    onInternalError: (err: unknown, method: string) => reported.push({ err, method }),
+  };
+  const grpcServer = createGrpcServer({ ...common, reflectionDescriptorSet: descriptorSet });
+  const httpServer = createHttpServer(common);
+  const g = await grpcServer.listen("127.0.0.1:0");
+  const h = await httpServer.listen("127.0.0.1:0");
+  grpcServer.setServing(true);
+  return {
+    grpc: grpcServer,
+    http: httpServer,
+    grpcAddr: `127.0.0.1:${g.port}`,
+    httpUrl: `http://127.0.0.1:${h.port}`,
+    reported,
+  };
+}
+
+let L: Listeners;
+const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
+/** What onInternalError got for the call whose request carried this id. */
+const reportsOf = (id: string) => L.reported.filter((r) => messageOf(r.err).includes(`(${id})`));
+test.before(async () => {
+  L = await startListeners();
+});
+test.after.always(async () => {
+  await Promise.all([L?.grpc.shutdown(1000), L?.http.close(1000)]);
+});
+
+// ---------------------------------------------------------------------------
+// Every client, reduced to one shape so their answers compare with deepEqual.
+
+interface Failure {
+  code: number;
+  message: string;
+  errorInfo?: { reason: string; domain: string };
+  violations?: { field: string; description: string }[];
+}
+type Outcome = { token: string } | Failure;
+
+interface Stream {
+  /** The tokens received, then the outcome of the end of the stream. */
+  collect(): Promise<{ tokens: string[]; end: "ok" | Failure }>;
+  /** Waits for the first message, then cancels the call from the client. */
+  firstThenCancel(): Promise<string>;
+}
+
+interface Target {
+  name: string;
+  /** What the handler sees as ctx.protocolName. */
+  protocol: "grpc" | "grpc-web" | "connect";
+  getToken(grant: string, headers?: Record<string, string>): Promise<Outcome>;
+  revoke(): Promise<Outcome>;
+  watch(grant: string): Stream;
+  close(): void;
+}
+
+function failure(code: number, message: string, info?: ErrorInfo, bad?: BadRequest): Failure {
+  const f: Failure = { code, message };
+  if (info !== undefined) f.errorInfo = { reason: info.reason, domain: info.domain };
+  if (bad !== undefined) {
+    f.violations = bad.fieldViolations.map((v) => ({ field: v.field, description: v.description }));
+  }
+  return f;
+}
+
+function fromConnectError(e: unknown): Failure {
+  const err = ConnectError.from(e);
+  return failure(
+    err.code,
+    err.rawMessage,
+    err.findDetails(ErrorInfoSchema)[0],
+    err.findDetails(BadRequestSchema)[0],
+  );
+}
+
+function fromGrpcError(e: unknown): Failure {
+  const err = e as GrpcCallError;
+  const bin = err.metadata?.get(grpcStatusDetailsKey)[0];
+  if (bin === undefined) return failure(err.code, err.details);
+  const status = decodeGrpcStatusDetails(bin as Buffer);
+  // The Status in the trailer repeats the code and message: they must agree.
+  if (status.code !== err.code || status.message !== err.details) {
+    throw new Error(`grpc-status-details-bin disagrees: ${status.code} ${status.message}`);
+  }
+  return failure(err.code, err.details, status.errorInfo, status.badRequest);
+}
+
+function connectTarget(name: string, protocol: Target["protocol"], transport: Transport): Target {
+  const client = createClient(TokenService, transport);
+  return {
+    name,
+    protocol,
+    async getToken(grant, headers) {
+      try {
+        const res = await client.getToken({ grant }, headers ? { headers } : {});
+        return { token: res.credential?.accessToken ?? "" };
+      } catch (e) {
+        return fromConnectError(e);
+      }
+    },
+    async revoke() {
+      try {
+        await client.revokeSession({ sessionId: "s" });
+        return { token: "" };
+      } catch (e) {
+        return fromConnectError(e);
+      }
+    },
+    watch(grant) {
+      const ac = new AbortController();
+      const messages = client.watchToken(
+        { target: { case: "grant", value: grant } },
+        { signal: ac.signal },
+      );
+      return {
+        async collect() {
+          const tokens: string[] = [];
+          try {
+            for await (const m of messages) tokens.push(m.credential?.accessToken ?? "");
+            return { tokens, end: "ok" };
+          } catch (e) {
+            return { tokens, end: fromConnectError(e) };
+          }
+        },
+        async firstThenCancel() {
+          for await (const m of messages) {
+            ac.abort();
+            return m.credential?.accessToken ?? "";
+          }
+          throw new Error("stream ended without a message");
+        },
+      };
+    },
+    close() {},
+  };
+}
+
+function grpcJsTarget(address: string): Target {
+  const client = createGrpcJsClient(TokenService, address);
+  const getToken = client.unary("GetToken", GetTokenRequestSchema, GetTokenResponseSchema);
+  const revoke = client.unary(
+    "RevokeSession",
+    RevokeSessionRequestSchema,
+    RevokeSessionResponseSchema,
+  );
+  return {
+    name: "grpc-js -> grpc listener",
+    protocol: "grpc",
+    async getToken(grant, headers) {
+      try {
+        const res = await getToken(create(GetTokenRequestSchema, { grant }), {
+          ...(headers ? { metadata: headers } : {}),
+        });
+        return { token: res.credential?.accessToken ?? "" };
+      } catch (e) {
+        return fromGrpcError(e);
+      }
+    },
+    async revoke() {
+      try {
+        await revoke(create(RevokeSessionRequestSchema, { sessionId: "s" }));
+        return { token: "" };
+      } catch (e) {
+        return fromGrpcError(e);
+      }
+    },
+    watch(grant) {
+      const s = client.stream(
+        "WatchToken",
+        WatchTokenRequestSchema,
+        WatchTokenResponseSchema,
+        create(WatchTokenRequestSchema, { target: { case: "grant", value: grant } }),
+      );
+      return {
+        async collect() {
+          const tokens: string[] = [];
+          try {
+            for await (const m of s.messages) tokens.push(m.credential?.accessToken ?? "");
+            return { tokens, end: "ok" };
+          } catch (e) {
+            return { tokens, end: fromGrpcError(e) };
+          }
+        },
+        firstThenCancel() {
+          return new Promise((resolve, reject) => {
+            s.call.once("data", (m: WatchTokenResponse) => {
+              s.cancel();
+              resolve(m.credential?.accessToken ?? "");
+            });
+            s.call.on("error", (e: GrpcCallError) => {
+              if (e.code !== grpc.status.CANCELLED) reject(e);
+            });
+          });
+        },
+      };
+    },
+    close: () => client.close(),
+  };
+}
+
+/** curl posting JSON with the Connect protocol: what an operator types. */
+function curlTarget(httpVersion: "1.1" | "2"): Target {
+  const flag = httpVersion === "1.1" ? "--http1.1" : "--http2-prior-knowledge";
+  const unsupported = () => {
+    throw new Error("curl target: unary only");
+  };
+  const post = async (method: string, body: object, headers: Record<string, string> = {}) => {
+    const args = [
+      "-sS",
+      flag,
+      "-H",
+      "content-type: application/json",
+      ...Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]),
+      "--data-binary",
+      "@-", // the body on stdin: a 200 KiB request does not fit in argv
+      "-w",
+      "\n%{http_code} %{http_version}",
+      `${L.httpUrl}/tokenvend.v1.TokenService/${method}`,
+    ];
+    const stdout = await run("curl", args, JSON.stringify(body));
+    const nl = stdout.lastIndexOf("\n");
+    const [status, version] = stdout.slice(nl + 1).split(" ");
+    if (version !== (httpVersion === "1.1" ? "1.1" : "2")) {
+      throw new Error(`curl spoke HTTP/${version}, not ${httpVersion}`);
+    }
+    return { status: Number(status), json: JSON.parse(stdout.slice(0, nl)) };
+  };
+  const outcome = ({ status, json }: { status: number; json: ConnectJsonError & GetTokenJson }) => {
+    if (status === 200) return { token: json.credential?.accessToken ?? "" };
+    const info = json.details?.find((d) => d.type === "google.rpc.ErrorInfo");
+    const bad = json.details?.find((d) => d.type === "google.rpc.BadRequest");
+    return failure(
+      codeOf(json.code),
+      json.message ?? "",
+      info && fromBinary(ErrorInfoSchema, Buffer.from(info.value, "base64")),
+      bad && fromBinary(BadRequestSchema, Buffer.from(bad.value, "base64")),
+    );
+  };
+  return {
+    name: `curl JSON HTTP/${httpVersion} -> http listener`,
+    protocol: "connect",
+    getToken: async (grant, headers) => outcome(await post("GetToken", { grant }, headers)),
+    revoke: async () => outcome(await post("RevokeSession", { sessionId: "s" })),
+    watch: unsupported,
+    close() {},
+  };
+}
+
+interface ConnectJsonError {
+  code?: string;
+  message?: string;
+  details?: { type: string; value: string }[];
+}
+interface GetTokenJson {
+  credential?: { accessToken?: string };
+}
+
+/** "not_found" -> Code.NotFound, as the Connect protocol spells codes. */
+function codeOf(name: string | undefined): number {
+  for (const [k, v] of Object.entries(Code)) {
+    if (
+      typeof v === "number" &&
+      k.replace(/[A-Z]/g, (c, i) => (i ? "_" : "") + c.toLowerCase()) === name
+    ) {
+      return v;
+    }
+  }
+  throw new Error(`unknown Connect code ${name}`);
+}
+
+function allTargets(): Target[] {
+  const grpcUrl = `http://${L.grpcAddr}`;
+  return [
+    grpcJsTarget(L.grpcAddr),
+    connectTarget(
+      "connect gRPC -> grpc listener",
+      "grpc",
+      createGrpcTransport({ baseUrl: grpcUrl }),
+    ),
+    connectTarget(
+      "connect gRPC h2c -> http listener",
+      "grpc",
+      createGrpcTransport({ baseUrl: L.httpUrl }),
+    ),
+    connectTarget(
+      "connect gRPC-Web HTTP/1.1 -> http listener",
+      "grpc-web",
+      createGrpcWebTransport({ baseUrl: L.httpUrl, httpVersion: "1.1" }),
+    ),
+    connectTarget(
+      "connect gRPC-Web h2c -> http listener",
+      "grpc-web",
+      createGrpcWebTransport({ baseUrl: L.httpUrl, httpVersion: "2" }),
+    ),
+    connectTarget(
+      "connect JSON HTTP/1.1 -> http listener",
+      "connect",
+      createConnectTransport({ baseUrl: L.httpUrl, httpVersion: "1.1" }),
+    ),
+    connectTarget(
+      "connect binary h2c -> http listener",
+      "connect",
+      createConnectTransport({ baseUrl: L.httpUrl, httpVersion: "2", useBinaryFormat: true }),
+    ),
+    curlTarget("1.1"),
+    curlTarget("2"),
+  ];
+}
+
+const streamingTargets = () => allTargets().filter((t) => !t.name.startsWith("curl"));
+
+// ---------------------------------------------------------------------------
+
+test("unary: every client gets the same token, error code, message, ErrorInfo and BadRequest", async (t) => {
+  for (const target of allTargets()) {
+    t.deepEqual(await target.getToken("ok"), { token: "at-ok" }, target.name);
+    t.deepEqual(
+      await target.getToken("nope"),
+      {
+        code: Code.NotFound,
+        message: "no grant named nope",
+        errorInfo: { reason: "GRANT_NOT_FOUND", domain: "tokenvend" },
+        violations: [{ field: "grant", description: "unknown grant" }],
+      },
+      target.name,
+    );
+    const unimplemented = await target.revoke();
+    t.is((unimplemented as Failure).code, Code.Unimplemented, target.name);
+    target.close();
+  }
+});
+
+test("unary: an unexpected error is INTERNAL without its message, and reaches onInternalError", async (t) => {
+  let n = 0;
+  for (const target of allTargets()) {
+    const id = `unary-boom-${n++}`;
+    const out = await target.getToken(`boom:${id}`);
+    t.deepEqual(out, { code: Code.Internal, message: "internal error" }, target.name);
+    t.false(JSON.stringify(out).includes(secret), target.name);
+    const reported = reportsOf(id);
+    t.is(reported.length, 1, target.name);
+    t.is(reported[0]?.method, "/tokenvend.v1.TokenService/GetToken", target.name);
+    t.true(messageOf(reported[0]?.err).includes(secret), target.name);
+    target.close();
+  }
+});
+
+test("unary: metadata reaches ctx.requestHeader, interceptors set ctx.values, headers and trailers come back", async (t) => {
+  const blob = Buffer.from([0, 1, 2, 254, 255]);
+  // Binary metadata travels base64 (unpadded on the wire), as a Connect handler sees it.
+  const blobB64 = blob.toString("base64").replace(/=+$/, "");
+  for (const target of allTargets()) {
+    const out = await target.getToken("ctx", { "x-caller": "alice" });
+    const [caller, value, bin, protocol, method, deadline] = (out as { token: string }).token.split(
+      "|",
+    );
+    t.is(caller, "alice", target.name);
+    t.is(value, "seen:alice", target.name);
+    t.is(protocol, target.protocol, target.name);
+    t.is(method, "GetToken", target.name);
+    t.is(deadline, "no-deadline", target.name);
+    t.is(bin, "", target.name); // not sent here
+    target.close();
+  }
+  // Binary metadata and response metadata, seen from grpc-js.
+  const client = new grpc.Client(L.grpcAddr, grpc.credentials.createInsecure());
+  const md = new grpc.Metadata();
+  md.set("x-caller", "bob");
+  md.set("x-blob-bin", blob);
+  let header: grpc.Metadata | undefined;
+  let trailer: grpc.Metadata | undefined;
+  const token = await new Promise<string>((resolve, reject) => {
+    const call = client.makeUnaryRequest(
+      "/tokenvend.v1.TokenService/GetToken",
+      (m: MessageInitShape<typeof GetTokenRequestSchema>) =>
+        Buffer.from(toBinary(GetTokenRequestSchema, create(GetTokenRequestSchema, m))),
+      (b: Buffer) => fromBinary(GetTokenResponseSchema, b),
+      { grant: "ctx" },
+      md,
+      { deadline: Date.now() + 10_000 },
+      (err, res) => (err ? reject(err) : resolve(res?.credential?.accessToken ?? "")),
+    );
+    call.on("metadata", (m) => {
+      header = m;
+    });
+    call.on("status", (s) => {
+      trailer = s.metadata;
+    });
+  });
+  client.close();
+  const [caller, value, bin, , , deadline] = token.split("|");
+  t.is(caller, "bob");
+  t.is(value, "seen:bob");
+  t.deepEqual(Buffer.from(bin ?? "", "base64"), blob);
+  t.true([blobB64, blob.toString("base64")].includes(bin ?? ""));
+  t.is(deadline, "deadline");
+  t.deepEqual(header?.get("x-served-by"), ["tokenvend"]);
+  t.deepEqual(trailer?.get("x-trailer"), ["t1"]);
+  // The same headers and trailers through the Connect client, on both listeners.
+  for (const [name, transport] of [
+    ["grpc listener", createGrpcTransport({ baseUrl: `http://${L.grpcAddr}` })],
+    ["http listener", createConnectTransport({ baseUrl: L.httpUrl, httpVersion: "1.1" })],
+  ] as const) {
+    let h: Headers | undefined;
+    let tr: Headers | undefined;
+    await createClient(TokenService, transport).getToken(
+      { grant: "ctx" },
+      { onHeader: (x) => (h = x), onTrailer: (x) => (tr = x) },
+    );
+    t.is(h?.get("x-served-by"), "tokenvend", name);
+    t.is(tr?.get("x-trailer"), "t1", name);
+  }
+});
+
+test("server stream: three messages then OK; an error mid-stream keeps its code and ErrorInfo", async (t) => {
+  for (const target of streamingTargets()) {
+    t.deepEqual(
+      await target.watch("three").collect(),
+      { tokens: ["at-1", "at-2", "at-3"], end: "ok" },
+      target.name,
+    );
+    t.deepEqual(
+      await target.watch("fail").collect(),
+      {
+        tokens: ["at-1"],
+        end: {
+          code: Code.FailedPrecondition,
+          message: "token revoked",
+          errorInfo: { reason: "REFRESH_FAILED", domain: "tokenvend" },
+        },
+      },
+      target.name,
+    );
+    t.deepEqual(
+      await target.watch("nope").collect(),
+      {
+        tokens: [],
+        end: {
+          code: Code.NotFound,
+          message: "no grant named nope",
+          errorInfo: { reason: "GRANT_NOT_FOUND", domain: "tokenvend" },
+          violations: [{ field: "grant", description: "unknown grant" }],
+        },
+      },
+      target.name,
+    );
+    const id = `stream-boom-${target.name}`;
+    t.deepEqual(
+      await target.watch(`boom:${id}`).collect(),
+      { tokens: ["at-1"], end: { code: Code.Internal, message: "internal error" } },
+      target.name,
+    );
+    const reported = reportsOf(id);
+    t.is(reported.length, 1, target.name);
+    t.is(reported[0]?.method, "/tokenvend.v1.TokenService/WatchToken", target.name);
+    target.close();
+  }
+});
+
+test("server stream: a client cancel aborts the handler's signal and ends its generator", async (t) => {
+  let n = 0;
+  for (const target of streamingTargets()) {
+    const id = `cancel-${n++}`;
+    t.is(await target.watch(`forever:${id}`).firstThenCancel(), "at-1", target.name);
+    const reason = await within(abortedOf(id), 5_000);
+    t.truthy(reason, `${target.name}: handler signal aborted`);
+    target.close();
+  }
+});
+
+test("server stream: a slow reader holds the handler back (backpressure); a cancel return()s its generator", async (t) => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  // grpc-js client: pause after the first message.
+  const client = createGrpcJsClient(TokenService, L.grpcAddr);
+  const s = client.stream(
+    "WatchToken",
+    WatchTokenRequestSchema,
+    WatchTokenResponseSchema,
+    create(WatchTokenRequestSchema, { target: { case: "grant", value: "many:bp-grpc" } }),
+  );
+  s.call.on("error", () => {});
+  await new Promise<void>((resolve) =>
+    s.call.once("data", () => {
+      s.call.pause();
+      resolve();
+    }),
+  );
+  await sleep(300);
+  const held = produced.get("bp-grpc") ?? 0;
+  // ~1 KiB messages: flow-control windows and stream buffers hold a few hundred.
+  t.true(held < manyMessages / 5, `grpc listener: handler ran ahead to ${held} of ${manyMessages}`);
+  s.cancel();
+  await within(closedOf("bp-grpc"), 5_000);
+  t.true((produced.get("bp-grpc") ?? 0) < manyMessages);
+  client.close();
+
+  // Connect client over h2c: stop iterating after the first message.
+  const connect = createClient(
+    TokenService,
+    createConnectTransport({ baseUrl: L.httpUrl, httpVersion: "2", useBinaryFormat: true }),
+  );
+  const ac = new AbortController();
+  const it = connect
+    .watchToken({ target: { case: "grant", value: "many:bp-http" } }, { signal: ac.signal })
+    [Symbol.asyncIterator]();
+  await it.next();
+  await sleep(300);
+  const heldHttp = produced.get("bp-http") ?? 0;
+  // connect-node's client opens wider HTTP/2 windows: more in flight, still bounded.
+  t.true(heldHttp < manyMessages / 2, `http listener: handler ran ahead to ${heldHttp}`);
+  ac.abort();
+  await within(closedOf("bp-http"), 5_000);
+  t.pass();
+});
+
+// Serial (AVA runs these first, alone): a 200 ms deadline must not expire
+// before the request even reaches a server busy with the other tests.
+test.serial(
+  "unary: the caller's deadline aborts the handler's signal and gives DEADLINE_EXCEEDED",
+  async (t) => {
+    for (const [i, address] of [L.grpcAddr].entries()) {
+      const client = createGrpcJsClient(TokenService, address);
+      const getToken = client.unary("GetToken", GetTokenRequestSchema, GetTokenResponseSchema);
+      const err = await t.throwsAsync(
+        getToken(create(GetTokenRequestSchema, { grant: `wait:dl-${i}` }), { deadlineMs: 200 }),
+      );
+      t.is((err as unknown as GrpcCallError).code, grpc.status.DEADLINE_EXCEEDED);
+      t.truthy(await within(abortedOf(`dl-${i}`), 5_000));
+      client.close();
+    }
+    const client = createClient(
+      TokenService,
+      createConnectTransport({ baseUrl: L.httpUrl, httpVersion: "1.1" }),
+    );
+    const err = await t.throwsAsync(client.getToken({ grant: "wait:dl-http" }, { timeoutMs: 200 }));
+    t.is(ConnectError.from(err).code, Code.DeadlineExceeded);
+    t.truthy(await within(abortedOf("dl-http"), 5_000));
+  },
+);
+
+test("limits: an oversized request is refused and the listener keeps serving", async (t) => {
+  const huge = "x".repeat(200 * 1024);
+  const g = grpcJsTarget(L.grpcAddr);
+  t.is(((await g.getToken(huge)) as Failure).code, Code.ResourceExhausted);
+  t.deepEqual(await g.getToken("ok"), { token: "at-ok" });
+  g.close();
+  for (const target of allTargets().filter((x) => x.name.includes("http listener"))) {
+    t.is(((await target.getToken(huge)) as Failure).code, Code.ResourceExhausted, target.name);
+    t.deepEqual(await target.getToken("ok"), { token: "at-ok" }, target.name);
+    target.close();
+  }
+});
+
+test("limits: undecodable requests are refused and never reach onInternalError", async (t) => {
+  const before = L.reported.length;
+  const garbage = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]); // field 1, absurd length
+  const client = new grpc.Client(L.grpcAddr, grpc.credentials.createInsecure());
+  const err = await new Promise<grpc.ServiceError>((resolve) =>
+    client.makeUnaryRequest(
+      "/tokenvend.v1.TokenService/GetToken",
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      garbage,
+      (e) => resolve(e as grpc.ServiceError),
+    ),
+  );
+  client.close();
+  t.is(err.code, grpc.status.INVALID_ARGUMENT, "gRPC listener: bad input is INVALID_ARGUMENT");
+  t.is(err.details, "cannot decode tokenvend.v1.GetTokenRequest");
+
+  const post = (contentType: string, body: Uint8Array | string) =>
+    fetch(`${L.httpUrl}/tokenvend.v1.TokenService/GetToken`, {
+      method: "POST",
+      headers: { "content-type": contentType },
+      body,
+    }).then(async (res) => ({ status: res.status, body: (await res.json()) as ConnectJsonError }));
+  const json = await post("application/json", '{"grant": 5');
+  t.is(json.status, 400);
+  t.is(json.body.code, "invalid_argument");
+  // connect-es answers undecodable *binary* with INTERNAL "parse binary: ..." (as
+  // grpc-go does); it happens before any handler or interceptor can map it.
+  const binary = await post("application/proto", garbage);
+  t.is(binary.body.code, "internal");
+  t.regex(binary.body.message ?? "", /^parse binary/);
+  // Other tests report their own "boom" errors meanwhile; none may be about decoding.
+  t.deepEqual(
+    L.reported.slice(before).filter((r) => !/boom/.test(messageOf(r.err))),
+    [],
+    "client mistakes are not internal errors",
+  );
+  t.deepEqual(await grpcJsTarget(L.grpcAddr).getToken("ok"), { token: "at-ok" });
+});
+
+test("health: Check and Watch, overall and per service, follow setServing", async (t) => {
+  const s = createGrpcServer({ services: [{ desc: TokenService, impl }] });
+  const { port } = await s.listen("127.0.0.1:0");
+  const pkg = grpc.loadPackageDefinition(
+    protoLoader.loadSync(healthProtoPath, { enums: String }),
+  ) as unknown as {
+    grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
+  };
+  const health = new pkg.grpc.health.v1.Health(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+  );
+  const check = (service: string) =>
+    new Promise<string>((resolve, reject) =>
+      (health as unknown as HealthClient).Check({ service }, (err, res) =>
+        err ? reject(err) : resolve(res.status),
+      ),
+    );
+  t.is(await check(""), "NOT_SERVING", "starts NOT_SERVING until told");
+  s.setServing(true);
+  t.is(await check(""), "SERVING");
+  t.is(await check("tokenvend.v1.TokenService"), "SERVING");
+  const unknown = await t.throwsAsync(check("no.such.Service"));
+  t.is((unknown as unknown as grpc.ServiceError).code, grpc.status.NOT_FOUND);
+
+  const watch = (health as unknown as HealthClient).Watch({ service: "tokenvend.v1.TokenService" });
+  const seen: string[] = [];
+  const twoUpdates = new Promise<void>((resolve) => {
+    watch.on("data", (m: { status: string }) => {
+      seen.push(m.status);
+      if (seen.length === 1) s.setServing(false);
+      if (seen.length === 2) resolve();
+    });
+  });
+  watch.on("error", () => {});
+  await within(twoUpdates, 5_000);
+  t.deepEqual(seen, ["SERVING", "NOT_SERVING"]);
+  t.is(await check(""), "NOT_SERVING");
+  watch.cancel();
+  health.close();
+  await s.shutdown(500);
+});
+
+interface HealthClient {
+  Check(
+    req: { service: string },
+    cb: (err: grpc.ServiceError | null, res: { status: string }) => void,
+  ): void;
+  Watch(req: { service: string }): grpc.ClientReadableStream<{ status: string }>;
+}
+
+test("reflection v1 and v1alpha: list services, and describe with the proto comments", async (t) => {
+  const dir = dirname(createRequire(import.meta.url).resolve("@grpc/reflection/package.json"));
+  for (const version of ["v1", "v1alpha"] as const) {
+    const def = protoLoader.loadSync(
+      join(dir, `build/proto/grpc/reflection/${version}/reflection.proto`),
+      {
+        keepCase: true,
+        defaults: true,
+        oneofs: true,
+      },
+    );
+    const pkg = grpc.loadPackageDefinition(def) as unknown as {
+      grpc: { reflection: Record<string, { ServerReflection: grpc.ServiceClientConstructor }> };
+    };
+    const Ctor = pkg.grpc.reflection[version]?.ServerReflection;
+    if (Ctor === undefined) throw new Error(`no ${version} reflection client`);
+    const client = new Ctor(
+      L.grpcAddr,
+      grpc.credentials.createInsecure(),
+    ) as unknown as ReflectionClient;
+    const ask = (req: object) =>
+      new Promise<ReflectionResponse>((resolve, reject) => {
+        const call = client.ServerReflectionInfo();
+        call.on("data", (m: ReflectionResponse) => {
+          resolve(m);
+          call.end();
+        });
+        call.on("error", reject);
+        call.write(req);
+      });
+
+    const list = await ask({ list_services: "" });
+    const names = list.list_services_response?.service.map((s) => s.name) ?? [];
+    t.true(names.includes("tokenvend.v1.TokenService"), `${version}: ${names}`);
+    t.true(names.includes("grpc.health.v1.Health"), `${version}: ${names}`);
+
+    const files = await ask({ file_containing_symbol: "tokenvend.v1.GetValidTokensRequest" });
+    const protos = (files.file_descriptor_response?.file_descriptor_proto ?? []).map((b) =>
+      fromBinary(FileDescriptorProtoSchema, b),
+    );
+    const main = protos.find((f) => f.name === "tokenvend/v1/token_service.proto");
+    t.truthy(main, version);
+    const comments = main?.sourceCodeInfo?.location.map((l) => l.leadingComments) ?? [];
+    t.true(
+      comments.some((c) =>
+        c.includes("GetValidTokensRequest names one session's token at one provider."),
+      ),
+      `${version}: comments served`,
+    );
+    const health = await ask({ file_containing_symbol: "grpc.health.v1.Health" });
+    t.true((health.file_descriptor_response?.file_descriptor_proto.length ?? 0) > 0, version);
+    client.close();
+  }
+});
+
+interface ReflectionResponse {
+  list_services_response?: { service: { name: string }[] };
+  file_descriptor_response?: { file_descriptor_proto: Buffer[] };
+}
+interface ReflectionClient {
+  ServerReflectionInfo(): grpc.ClientDuplexStream<object, ReflectionResponse>;
+  close(): void;
+}
+
+// grpcurl is installed by the tools step; the raw reflection test above runs either way.
+if (existsSync(grpcurlPath)) {
+  test("grpcurl: list, describe with comments, and an error with its ErrorInfo", async (t) => {
+    const grpcurl = async (...args: string[]) => {
+      try {
+        return (await exec(grpcurlPath, ["-plaintext", ...args])).stdout;
+      } catch (e) {
+        const err = e as { stdout: string; stderr: string };
+        return err.stdout + err.stderr;
+      }
+    };
+    const list = await grpcurl(L.grpcAddr, "list");
+    t.regex(list, /tokenvend\.v1\.TokenService/);
+    t.regex(list, /grpc\.health\.v1\.Health/);
+    const described = await grpcurl(L.grpcAddr, "describe", "tokenvend.v1.GetValidTokensRequest");
+    t.regex(described, /GetValidTokensRequest names one session's token at one provider/);
+    const ok = await grpcurl(
+      "-d",
+      '{"grant":"ok"}',
+      L.grpcAddr,
+      "tokenvend.v1.TokenService/GetToken",
+    );
+    t.regex(ok, /at-ok/);
+    const bad = await grpcurl(
+      "-d",
+      '{"grant":"nope"}',
+      L.grpcAddr,
+      "tokenvend.v1.TokenService/GetToken",
+    );
+    t.regex(bad, /NotFound/);
+    t.regex(bad, /GRANT_NOT_FOUND/);
+    t.regex(bad, /unknown grant/);
+    const health = await grpcurl(L.grpcAddr, "grpc.health.v1.Health/Check");
+    t.regex(health, /"status": "SERVING"/);
+    const watched = await grpcurl(
+      "-max-time",
+      "1",
+      "-d",
+      '{"service":"tokenvend.v1.TokenService"}',
+      L.grpcAddr,
+      "grpc.health.v1.Health/Watch",
+    );
+    t.regex(watched, /"status": "SERVING"/);
+  });
+}
+
+test.serial(
+  "shutdown: in-flight calls finish within the grace, streams end UNAVAILABLE after it, both listeners",
+  async (t) => {
+    const S = await startListeners();
+    const targets = [
+      grpcJsTarget(S.grpcAddr),
+      connectTarget(
+        "connect gRPC-Web HTTP/1.1",
+        "grpc-web",
+        createGrpcWebTransport({ baseUrl: S.httpUrl, httpVersion: "1.1" }),
+      ),
+      connectTarget(
+        "connect h2c",
+        "connect",
+        createConnectTransport({ baseUrl: S.httpUrl, httpVersion: "2" }),
+      ),
+    ];
+    // Warm up every connection, so each has an open one when the drain starts.
+    for (const target of targets) t.deepEqual(await target.getToken("ok"), { token: "at-ok" });
+    const slow = targets.map((target, i) => target.getToken(`slow:slow-${i}`));
+    const streams = targets.map((target, i) => target.watch(`forever:shutdown-${i}`).collect());
+    // Every call is running in its handler when the drain starts.
+    await within(
+      Promise.all(targets.flatMap((_, i) => [startedOf(`slow-${i}`), startedOf(`shutdown-${i}`)])),
+      5_000,
+    );
+    const startedAt = Date.now();
+    await Promise.all([S.grpc.shutdown(800), S.http.close(800)]);
+    const took = Date.now() - startedAt;
+    t.true(took >= 700 && took < 3_000, `shutdown took ${took} ms`);
+    for (const [i, target] of targets.entries()) {
+      t.deepEqual(await slow[i], { token: "at-slow" }, `${target.name}: in-flight unary finished`);
+      const end = await streams[i];
+      t.deepEqual(end?.tokens, ["at-1"], target.name);
+      t.is((end?.end as Failure | undefined)?.code, Code.Unavailable, target.name);
+      t.truthy(
+        await within(abortedOf(`shutdown-${i}`), 1_000),
+        `${target.name}: handler signal aborted`,
+      );
+      target.close();
+    }
+    // New connections are refused now.
+    const after = grpcJsTarget(S.grpcAddr);
+    t.is(((await after.getToken("ok")) as Failure).code, Code.Unavailable);
+    after.close();
+  },
+);
+
+test("shutdown: without in-flight calls it returns at once", async (t) => {
+  const S = await startListeners();
+  const g = grpcJsTarget(S.grpcAddr);
+  const c = connectTarget(
+    "connect HTTP/1.1",
+    "connect",
+    createConnectTransport({ baseUrl: S.httpUrl, httpVersion: "1.1" }),
+  );
+  const h2 = connectTarget(
+    "connect h2c",
+    "connect",
+    createConnectTransport({ baseUrl: S.httpUrl, httpVersion: "2" }),
+  );
+  for (const target of [g, c, h2]) t.deepEqual(await target.getToken("ok"), { token: "at-ok" });
+  const started = Date.now();
+  await Promise.all([S.grpc.shutdown(5_000), S.http.close(5_000)]);
+  t.true(Date.now() - started < 1_000, `took ${Date.now() - started} ms`);
+  g.close();
+});
+
+async function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`not settled within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
