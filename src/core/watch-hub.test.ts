@@ -1,0 +1,194 @@
+// The watch hub: latest-value fan-out, ends, counts, and no listener left behind.
+
+import { getEventListeners } from "node:events";
+import test from "ava";
+import { createWatchHub } from "./watch-hub.ts";
+
+const never = () => new AbortController().signal;
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Whether `p` has settled after pending callbacks ran. */
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  p.then(
+    () => {
+      done = true;
+    },
+    () => {
+      done = true;
+    },
+  );
+  await tick();
+  return done;
+}
+
+test("a published event reaches every subscriber of its id and no other", async (t) => {
+  const hub = createWatchHub<number>();
+  const a = hub.subscribe("k");
+  const b = hub.subscribe("k");
+  const other = hub.subscribe("j");
+  hub.publish("k", 1);
+  t.is(await a.next(never()), 1);
+  t.is(await b.next(never()), 1);
+  const ac = new AbortController();
+  const pending = other.next(ac.signal);
+  t.false(await settled(pending));
+  ac.abort();
+  t.is(await pending, undefined);
+});
+
+test("next() waits for the next publish", async (t) => {
+  const hub = createWatchHub<string>();
+  const sub = hub.subscribe("k");
+  const p = sub.next(never());
+  t.false(await settled(p));
+  hub.publish("k", "a");
+  t.is(await p, "a");
+});
+
+test("a slow subscriber only sees the latest event", async (t) => {
+  const hub = createWatchHub<number>();
+  const slow = hub.subscribe("k");
+  const fast = hub.subscribe("k");
+  const seen: number[] = [];
+  for (let i = 1; i <= 5; i++) {
+    hub.publish("k", i);
+    seen.push((await fast.next(never()))!);
+  }
+  t.deepEqual(seen, [1, 2, 3, 4, 5]);
+  t.is(await slow.next(never()), 5);
+  // Taken once: the next call waits for something newer.
+  const ac = new AbortController();
+  const again = slow.next(ac.signal);
+  t.false(await settled(again));
+  ac.abort();
+  t.is(await again, undefined);
+});
+
+test("next() with an aborted signal returns undefined at once, keeping a pending event for later", async (t) => {
+  const hub = createWatchHub<number>();
+  const sub = hub.subscribe("k");
+  t.is(await sub.next(AbortSignal.abort()), undefined);
+  hub.publish("k", 7);
+  // An event already there is returned even if the signal has aborted.
+  t.is(await sub.next(AbortSignal.abort()), 7);
+});
+
+test("aborting a waiting next() resolves undefined and removes its abort listener", async (t) => {
+  const hub = createWatchHub<number>();
+  const sub = hub.subscribe("k");
+  const ac = new AbortController();
+  const p = sub.next(ac.signal);
+  await tick();
+  t.is(getEventListeners(ac.signal, "abort").length, 1);
+  ac.abort();
+  t.is(await p, undefined);
+  t.is(getEventListeners(ac.signal, "abort").length, 0);
+});
+
+test("a next() woken by publish removes its abort listener", async (t) => {
+  const hub = createWatchHub<number>();
+  const sub = hub.subscribe("k");
+  const ac = new AbortController();
+  for (let i = 0; i < 1000; i++) {
+    const p = sub.next(ac.signal);
+    hub.publish("k", i);
+    t.is(await p, i);
+  }
+  t.is(getEventListeners(ac.signal, "abort").length, 0);
+});
+
+test("end() throws its reason from a waiting next() and unsubscribes", async (t) => {
+  const hub = createWatchHub<number>();
+  const sub = hub.subscribe("k");
+  const p = sub.next(never());
+  const reason = new Error("revoked");
+  hub.end("k", reason);
+  t.is(await t.throwsAsync(p), reason);
+  t.false(hub.has("k"));
+  t.is(hub.subscriberCount(), 0);
+  // Later calls keep throwing the same reason rather than hanging.
+  t.is(await t.throwsAsync(sub.next(never())), reason);
+});
+
+test("end() delivers an event published before it, then the reason", async (t) => {
+  const hub = createWatchHub<number>();
+  const sub = hub.subscribe("k");
+  hub.publish("k", 3);
+  const reason = new Error("gone");
+  hub.end("k", reason);
+  t.is(await sub.next(never()), 3);
+  t.is(await t.throwsAsync(sub.next(never())), reason);
+});
+
+test("end() of one id leaves the others; endAll() ends all", async (t) => {
+  const hub = createWatchHub<number>();
+  const a = hub.subscribe("a");
+  const b = hub.subscribe("b");
+  const c = hub.subscribe("c");
+  hub.end("a", new Error("a"));
+  t.deepEqual([...hub.ids()].sort(), ["b", "c"]);
+  const reason = new Error("shutdown");
+  hub.endAll(reason);
+  t.is(await t.throwsAsync(b.next(never())), reason);
+  t.is(await t.throwsAsync(c.next(never())), reason);
+  t.is((await t.throwsAsync(a.next(never())))?.message, "a");
+  t.is(hub.idCount(), 0);
+  t.is(hub.subscriberCount(), 0);
+});
+
+test("publish and end of an id without subscribers do nothing", (t) => {
+  const hub = createWatchHub<number>();
+  hub.publish("nobody", 1);
+  hub.end("nobody", new Error("x"));
+  t.is(hub.idCount(), 0);
+  t.false(hub.has("nobody"));
+});
+
+test("a subscriber that arrives after a publish does not see it", async (t) => {
+  const hub = createWatchHub<number>();
+  hub.subscribe("k");
+  hub.publish("k", 1);
+  const late = hub.subscribe("k");
+  const ac = new AbortController();
+  const p = late.next(ac.signal);
+  t.false(await settled(p));
+  ac.abort();
+  t.is(await p, undefined);
+});
+
+test("onFirst and onLast fire once per id as it gains its first and loses its last subscriber", (t) => {
+  const calls: string[] = [];
+  const hub = createWatchHub<number>({
+    onFirst: (id) => calls.push(`first ${id}`),
+    onLast: (id) => calls.push(`last ${id}`),
+  });
+  const a1 = hub.subscribe("a");
+  const a2 = hub.subscribe("a");
+  const b = hub.subscribe("b");
+  t.deepEqual(calls, ["first a", "first b"]);
+  a1.close();
+  t.deepEqual(calls, ["first a", "first b"]);
+  a2.close();
+  a2.close(); // idempotent
+  t.deepEqual(calls, ["first a", "first b", "last a"]);
+  hub.end("b", new Error("x"));
+  b.close(); // after end: nothing more
+  t.deepEqual(calls, ["first a", "first b", "last a", "last b"]);
+  hub.subscribe("a");
+  t.deepEqual(calls, ["first a", "first b", "last a", "last b", "first a"]);
+});
+
+test("counts follow subscribe and close; 1,000 cycles leave nothing", (t) => {
+  const hub = createWatchHub<number>();
+  const subs = [hub.subscribe("a"), hub.subscribe("a"), hub.subscribe("b")];
+  t.is(hub.idCount(), 2);
+  t.is(hub.subscriberCount(), 3);
+  for (const s of subs) s.close();
+  t.is(hub.idCount(), 0);
+  t.is(hub.subscriberCount(), 0);
+  for (let i = 0; i < 1000; i++) hub.subscribe(`k${i % 7}`).close();
+  t.is(hub.idCount(), 0);
+  t.is(hub.subscriberCount(), 0);
+  t.deepEqual([...hub.ids()], []);
+});
