@@ -513,7 +513,24 @@ export function createGrpcServer<const T extends readonly DescService[]>(
   const health = new HealthImplementation(
     Object.fromEntries(healthNames.map((n) => [n, "NOT_SERVING" as const])),
   );
-  health.addToServer(server);
+  // Health Watch calls never end by themselves; they are tracked so a drain can
+  // end them (UNAVAILABLE, after NOT_SERVING went out) instead of waiting out the grace.
+  const healthWatches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
+  health.addToServer({
+    addService(definition: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) {
+      const watch = impl.watch as grpc.handleServerStreamingCall<unknown, unknown>;
+      server.addService(definition, {
+        ...impl,
+        watch(call: grpc.ServerWritableStream<unknown, unknown>) {
+          healthWatches.add(call);
+          const forget = () => healthWatches.delete(call);
+          call.on("cancelled", forget);
+          call.on("finish", forget);
+          watch(call);
+        },
+      });
+    },
+  } as grpc.Server);
   new ReflectionService(
     reflectionPackage(opts.reflectionDescriptorSet ?? descriptorSetOf(services)),
   ).addToServer(server);
@@ -537,6 +554,15 @@ export function createGrpcServer<const T extends readonly DescService[]>(
     shutdown(graceMs) {
       stopped ??= (async () => {
         setServing(false);
+        // Let NOT_SERVING reach the watchers, then end their calls.
+        await new Promise((resolve) => setImmediate(resolve));
+        for (const call of healthWatches) {
+          call.emit("error", {
+            code: grpc.status.UNAVAILABLE,
+            details: "the server is shutting down",
+          });
+        }
+        healthWatches.clear();
         const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
         if (await within(drained, graceMs)) return;
         shutdownSignal.abort(new ConnectError("the server is shutting down", Code.Unavailable));

@@ -1,0 +1,138 @@
+// SIGTERM drains a real `npm start` process: health turns NOT_SERVING, streams
+// end with UNAVAILABLE, a call in flight finishes, and the process exits 0.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { create } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import test from "ava";
+import { protoPath as healthProtoPath } from "grpc-health-check";
+import {
+  GetTokenRequestSchema,
+  StoreUpstreamTokensRequestSchema,
+} from "../gen/tokenvend/v1/token_service_pb.js";
+import { startLocalIdp } from "../src/dev/local-idp.ts";
+import { startDelayProxy } from "./support/delay-proxy.ts";
+import { api, getValid, grpcFailure } from "./support/stack.ts";
+
+const repo = new URL("..", import.meta.url).pathname;
+
+async function spawnServer(configPath: string, env: Record<string, string>) {
+  const child = spawn(process.execPath, ["src/main.ts"], {
+    cwd: repo,
+    env: { ...process.env, TOKENVEND_CONFIG: configPath, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: Record<string, unknown>[] = [];
+  const lines = createInterface({ input: child.stdout! });
+  const ready = new Promise<{ grpc: string; http: string }>((resolve, reject) => {
+    lines.on("line", (line) => {
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      logs.push(entry);
+      if (entry.msg === "tokenvend serving")
+        resolve({ grpc: entry.grpc as string, http: entry.http as string });
+    });
+    child.once("exit", (code) => reject(new Error(`server exited early with ${code}`)));
+  });
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => resolve(code)),
+  );
+  return { child, logs, addr: await ready, exited };
+}
+
+function healthWatch(address: string, service: string) {
+  const def = grpc.loadPackageDefinition(
+    protoLoader.loadSync(healthProtoPath, { enums: String }),
+  ) as unknown as {
+    grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
+  };
+  const client = new def.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
+  const seen: string[] = [];
+  const call = (
+    client as unknown as { watch(req: object): grpc.ClientReadableStream<{ status: string }> }
+  ).watch({ service });
+  call.on("data", (m: { status: string }) => seen.push(m.status));
+  call.on("error", () => {});
+  return { seen, close: () => client.close() };
+}
+
+test("SIGTERM: NOT_SERVING, streams end UNAVAILABLE, in-flight calls finish, exit 0", async (t) => {
+  const idp = await startLocalIdp();
+  t.teardown(() => idp.stop());
+  const proxy = await startDelayProxy(idp.issuer);
+  t.teardown(() => proxy.close());
+  const dir = await mkdtemp(join(tmpdir(), "tokenvend-shutdown-"));
+  const configPath = join(dir, "config.yaml");
+  const client = idp.client("tokenvend");
+  await writeFile(
+    configPath,
+    [
+      "grpc: { listen: 127.0.0.1:0 }",
+      "http: { listen: 127.0.0.1:0 }",
+      "shutdownGrace: 5s",
+      "providers:",
+      "  idp:",
+      `    issuer: ${idp.issuer}`,
+      `    tokenEndpoint: ${proxy.url}/token`,
+      `    clientId: ${client.clientId}`,
+      "    clientSecretEnv: IDP_SECRET",
+      "    lifetime: { clockSkew: 5s, refreshMargin: 0s }",
+      "grants:",
+      "  demo: { provider: idp, scopes: [api:read] }",
+    ].join("\n"),
+  );
+  const server = await spawnServer(configPath, { IDP_SECRET: client.clientSecret ?? "" });
+  t.teardown(() => {
+    server.child.kill("SIGKILL");
+  });
+  const c = api(server.addr.grpc);
+  t.teardown(() => c.close());
+
+  // A session whose token needs a refresh, and a slowed token endpoint.
+  const minted = await idp.mintRefreshToken({ clientId: client.clientId, accountId: "alice" });
+  const { create: mk } = await import("@bufbuild/protobuf");
+  const { StoreUpstreamTokensRequestSchema } = await import(
+    "../gen/tokenvend/v1/token_service_pb.js"
+  );
+  await c.storeUpstreamTokens(
+    create(StoreUpstreamTokensRequestSchema, {
+      sessionId: "sess-drain",
+      provider: "idp",
+      accessToken: minted.accessToken,
+      refreshToken: minted.refreshToken,
+      expiry: { case: "expiresIn", value: 2n },
+    }),
+  );
+  const stream = c.watch({ target: { case: "grant", value: "demo" } });
+  const it = stream.messages[Symbol.asyncIterator]();
+  t.truthy((await it.next()).value?.credential?.accessToken);
+  const health = healthWatch(server.addr.grpc, "tokenvend.v1.TokenService");
+  t.teardown(health.close);
+  await new Promise((r) => setTimeout(r, 200));
+  t.deepEqual(health.seen, ["SERVING"]);
+
+  proxy.delayMs = 1_500;
+  const inflight = c.getValidTokens(getValid("sess-drain"));
+  await new Promise((r) => setTimeout(r, 300));
+  const sentAt = Date.now();
+  server.child.kill("SIGTERM");
+
+  const end = grpcFailure(await t.throwsAsync(it.next()));
+  t.is(end.code, grpc.status.UNAVAILABLE);
+  t.is(end.reason, "SHUTTING_DOWN");
+  const res = await inflight;
+  t.is(res.credential?.generation, 2n);
+  t.not(res.credential?.accessToken, minted.accessToken);
+  t.is(await server.exited, 0);
+  t.true(Date.now() - sentAt < 5_000);
+  t.true(health.seen.includes("NOT_SERVING"));
+  t.true(server.logs.some((l) => l.msg === "stopped"));
+  // New calls are refused once it is gone.
+  await t.throwsAsync(
+    c.getToken(create(GetTokenRequestSchema, { grant: "demo" }), { deadlineMs: 1000 }),
+  );
+});
