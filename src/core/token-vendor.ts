@@ -68,6 +68,11 @@ export interface TokenVendorOptions {
   readonly syncIntervalMs?: number;
   /** A cached key unused this long, with no stream, is dropped at the next sync. */
   readonly idleEvictMs?: number;
+  /**
+   * Background renewals of one key are at least this far apart, even when a
+   * provider's tokens are shorter than the refresh margin (no hot loop).
+   */
+  readonly minRefreshIntervalMs?: number;
 }
 
 export interface Binding {
@@ -154,6 +159,8 @@ interface KeyState {
   unsaved: LiveRecord | undefined;
   timer: Timer | undefined;
   lastUsedAt: number;
+  /** When a new generation was last adopted from a renewal (0: never). */
+  renewedAt: number;
 }
 
 const maxInsertRetries = 8;
@@ -174,11 +181,13 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   const claimPollMs = opts.claimPollMs ?? 50;
   const syncIntervalMs = opts.syncIntervalMs ?? 0;
   const idleEvictMs = opts.idleEvictMs ?? 600_000;
+  const minRefreshIntervalMs = opts.minRefreshIntervalMs ?? 5_000;
   let closing = false;
   let claimWaits = 0;
   let claimTakeovers = 0;
   let syncs = 0;
   let syncTimer: Timer | undefined;
+  let lastEvictAt = clock.now();
   const states = new Map<string, KeyState>();
   let streams = 0;
 
@@ -214,10 +223,25 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     return g;
   };
 
+  /** Drops keys unused for idleEvictMs that nothing watches or waits on. */
+  const evictIdle = () => {
+    const now = clock.now();
+    lastEvictAt = now;
+    for (const st of [...states.values()]) {
+      const idle = now - st.lastUsedAt > idleEvictMs;
+      if (idle && !hub.has(st.id) && st.inflight === undefined && st.unsaved === undefined) {
+        st.timer?.cancel();
+        states.delete(st.id);
+      }
+    }
+  };
+
   const stateOf = (key: TokenKey, provider: string): KeyState => {
     const id = keyId(key);
     let st = states.get(id);
     if (st === undefined) {
+      // Without the sync loop, eviction runs as new keys arrive: no timer needed.
+      if (clock.now() - lastEvictAt > Math.min(idleEvictMs, 60_000)) evictIdle();
       st = {
         key,
         id,
@@ -233,6 +257,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         unsaved: undefined,
         timer: undefined,
         lastUsedAt: clock.now(),
+        renewedAt: 0,
       };
       states.set(id, st);
     }
@@ -247,9 +272,14 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         )
       : new TokenVendError("GRANT_NOT_FOUND", `grant "${key.grant}" has no token`);
 
+  /** A state dropped by forget() or eviction must not be revived by work that finishes later. */
+  const alive = (st: KeyState): boolean => states.get(st.id) === st;
+
   /** Makes `record` the cached generation if it is newer; returns whether it was. */
   const adopt = (st: KeyState, record: LiveRecord, reason: WatchReason | undefined): boolean => {
+    if (!alive(st)) return false;
     if (st.record !== undefined && st.record.generation >= record.generation) return false;
+    if (reason !== undefined) st.renewedAt = clock.now();
     st.record = record;
     st.refreshAtMs = refreshAt(record.tokens, providerOf(st.provider).lifetime, random);
     st.failures = 0;
@@ -263,6 +293,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
 
   /** Drops a key that was revoked or deleted, ending its streams with NOT_FOUND. */
   const forget = (st: KeyState) => {
+    if (!alive(st)) return;
     st.timer?.cancel();
     states.delete(st.id);
     hub.end(st.id, notFound(st.key));
@@ -293,11 +324,13 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   /** Writes `record` as its generation; on conflict returns the winner. */
   const persist = async (st: KeyState, record: LiveRecord): Promise<TokenRecord> => {
     const res = await store.insert(record, { signal: serviceSignal });
-    if (res.inserted) {
-      void store.pruneBelow(st.key, record.generation, { signal: serviceSignal }).catch(() => {});
-      return record;
-    }
-    return res.winner;
+    if (!res.inserted) return res.winner;
+    // A newer generation (a revocation and a new login while this refresh ran)
+    // may sit above the one just written: the active one is the answer.
+    const active = await store.getActive(st.key, { signal: serviceSignal });
+    if (active !== undefined && active.generation > record.generation) return active;
+    void store.pruneBelow(st.key, record.generation, { signal: serviceSignal }).catch(() => {});
+    return record;
   };
 
   const refresh = (st: KeyState): Promise<LiveRecord> => {
@@ -435,7 +468,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       throw notFound(st.key);
     }
     adopt(st, winner, "refreshed");
-    return st.record ?? winner;
+    return alive(st) && st.record !== undefined ? st.record : winner;
   };
 
   const callUpstream = (
@@ -522,11 +555,15 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   const schedule = (st: KeyState) => {
     st.timer?.cancel();
     st.timer = undefined;
-    if (closing || serviceSignal.aborted || st.permanent !== undefined) return;
+    if (closing || serviceSignal.aborted || st.permanent !== undefined || !alive(st)) return;
     // A renewal that could not be stored is retried whoever watches: it holds the only live refresh token.
     if (!hub.has(st.id) && st.unsaved === undefined) return;
     if (st.record === undefined && st.failures === 0) return;
-    const delay = (st.failures > 0 ? st.nextAttemptAt : st.refreshAtMs) - clock.now();
+    const at =
+      st.failures > 0
+        ? st.nextAttemptAt
+        : Math.max(st.refreshAtMs, st.renewedAt + minRefreshIntervalMs);
+    const delay = at - clock.now();
     // setTimeout holds at most ~24.8 days; longer waits are re-armed.
     if (delay > maxTimerMs) {
       st.timer = clock.setTimer(maxTimerMs, () => schedule(st));
@@ -571,7 +608,13 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   ): Promise<LiveRecord> => {
     st.lastUsedAt = clock.now();
     const record = st.record ?? (await load(st, signal));
-    if (record === undefined && st.key.kind === "session") throw notFound(st.key);
+    if (record === undefined && st.key.kind === "session") {
+      // Caller-chosen ids that match nothing are not kept.
+      if (st.inflight === undefined && st.unsaved === undefined && !hub.has(st.id)) {
+        states.delete(st.id);
+      }
+      throw notFound(st.key);
+    }
     if (record !== undefined) {
       const be = bindingError(record, binding);
       if (be !== undefined) throw be;
@@ -579,7 +622,9 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       const now = clock.now();
       const state = tokenState(record.tokens, lifetime, st.refreshAtMs, now, minValidityMs);
       if (state !== "expired") {
-        if (state === "stale") void refresh(st).catch(() => {});
+        if (state === "stale" && now >= st.renewedAt + minRefreshIntervalMs) {
+          void refresh(st).catch(() => {});
+        }
         return record;
       }
     }
@@ -628,14 +673,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
    * forgotten (ending streams with NOT_FOUND) when revoked.
    */
   const sync = async () => {
-    const now = clock.now();
-    for (const st of [...states.values()]) {
-      const idle = now - st.lastUsedAt > idleEvictMs;
-      if (idle && !hub.has(st.id) && st.inflight === undefined && st.unsaved === undefined) {
-        st.timer?.cancel();
-        states.delete(st.id);
-      }
-    }
+    evictIdle();
     const list = [...states.values()];
     if (list.length === 0) return;
     const gens = await store.activeGenerations(
@@ -686,7 +724,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       return record.generation;
     },
 
-    getValidTokens(q, signal) {
+    async getValidTokens(q, signal) {
       const st = sessionState(q.sessionId, q.provider);
       return valid(st, q.minValidityMs ?? 0, q, signal);
     },
@@ -715,7 +753,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       return { credentials, failures };
     },
 
-    getToken(grant, minValidityMs, signal) {
+    async getToken(grant, minValidityMs, signal) {
       return valid(grantState(grant), minValidityMs ?? 0, {}, signal);
     },
 
