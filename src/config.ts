@@ -32,7 +32,25 @@ export interface GrantConfig {
   readonly audience?: string | undefined;
 }
 
+export type StoreConfig =
+  | { readonly kind: "memory" }
+  /** `uri` may hold credentials: never log it. */
+  | { readonly kind: "mongo"; readonly uri: string; readonly dbName: string }
+  | { readonly kind: "file"; readonly dir: string };
+
 export interface Config {
+  /** MONGODB_URI → mongo; else TOKENVEND_DATA_DIR → file; else memory. */
+  readonly store: StoreConfig;
+  /** TOKENVEND_ENCRYPTION_KEYS: comma-separated kid:base64 keys, the first one writes. */
+  readonly encryptionKeys: string | undefined;
+  /** TOKENVEND_ENCRYPTION_KEY_FILES: comma-separated paths; the file name is the key id. */
+  readonly encryptionKeyFiles: readonly string[];
+  /** How often cached keys are checked against a shared store (renewals and revocations elsewhere). */
+  readonly syncIntervalMs: number;
+  /** How long a refresh claim holds before another replica may take it over. */
+  readonly claimLeaseMs: number;
+  /** How often old generations and dead claims are swept from the store. */
+  readonly sweepIntervalMs: number;
   readonly grpcListen: string;
   readonly httpListen: string;
   readonly logLevel: LogLevel;
@@ -55,6 +73,10 @@ export const configDefaults = {
   shutdownGraceMs: 10_000,
   maxStreams: 10_000,
   providerTimeoutMs: 10_000,
+  syncIntervalMs: 1_000,
+  claimLeaseMs: 30_000,
+  sweepIntervalMs: 60_000,
+  mongoDbName: "tokenvend",
 };
 
 const logLevels: readonly LogLevel[] = [
@@ -108,6 +130,9 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "refreshTimeout",
     "shutdownGrace",
     "maxStreams",
+    "syncInterval",
+    "claimLease",
+    "sweepInterval",
     "providers",
     "grants",
   ]);
@@ -153,7 +178,22 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     });
   }
 
+  const store: StoreConfig = env.MONGODB_URI
+    ? {
+        kind: "mongo",
+        uri: mongoUri(env.MONGODB_URI),
+        dbName: env.TOKENVEND_MONGODB_DB || configDefaults.mongoDbName,
+      }
+    : env.TOKENVEND_DATA_DIR
+      ? { kind: "file", dir: env.TOKENVEND_DATA_DIR }
+      : { kind: "memory" };
   return {
+    store,
+    encryptionKeys: env.TOKENVEND_ENCRYPTION_KEYS || undefined,
+    encryptionKeyFiles: (env.TOKENVEND_ENCRYPTION_KEY_FILES ?? "").split(",").filter(Boolean),
+    syncIntervalMs: duration(root.syncInterval, "syncInterval", configDefaults.syncIntervalMs),
+    claimLeaseMs: duration(root.claimLease, "claimLease", configDefaults.claimLeaseMs),
+    sweepIntervalMs: duration(root.sweepInterval, "sweepInterval", configDefaults.sweepIntervalMs),
     grpcListen,
     httpListen,
     logLevel: level as LogLevel,
@@ -378,6 +418,14 @@ function url(v: unknown, at: string): string | undefined {
     throw new ConfigError(`${at} must be an http(s) URL; got "${s}"`);
   }
   return s;
+}
+
+function mongoUri(v: string): string {
+  // The message must not echo the URI: it may carry a password.
+  if (!/^mongodb(\+srv)?:\/\//.test(v)) {
+    throw new ConfigError("MONGODB_URI must start with mongodb:// or mongodb+srv://");
+  }
+  return v;
 }
 
 function hostPort(v: string, at: string): string {

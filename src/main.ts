@@ -33,7 +33,7 @@ async function main(): Promise<void> {
   if (dev) {
     log.warn(
       {},
-      "DEVELOPMENT MODE: caller authentication is OFF, tokens live in memory, the identity provider is a local test one. Never expose this.",
+      "DEVELOPMENT MODE: caller authentication is OFF and the identity provider is a local test one. Never expose this.",
     );
   }
   const server = await startServer({ config, logger: log });

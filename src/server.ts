@@ -14,7 +14,7 @@ import { createUpstreamClient } from "./idp/upstream-client.ts";
 import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
 import { createHttpServer } from "./rpc/http-server.ts";
 import { createTokenService } from "./rpc/token-service.ts";
-import { createMemoryStore } from "./store/memory-store.ts";
+import { openStore } from "./store/open-store.ts";
 
 export interface StartServerOptions {
   readonly config: Config;
@@ -42,7 +42,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const { config } = opts;
   const log = opts.logger ?? noopLogger;
   const lifecycle = new AbortController();
-  const store = opts.store ?? createMemoryStore();
+  const store = opts.store ?? (await openStore(config, log));
+  // One process owns a memory store; any other may be shared with other replicas.
+  const shared = store.kind !== "memory";
   const upstream =
     opts.upstream ??
     createUpstreamClient({
@@ -77,6 +79,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     refreshTimeoutMs: config.refreshTimeoutMs,
     maxStreams: config.maxStreams,
     signal: lifecycle.signal,
+    syncIntervalMs: shared ? config.syncIntervalMs : 0,
+    claimLeaseMs: config.claimLeaseMs,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
   });
   const impl = createTokenService({
@@ -97,6 +101,16 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const grpcAddr = await grpc.listen(config.grpcListen);
   const httpAddr = await http.listen(config.httpListen);
   grpc.setServing(true);
+  const sweeper = setInterval(() => {
+    store.sweep(Date.now(), { signal: lifecycle.signal }).then(
+      (r) => {
+        if (r.generations + r.claims > 0) log.debug({ ...r }, "swept the store");
+      },
+      (err: unknown) =>
+        log.warn({ err: err instanceof Error ? err.message : String(err) }, "sweep failed"),
+    );
+  }, config.sweepIntervalMs);
+  sweeper.unref();
   log.info(
     {
       grpc: `${grpcAddr.host}:${grpcAddr.port}`,
@@ -115,6 +129,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     shutdown() {
       drained ??= (async () => {
         log.info({ graceMs: config.shutdownGraceMs }, "draining");
+        clearInterval(sweeper);
         grpc.setServing(false);
         await vendor.close();
         await Promise.all([
