@@ -1,7 +1,7 @@
 // SIGTERM drains a real `npm start` process: health turns NOT_SERVING, streams
 // end with UNAVAILABLE, a call in flight finishes, and the process exits 0.
 
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -94,10 +94,6 @@ test("SIGTERM: NOT_SERVING, streams end UNAVAILABLE, in-flight calls finish, exi
 
   // A session whose token needs a refresh, and a slowed token endpoint.
   const minted = await idp.mintRefreshToken({ clientId: client.clientId, accountId: "alice" });
-  const { create: mk } = await import("@bufbuild/protobuf");
-  const { StoreUpstreamTokensRequestSchema } = await import(
-    "../gen/tokenvend/v1/token_service_pb.js"
-  );
   await c.storeUpstreamTokens(
     create(StoreUpstreamTokensRequestSchema, {
       sessionId: "sess-drain",
