@@ -52,7 +52,9 @@ export interface Stack {
     sessionId: string,
     minted: MintedTokens,
     expiresInSec: number,
-    extra?: Partial<Pick<StoreUpstreamTokensRequest, "provider" | "refreshToken" | "subject" | "clientId">>,
+    extra?: Partial<
+      Pick<StoreUpstreamTokensRequest, "provider" | "refreshToken" | "subject" | "clientId">
+    >,
   ): Promise<bigint>;
   stop(): Promise<void>;
 }
