@@ -7,7 +7,7 @@
 // grpc-status-details-bin. Unary and server-streaming methods only: the contract
 // has no client or bidi streams, and an adapter refuses them loudly.
 
-import type { DescFile, DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
+import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   FieldDescriptorProto_Label,
@@ -19,8 +19,6 @@ import {
 import {
   Code,
   ConnectError,
-  createContextValues,
-  createHandlerContext,
   createServiceImplSpec,
   type HandlerContext,
   type Interceptor,
@@ -39,6 +37,8 @@ import {
   type InternalErrorHandler,
   toWireError,
 } from "./error-details.ts";
+import { encodeMessage } from "./frozen-message.ts";
+import { GrpcCallContext } from "./grpc-call-context.ts";
 
 /** One service and its implementation, as Connect's `router.service()` takes them. */
 export interface ServiceRegistration<S extends DescService = DescService> {
@@ -129,16 +129,19 @@ function serveUnary(
   opts: GrpcServiceOptions,
 ): void {
   const path = call.getPath();
-  const ctx = contextFor(call, spec.method, opts.shutdownSignal);
+  const ctx = new GrpcCallContext(call, spec.method, opts.shutdownSignal);
   let finished = false;
   const finish = (err: ConnectError | undefined, value?: Buffer) => {
     if (finished) return;
     finished = true;
     call.off("cancelled", onCancel);
     if (!call.cancelled) {
-      sendHeaders(call, ctx.responseHeader);
-      if (err === undefined) callback(null, value, toMetadata(ctx.responseTrailer));
-      else callback(toServiceError(err, ctx.responseTrailer));
+      const header = ctx.peekResponseHeader();
+      if (header !== undefined) sendHeaders(call, header);
+      const trailer = ctx.peekResponseTrailer();
+      if (err === undefined) {
+        callback(null, value, trailer !== undefined ? toMetadata(trailer) : undefined);
+      } else callback(toServiceError(err, trailer));
     }
     // Completion aborts the signal too, as on Connect: work tied to it stops.
     ctx.abort();
@@ -149,14 +152,21 @@ function serveUnary(
   };
   call.on("cancelled", onCancel);
   // Deadline or shutdown: answer now; the handler learns it from its signal.
-  ctx.signal.addEventListener(
-    "abort",
-    () => {
-      if (!finished) finish(asWireError(ctx.signal.reason, path, opts));
-    },
-    { once: true },
-  );
+  ctx.onAbort = (reason) => {
+    if (!finished) finish(asWireError(reason, path, opts));
+  };
 
+  if (opts.interceptors === undefined || opts.interceptors.length === 0) {
+    // The hot path: no interceptor to build requests and responses for.
+    (async () => {
+      const out = await spec.impl(decode(spec.method.input, call.request), ctx);
+      return encode(spec.method.output, create(spec.method.output, out));
+    })().then(
+      (bytes) => finish(undefined, bytes),
+      (err: unknown) => finish(toWireError(err, path, ctx.signal, opts.onInternalError)),
+    );
+    return;
+  }
   const next = chain(opts.interceptors, async (req) => {
     const u = req as UnaryRequest;
     const out = await spec.impl(u.message, mergeRequest(ctx, req));
@@ -193,14 +203,15 @@ async function serveServerStream(
   opts: GrpcServiceOptions,
 ): Promise<void> {
   const path = call.getPath();
-  const ctx = contextFor(call, spec.method, opts.shutdownSignal);
+  const ctx = new GrpcCallContext(call, spec.method, opts.shutdownSignal);
   const stopped = Promise.withResolvers<undefined>();
   let finished = false;
   let headersSent = false;
   const sendHeadersOnce = () => {
     if (headersSent) return;
     headersSent = true;
-    sendHeaders(call, ctx.responseHeader);
+    const header = ctx.peekResponseHeader();
+    if (header !== undefined) sendHeaders(call, header);
   };
   const finish = (err?: ConnectError) => {
     if (finished) return;
@@ -208,8 +219,9 @@ async function serveServerStream(
     call.off("cancelled", onCancel);
     if (!call.cancelled) {
       sendHeadersOnce();
-      if (err === undefined) call.end(toMetadata(ctx.responseTrailer));
-      else call.emit("error", toServiceError(err, ctx.responseTrailer));
+      const trailer = ctx.peekResponseTrailer();
+      if (err === undefined) call.end(trailer !== undefined ? toMetadata(trailer) : undefined);
+      else call.emit("error", toServiceError(err, trailer));
     }
     stopped.resolve(undefined);
     ctx.abort();
@@ -220,13 +232,9 @@ async function serveServerStream(
     ctx.abort(cancelledByClient());
   };
   call.on("cancelled", onCancel);
-  ctx.signal.addEventListener(
-    "abort",
-    () => {
-      if (!finished) finish(asWireError(ctx.signal.reason, path, opts));
-    },
-    { once: true },
-  );
+  ctx.onAbort = (reason) => {
+    if (!finished) finish(asWireError(reason, path, opts));
+  };
 
   const next = chain(opts.interceptors, async (req) => {
     const s = req as StreamRequest;
@@ -296,37 +304,9 @@ function chain(interceptors: readonly Interceptor[] | undefined, fn: AnyFn): Any
   return (interceptors ?? []).reduceRight((next, i) => i(next), fn);
 }
 
-type Controller = ReturnType<typeof createHandlerContext>;
 type AnyCall = grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<Buffer, Buffer>;
 
-function contextFor(
-  call: AnyCall,
-  method: DescMethod,
-  shutdownSignal: AbortSignal | undefined,
-): Controller {
-  // Metadata as HTTP headers: binary (-bin) values base64, as they are on the wire.
-  const requestHeader = new Headers();
-  for (const [k, v] of Object.entries(call.metadata.toHttp2Headers())) {
-    for (const value of Array.isArray(v) ? v : [v]) {
-      if (value !== undefined) requestHeader.append(k, String(value));
-    }
-  }
-  const deadline = call.getDeadline();
-  const timeoutMs = (deadline instanceof Date ? deadline.getTime() : deadline) - Date.now();
-  return createHandlerContext({
-    service: method.parent,
-    method,
-    protocolName: "grpc",
-    requestMethod: "POST",
-    url: `http://${call.getHost()}${call.getPath()}`,
-    requestHeader,
-    contextValues: createContextValues(),
-    ...(Number.isFinite(timeoutMs) ? { timeoutMs: Math.max(0, timeoutMs) } : {}),
-    ...(shutdownSignal !== undefined ? { shutdownSignal } : {}),
-  });
-}
-
-function requestCommon(ctx: Controller) {
+function requestCommon(ctx: GrpcCallContext) {
   return {
     service: ctx.service,
     requestMethod: ctx.requestMethod,
@@ -338,11 +318,21 @@ function requestCommon(ctx: Controller) {
 }
 
 /** The context the handler sees: interceptors may have replaced headers, signal or values. */
-function mergeRequest(ctx: Controller, req: UnaryRequest | StreamRequest): HandlerContext {
+function mergeRequest(ctx: GrpcCallContext, req: UnaryRequest | StreamRequest): HandlerContext {
   return {
-    ...ctx,
+    method: ctx.method,
     service: req.service,
+    requestMethod: ctx.requestMethod,
+    protocolName: ctx.protocolName,
+    url: ctx.url,
+    timeoutMs: () => ctx.timeoutMs(),
     requestHeader: req.header,
+    get responseHeader() {
+      return ctx.responseHeader;
+    },
+    get responseTrailer() {
+      return ctx.responseTrailer;
+    },
     signal: req.signal,
     values: req.contextValues,
   };
@@ -371,7 +361,7 @@ function decode<D extends DescMessage>(desc: D, bytes: Buffer) {
 }
 
 function encode(desc: DescMessage, message: DescMessageShape): Buffer {
-  const u8 = toBinary(desc, message);
+  const u8 = encodeMessage(desc, message);
   return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 }
 
@@ -431,8 +421,11 @@ function sendHeaders(call: AnyCall, headers: Headers) {
   if (Object.keys(md.getMap()).length > 0) call.sendMetadata(md);
 }
 
-function toServiceError(err: ConnectError, trailer: Headers): grpc.ServerErrorResponse {
-  const metadata = toMetadata(err.metadata, toMetadata(trailer));
+function toServiceError(err: ConnectError, trailer: Headers | undefined): grpc.ServerErrorResponse {
+  const metadata = toMetadata(
+    err.metadata,
+    trailer !== undefined ? toMetadata(trailer) : undefined,
+  );
   const details = encodeGrpcStatusDetails(err);
   if (details !== undefined) metadata.set(grpcStatusDetailsKey, Buffer.from(details));
   // Connect's Code numbers are gRPC's status codes.

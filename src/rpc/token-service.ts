@@ -8,7 +8,9 @@ import {
   type Credential,
   CredentialSchema,
   GetAllUpstreamCredentialsResponseSchema,
+  type GetTokenResponse,
   GetTokenResponseSchema,
+  type GetValidTokensResponse,
   GetValidTokensResponseSchema,
   RenewalReason,
   RevokeSessionResponseSchema,
@@ -22,6 +24,7 @@ import { systemClock } from "../core/clock.ts";
 import type { LiveRecord, TokenSet } from "../core/token.ts";
 import type { TokenVendor, WatchReason, WatchTarget } from "../core/token-vendor.ts";
 import { toConnectError } from "./error-mapping.ts";
+import { freeze } from "./frozen-message.ts";
 import { limits, Violations } from "./validate.ts";
 
 export interface TokenServiceOptions {
@@ -35,8 +38,20 @@ const reasons: Record<WatchReason, RenewalReason> = {
   stored: RenewalReason.STORED,
 };
 
-// One Credential per generation: the hot path maps a record to proto once.
+// One Credential, and one response of each kind, per generation: the hot path
+// maps a record to proto once (and the gRPC listener encodes it once).
 const credentials = new WeakMap<LiveRecord, Credential>();
+const validResponses = new WeakMap<LiveRecord, GetValidTokensResponse>();
+const tokenResponses = new WeakMap<LiveRecord, GetTokenResponse>();
+
+function memo<R>(cache: WeakMap<LiveRecord, R>, r: LiveRecord, make: () => R): R {
+  let v = cache.get(r);
+  if (v === undefined) {
+    v = make();
+    cache.set(r, v);
+  }
+  return v;
+}
 
 export function toCredential(r: LiveRecord): Credential {
   let c = credentials.get(r);
@@ -134,7 +149,9 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
           },
           ctx.signal,
         );
-        return create(GetValidTokensResponseSchema, { credential: toCredential(r) });
+        return memo(validResponses, r, () =>
+          freeze(create(GetValidTokensResponseSchema, { credential: toCredential(r) })),
+        );
       }),
 
     getAllUpstreamCredentials: (req, ctx) =>
@@ -159,7 +176,9 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
           .minValidity("min_validity_seconds", req.minValiditySeconds)
           .check();
         const r = await vendor.getToken(req.grant, req.minValiditySeconds * 1000, ctx.signal);
-        return create(GetTokenResponseSchema, { credential: toCredential(r) });
+        return memo(tokenResponses, r, () =>
+          freeze(create(GetTokenResponseSchema, { credential: toCredential(r) })),
+        );
       }),
 
     async *watchToken(req, ctx) {
