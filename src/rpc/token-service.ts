@@ -242,6 +242,14 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
   };
 }
 
+// One frozen stream message per (generation, reason): a renewal pushed to 10,000
+// streams is built and encoded once, not once per stream.
+const watchResponses = new WeakMap<LiveRecord, Partial<Record<WatchReason, WatchTokenResponse>>>();
+
 function toWatchResponse(r: LiveRecord, reason: WatchReason): WatchTokenResponse {
-  return create(WatchTokenResponseSchema, { credential: toCredential(r), reason: reasons[reason] });
+  const byReason = memo(watchResponses, r, () => ({}));
+  byReason[reason] ??= freeze(
+    create(WatchTokenResponseSchema, { credential: toCredential(r), reason: reasons[reason] }),
+  );
+  return byReason[reason];
 }
