@@ -247,7 +247,11 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
 const watchResponses = new WeakMap<LiveRecord, Partial<Record<WatchReason, WatchTokenResponse>>>();
 
 function toWatchResponse(r: LiveRecord, reason: WatchReason): WatchTokenResponse {
-  const byReason = memo(watchResponses, r, () => ({}));
+  const byReason = memo(
+    watchResponses,
+    r,
+    (): Partial<Record<WatchReason, WatchTokenResponse>> => ({}),
+  );
   byReason[reason] ??= freeze(
     create(WatchTokenResponseSchema, { credential: toCredential(r), reason: reasons[reason] }),
   );
