@@ -1,11 +1,6 @@
 // SIGTERM drains a real `npm start` process: health turns NOT_SERVING, streams
 // end with UNAVAILABLE, a call in flight finishes, and the process exits 0.
 
-import { spawn } from "node:child_process";
-import { mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -17,32 +12,10 @@ import {
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import { startLocalIdp } from "../src/dev/local-idp.ts";
 import { startDelayProxy } from "./support/delay-proxy.ts";
+import { spawnServer } from "./support/server-process.ts";
 import { api, getValid, grpcFailure } from "./support/stack.ts";
 
-const repo = new URL("..", import.meta.url).pathname;
-
-async function spawnServer(configPath: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, ["src/main.ts"], {
-    cwd: repo,
-    env: { ...process.env, TOKENVEND_CONFIG: configPath, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const logs: Record<string, unknown>[] = [];
-  const lines = createInterface({ input: child.stdout! });
-  const ready = new Promise<{ grpc: string; http: string }>((resolve, reject) => {
-    lines.on("line", (line) => {
-      const entry = JSON.parse(line) as Record<string, unknown>;
-      logs.push(entry);
-      if (entry.msg === "tokenvend serving")
-        resolve({ grpc: entry.grpc as string, http: entry.http as string });
-    });
-    child.once("exit", (code) => reject(new Error(`server exited early with ${code}`)));
-  });
-  const exited = new Promise<number | null>((resolve) =>
-    child.once("exit", (code) => resolve(code)),
-  );
-  return { child, logs, addr: await ready, exited };
-}
+const _repo = new URL("..", import.meta.url).pathname;
 
 function healthWatch(address: string, service: string) {
   const def = grpc.loadPackageDefinition(
@@ -65,31 +38,24 @@ test("SIGTERM: NOT_SERVING, streams end UNAVAILABLE, in-flight calls finish, exi
   t.teardown(() => idp.stop());
   const proxy = await startDelayProxy(idp.issuer);
   t.teardown(() => proxy.close());
-  const dir = await mkdtemp(join(tmpdir(), "tokenvend-shutdown-"));
-  const configPath = join(dir, "config.yaml");
   const client = idp.client("tokenvend");
-  await writeFile(
-    configPath,
-    [
-      "grpc: { listen: 127.0.0.1:0 }",
-      "http: { listen: 127.0.0.1:0 }",
-      "shutdownGrace: 5s",
-      "providers:",
-      "  idp:",
-      `    issuer: ${idp.issuer}`,
-      `    tokenEndpoint: ${proxy.url}/token`,
-      `    clientId: ${client.clientId}`,
-      "    clientSecretEnv: IDP_SECRET",
-      "    lifetime: { clockSkew: 5s, refreshMargin: 0s }",
-      "grants:",
-      "  demo: { provider: idp, scopes: [api:read] }",
-    ].join("\n"),
-  );
-  const server = await spawnServer(configPath, { IDP_SECRET: client.clientSecret ?? "" });
-  t.teardown(() => {
-    server.child.kill("SIGKILL");
-  });
-  const c = api(server.addr.grpc);
+  const yaml = [
+    "grpc: { listen: 127.0.0.1:0 }",
+    "http: { listen: 127.0.0.1:0 }",
+    "shutdownGrace: 5s",
+    "providers:",
+    "  idp:",
+    `    issuer: ${idp.issuer}`,
+    `    tokenEndpoint: ${proxy.url}/token`,
+    `    clientId: ${client.clientId}`,
+    "    clientSecretEnv: IDP_SECRET",
+    "    lifetime: { clockSkew: 5s, refreshMargin: 0s }",
+    "grants:",
+    "  demo: { provider: idp, scopes: [api:read] }",
+  ].join("\n");
+  const server = await spawnServer(yaml, { IDP_SECRET: client.clientSecret ?? "" });
+  t.teardown(() => server.kill("SIGKILL"));
+  const c = api(server.grpc);
   t.teardown(() => c.close());
 
   // A session whose token needs a refresh, and a slowed token endpoint.
@@ -106,7 +72,7 @@ test("SIGTERM: NOT_SERVING, streams end UNAVAILABLE, in-flight calls finish, exi
   const stream = c.watch({ target: { case: "grant", value: "demo" } });
   const it = stream.messages[Symbol.asyncIterator]();
   t.truthy((await it.next()).value?.credential?.accessToken);
-  const health = healthWatch(server.addr.grpc, "tokenvend.v1.TokenService");
+  const health = healthWatch(server.grpc, "tokenvend.v1.TokenService");
   t.teardown(health.close);
   await new Promise((r) => setTimeout(r, 200));
   t.deepEqual(health.seen, ["SERVING"]);
@@ -115,7 +81,7 @@ test("SIGTERM: NOT_SERVING, streams end UNAVAILABLE, in-flight calls finish, exi
   const inflight = c.getValidTokens(getValid("sess-drain"));
   await new Promise((r) => setTimeout(r, 300));
   const sentAt = Date.now();
-  server.child.kill("SIGTERM");
+  server.kill("SIGTERM");
 
   const end = grpcFailure(await t.throwsAsync(it.next()));
   t.is(end.code, grpc.status.UNAVAILABLE);

@@ -25,6 +25,8 @@ export async function startDelayProxy(target: string): Promise<DelayProxy> {
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
       setTimeout(() => {
+        // A client that died while its request was held (a killed replica) never reaches upstream.
+        if (req.socket.destroyed) return;
         const up = request(
           {
             host: to.hostname,
