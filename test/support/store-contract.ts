@@ -4,6 +4,7 @@ import type { TestFn } from "ava";
 import {
   grantKey,
   keyId,
+  type LiveRecord,
   sessionKey,
   type TokenKey,
   type TokenRecord,
@@ -187,6 +188,106 @@ export function storeContract(test: TestFn, name: string, factory: StoreFactory)
       await store.insert(live(k2, 1, "two"));
       a.is((await store.getActive(k1))?.tokens?.accessToken, "one");
       a.is((await store.getActive(k2))?.tokens?.accessToken, "two");
+    } finally {
+      await store.close();
+    }
+  });
+
+  // Added with the file and MongoDB adapters: what a stored form must keep, whatever it is.
+
+  test(`${name}: a record without the optional fields round-trips exactly`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = grantKey(uniqueSession("g"));
+      const r: TokenRecord = {
+        key,
+        generation: 1,
+        reason: "granted",
+        tokens: {
+          accessToken: "at",
+          refreshToken: undefined,
+          idToken: undefined,
+          tokenType: "DPoP",
+          scopes: [],
+          issuedAt: 0,
+          expiresAt: 1,
+          subject: undefined,
+          clientId: undefined,
+        },
+      };
+      a.deepEqual(await store.insert(r), { inserted: true });
+      a.deepEqual(await store.getActive(key), r);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: unicode, separators and large token values round-trip`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = sessionKey(`${uniqueSession()}#1#accessToken`, "p\u00e4#2");
+      const base = live(key, 1) as LiveRecord;
+      const r: TokenRecord = {
+        ...base,
+        tokens: {
+          ...base.tokens,
+          accessToken: `${"\u{1F511}\u00fc:#,".repeat(1_000)}${"x".repeat(16_384)}`,
+          refreshToken: "",
+          idToken: "e30.e30.",
+          subject: "\u00c5sa \u0000 \u001f",
+          scopes: ["a b", "\u00e9"],
+        },
+      };
+      await store.insert(r);
+      a.deepEqual(await store.getActive(key), r);
+      a.deepEqual(await store.getSession((key as { sessionId: string }).sessionId), [r]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: getSession reports a revoked provider by its revocation`, async (a) => {
+    const store = await factory.create();
+    try {
+      const s = uniqueSession();
+      await store.insert(live(sessionKey(s, "a"), 1));
+      await store.insert({ key: sessionKey(s, "a"), generation: 2, reason: "revoked" });
+      await store.insert(live(sessionKey(s, "b"), 1));
+      const got = (await store.getSession(s))
+        .map(
+          (r) => `${r.key.kind === "session" ? r.key.provider : "?"}@${r.generation}:${r.reason}`,
+        )
+        .sort();
+      a.deepEqual(got, ["a@2:revoked", "b@1:stored"]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: activeGenerations of no keys is empty; a repeated key is answered once`, async (a) => {
+    const store = await factory.create();
+    try {
+      a.deepEqual(await store.activeGenerations([]), new Map());
+      const key = grantKey(uniqueSession("g"));
+      await store.insert(live(key, 2));
+      a.deepEqual(await store.activeGenerations([key, key, key]), new Map([[keyId(key), 2]]));
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: a grant and a session provider of the same name are different keys`, async (a) => {
+    const store = await factory.create();
+    try {
+      const name = uniqueSession("n");
+      await store.insert(live(grantKey(name), 1, "grant"));
+      await store.insert(live(sessionKey(name, name), 1, "session"));
+      a.is((await store.getActive(grantKey(name)))?.tokens?.accessToken, "grant");
+      a.is((await store.getActive(sessionKey(name, name)))?.tokens?.accessToken, "session");
+      a.deepEqual(
+        (await store.getSession(name)).map((r) => r.key.kind),
+        ["session"],
+      );
     } finally {
       await store.close();
     }

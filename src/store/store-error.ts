@@ -1,0 +1,63 @@
+// What the store adapters throw when the backend fails them. The core treats any store failure
+// as STORE_UNAVAILABLE; the code here says why, for logs and for an operator. A caller's own
+// abort is never wrapped: the adapters rethrow `signal.reason` as is. Sealing failures (wrong
+// key, moved ciphertext) are SealingErrors from ./sealing.ts.
+
+export const storeErrorCodes = [
+  /** The backend did not answer (network, server selection, timeout, closed store). Transient. */
+  "UNAVAILABLE",
+  /** The backend answered with an error other than the expected duplicate key. */
+  "FAILED",
+  /** A stored document or state file does not have the expected shape. */
+  "CORRUPT",
+  /** A bounded retry loop gave up (a claim holder kept vanishing between insert and read). */
+  "CONTENDED",
+  /** The file store's directory is in use by another live process. */
+  "LOCKED",
+  /** The file store could not read or write its files. */
+  "IO",
+] as const;
+
+export type StoreErrorCode = (typeof storeErrorCodes)[number];
+
+export class StoreError extends Error {
+  override readonly name = "StoreError";
+  readonly code: StoreErrorCode;
+
+  constructor(code: StoreErrorCode, message: string, opts: { cause?: unknown } = {}) {
+    super(message, { cause: opts.cause });
+    this.code = code;
+  }
+}
+
+export function isStoreError(err: unknown, code?: StoreErrorCode): err is StoreError {
+  return err instanceof StoreError && (code === undefined || err.code === code);
+}
+
+/**
+ * Runs `fn` under the caller's signal combined with an upper bound of `timeoutMs`, so no store
+ * call waits forever even when the caller passed no signal. A caller's abort surfaces as its
+ * `signal.reason`; the bound surfaces as StoreError UNAVAILABLE; other errors go to `classify`.
+ */
+export async function withDeadline<T>(
+  what: string,
+  callerSignal: AbortSignal | undefined,
+  timeoutMs: number,
+  fn: (signal: AbortSignal) => Promise<T>,
+  classify: (err: unknown) => unknown,
+): Promise<T> {
+  callerSignal?.throwIfAborted();
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const signal = callerSignal === undefined ? timeout : AbortSignal.any([callerSignal, timeout]);
+  try {
+    return await fn(signal);
+  } catch (err) {
+    if (callerSignal?.aborted) throw callerSignal.reason;
+    if (timeout.aborted) {
+      throw new StoreError("UNAVAILABLE", `${what}: no answer within ${timeoutMs} ms`, {
+        cause: err,
+      });
+    }
+    throw classify(err);
+  }
+}
