@@ -20,7 +20,7 @@ export interface ServerProcess {
   kill(signal?: NodeJS.Signals): void;
 }
 
-/** Writes `yaml` to a temp file and starts a replica with it. */
+/** Writes `yaml` to a temp file and starts a replica with it (its logLevel must let info through: readiness is read from the log). */
 export async function spawnServer(
   yaml: string,
   env: Record<string, string> = {},

@@ -1,0 +1,265 @@
+// A cluster: replica processes sharing nothing but one MongoDB-protocol server
+// (FerretDB), in front of the real oidc-provider with refresh-token rotation.
+
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
+import { status } from "@grpc/grpc-js";
+import test from "ava";
+import { MongoClient } from "mongodb";
+import {
+  RevokeSessionRequestSchema,
+  StoreUpstreamTokensRequestSchema,
+} from "../gen/tokenvend/v1/token_service_pb.js";
+import { startFerretdb } from "../scripts/ferretdb.ts";
+import { type LocalIdp, startLocalIdp } from "../src/dev/local-idp.ts";
+import { createMongoStore } from "../src/store/mongo-store.ts";
+import { generateKey, parseKeyring } from "../src/store/sealing.ts";
+import { type DelayProxy, startDelayProxy } from "./support/delay-proxy.ts";
+import { mongoForTests } from "./support/mongo.ts";
+import { type ServerProcess, spawnServer } from "./support/server-process.ts";
+import { api, getValid, grpcFailure, startStack } from "./support/stack.ts";
+
+const key = `primary:${generateKey()}`;
+
+interface Cluster {
+  idp: LocalIdp;
+  proxy: DelayProxy;
+  replicas: ServerProcess[];
+  clients: ReturnType<typeof api>[];
+  store(
+    sessionId: string,
+    expiresInSec: number,
+  ): Promise<{ accessToken: string; refreshToken: string }>;
+}
+
+async function startCluster(
+  t: { teardown(fn: () => unknown): void },
+  uri: string,
+  n: number,
+  extraYaml: string[] = [],
+): Promise<Cluster> {
+  const idp = await startLocalIdp();
+  t.teardown(() => idp.stop());
+  const proxy = await startDelayProxy(idp.issuer);
+  t.teardown(() => proxy.close());
+  const client = idp.client("tokenvend");
+  const db = `cluster_${process.pid}_${Date.now()}`;
+  const yaml = [
+    "grpc: { listen: 127.0.0.1:0 }",
+    "http: { listen: 127.0.0.1:0 }",
+    "logLevel: info",
+    "shutdownGrace: 2s",
+    ...extraYaml,
+    "providers:",
+    "  idp:",
+    `    issuer: ${idp.issuer}`,
+    `    tokenEndpoint: ${proxy.url}/token`,
+    `    clientId: ${client.clientId}`,
+    "    clientSecretEnv: IDP_SECRET",
+    "    timeout: 10s",
+    "    lifetime: { clockSkew: 5s, refreshMargin: 0s }",
+    "    backoff: { initial: 200ms, max: 1s }",
+  ].join("\n");
+  const env = {
+    IDP_SECRET: client.clientSecret ?? "",
+    MONGODB_URI: uri,
+    TOKENVEND_MONGODB_DB: db,
+    TOKENVEND_ENCRYPTION_KEYS: key,
+  };
+  const replicas = await Promise.all(Array.from({ length: n }, () => spawnServer(yaml, env)));
+  for (const r of replicas) t.teardown(() => r.kill("SIGKILL"));
+  const clients = replicas.map((r) => api(r.grpc));
+  for (const c of clients) t.teardown(() => c.close());
+  return {
+    idp,
+    proxy,
+    replicas,
+    clients,
+    async store(sessionId, expiresInSec) {
+      const minted = await idp.mintRefreshToken({ clientId: client.clientId, accountId: "alice" });
+      await clients[0]!.storeUpstreamTokens(
+        create(StoreUpstreamTokensRequestSchema, {
+          sessionId,
+          provider: "idp",
+          accessToken: minted.accessToken,
+          refreshToken: minted.refreshToken,
+          expiry: { case: "expiresIn", value: BigInt(expiresInSec) },
+        }),
+      );
+      return minted;
+    },
+  };
+}
+
+let mongo: { uri: string; stop(): Promise<void> };
+test.before(async () => {
+  mongo = await mongoForTests();
+});
+test.after.always(async () => {
+  await mongo?.stop();
+});
+
+test.serial(
+  "3 replicas x 300 concurrent callers on an expired token: one refresh, one token, no invalid_grant",
+  async (t) => {
+    const c = await startCluster(t, mongo.uri, 3);
+    const minted = await c.store("sess-herd", 2);
+    const all = await Promise.all(
+      c.clients.flatMap((client) =>
+        Array.from({ length: 300 }, () => client.getValidTokens(getValid("sess-herd"))),
+      ),
+    );
+    t.is(c.idp.counters.tokenRequests.refresh_token, 1);
+    t.is(c.idp.counters.invalidGrant, 0);
+    const tokens = new Set(all.map((r) => r.credential?.accessToken));
+    t.is(tokens.size, 1);
+    t.false(tokens.has(minted.accessToken));
+    t.true(all.every((r) => r.credential?.generation === 2n));
+  },
+);
+
+test.serial(
+  "the claim holder killed mid-refresh: another replica takes over after the lease; the key is not stuck",
+  async (t) => {
+    const c = await startCluster(t, mongo.uri, 2, ["claimLease: 2s"]);
+    await c.store("sess-kill", 2);
+    c.proxy.delayMs = 1_500;
+    // Replica 0 claims and holds the refresh at the slowed token endpoint.
+    const doomed = c.clients[0]!.getValidTokens(getValid("sess-kill")).catch((e: unknown) => e);
+    await sleep(400);
+    c.replicas[0]!.kill("SIGKILL");
+    c.proxy.delayMs = 0;
+    const startedAt = Date.now();
+    // Replica 1 waits for the dead claim's lease, takes over, and redeems the token once.
+    const res = await c.clients[1]!.getValidTokens(getValid("sess-kill"), { deadlineMs: 20_000 });
+    t.is(res.credential?.generation, 2n);
+    t.true(Date.now() - startedAt >= 1_000, "waited for the lease");
+    t.is(c.idp.counters.invalidGrant, 0);
+    t.is(c.idp.counters.tokenRequests.refresh_token, 1);
+    t.truthy(await doomed);
+    // Not stuck: the next callers are served at once.
+    const again = await c.clients[1]!.getValidTokens(getValid("sess-kill"));
+    t.is(again.credential?.accessToken, res.credential?.accessToken);
+  },
+);
+
+test.serial(
+  "a revocation on replica A ends service of that token on replica B within the sync bound",
+  async (t) => {
+    const c = await startCluster(t, mongo.uri, 2);
+    const minted = await c.store("sess-rev", 300);
+    const [a, b] = c.clients as [ReturnType<typeof api>, ReturnType<typeof api>];
+    t.is(
+      (await b.getValidTokens(getValid("sess-rev"))).credential?.accessToken,
+      minted.accessToken,
+    );
+    await a.revokeSession(create(RevokeSessionRequestSchema, { sessionId: "sess-rev" }));
+    const revokedAt = Date.now();
+    let code = status.OK;
+    while (Date.now() - revokedAt < 5_000) {
+      try {
+        await b.getValidTokens(getValid("sess-rev"));
+      } catch (err) {
+        code = grpcFailure(err).code;
+        break;
+      }
+      await sleep(50);
+    }
+    const elapsed = Date.now() - revokedAt;
+    t.is(code, status.NOT_FOUND);
+    // The default bound is 1 s; allow the check's own round trips on a busy machine.
+    t.true(elapsed < 2_000, `visible on B after ${elapsed} ms`);
+  },
+);
+
+test.serial(
+  "a renewal on replica A reaches replica B's cache without a provider call",
+  async (t) => {
+    const c = await startCluster(t, mongo.uri, 2);
+    await c.store("sess-renew", 2);
+    const [a, b] = c.clients as [ReturnType<typeof api>, ReturnType<typeof api>];
+    const renewed = await a.getValidTokens(getValid("sess-renew"));
+    const seen = await b.getValidTokens(getValid("sess-renew"));
+    t.is(seen.credential?.accessToken, renewed.credential?.accessToken);
+    t.is(c.idp.counters.tokenRequests.refresh_token, 1);
+  },
+);
+
+test.serial(
+  "MongoDB stopped and restarted: no crash, cached tokens served in the outage, writes resume after",
+  async (t) => {
+    // A server of its own, so it can be stopped and restarted on the same port with the same data.
+    const dataDir = await mkdtemp(join(tmpdir(), "tokenvend-outage-"));
+    t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+    const own = await startFerretdb({ dataDir });
+    t.teardown(() => own.stop());
+    const c = await startCluster(t, own.uri, 1);
+    const minted = await c.store("sess-outage", 300);
+    const client = c.clients[0]!;
+    t.is(
+      (await client.getValidTokens(getValid("sess-outage"))).credential?.accessToken,
+      minted.accessToken,
+    );
+    const port = Number(new URL(own.uri).port);
+    await own.stop();
+
+    t.is(
+      (await client.getValidTokens(getValid("sess-outage"))).credential?.accessToken,
+      minted.accessToken,
+    );
+    const write = await t.throwsAsync(
+      client.storeUpstreamTokens(
+        create(StoreUpstreamTokensRequestSchema, {
+          sessionId: "sess-outage-2",
+          provider: "idp",
+          accessToken: "at",
+          expiry: { case: "expiresIn", value: 300n },
+        }),
+        { deadlineMs: 15_000 },
+      ),
+    );
+    t.deepEqual(grpcFailure(write), {
+      code: status.UNAVAILABLE,
+      reason: "STORE_UNAVAILABLE",
+      fields: [],
+    });
+    t.is(c.replicas[0]!.child.exitCode, null, "still running");
+
+    const back = await startFerretdb({ port, dataDir });
+    t.teardown(() => back.stop());
+    let ok = false;
+    for (let i = 0; i < 60 && !ok; i++) {
+      try {
+        await c.store("sess-after", 300);
+        ok = true;
+      } catch {
+        await sleep(250);
+      }
+    }
+    t.true(ok, "writes resume after the restart");
+    t.truthy((await client.getValidTokens(getValid("sess-after"))).credential?.accessToken);
+  },
+);
+
+test.serial("a cache hit costs zero MongoDB commands", async (t) => {
+  const client = new MongoClient(mongo.uri, { monitorCommands: true });
+  await client.connect();
+  t.teardown(() => client.close());
+  const store = createMongoStore({
+    client,
+    dbName: `cachehit_${process.pid}_${Date.now()}`,
+    keyring: parseKeyring(key),
+  });
+  await store.ensureIndexes();
+  const s = await startStack({ store });
+  t.teardown(s.stop);
+  await s.store("sess-hit", await s.mint(), 300);
+  await s.client.getValidTokens(getValid("sess-hit"));
+  const commands: string[] = [];
+  client.on("commandStarted", (e) => commands.push(e.commandName));
+  for (let i = 0; i < 50; i++) await s.client.getValidTokens(getValid("sess-hit"));
+  t.deepEqual(commands, []);
+});
