@@ -14,85 +14,11 @@ import {
   StoreUpstreamTokensRequestSchema,
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import { startFerretdb } from "../scripts/ferretdb.ts";
-import { type LocalIdp, startLocalIdp } from "../src/dev/local-idp.ts";
 import { createMongoStore } from "../src/store/mongo-store.ts";
-import { generateKey, parseKeyring } from "../src/store/sealing.ts";
-import { type DelayProxy, startDelayProxy } from "./support/delay-proxy.ts";
+import { parseKeyring } from "../src/store/sealing.ts";
+import { clusterKey, startCluster } from "./support/cluster.ts";
 import { mongoForTests } from "./support/mongo.ts";
-import { type ServerProcess, spawnServer } from "./support/server-process.ts";
-import { api, getValid, grpcFailure, startStack } from "./support/stack.ts";
-
-const key = `primary:${generateKey()}`;
-
-interface Cluster {
-  idp: LocalIdp;
-  proxy: DelayProxy;
-  replicas: ServerProcess[];
-  clients: ReturnType<typeof api>[];
-  store(
-    sessionId: string,
-    expiresInSec: number,
-  ): Promise<{ accessToken: string; refreshToken: string }>;
-}
-
-async function startCluster(
-  t: { teardown(fn: () => unknown): void },
-  uri: string,
-  n: number,
-  extraYaml: string[] = [],
-): Promise<Cluster> {
-  const idp = await startLocalIdp();
-  t.teardown(() => idp.stop());
-  const proxy = await startDelayProxy(idp.issuer);
-  t.teardown(() => proxy.close());
-  const client = idp.client("tokenvend");
-  const db = `cluster_${process.pid}_${Date.now()}`;
-  const yaml = [
-    "grpc: { listen: 127.0.0.1:0 }",
-    "http: { listen: 127.0.0.1:0 }",
-    "logLevel: info",
-    "shutdownGrace: 2s",
-    ...extraYaml,
-    "providers:",
-    "  idp:",
-    `    issuer: ${idp.issuer}`,
-    `    tokenEndpoint: ${proxy.url}/token`,
-    `    clientId: ${client.clientId}`,
-    "    clientSecretEnv: IDP_SECRET",
-    "    timeout: 10s",
-    "    lifetime: { clockSkew: 5s, refreshMargin: 0s }",
-    "    backoff: { initial: 200ms, max: 1s }",
-  ].join("\n");
-  const env = {
-    IDP_SECRET: client.clientSecret ?? "",
-    MONGODB_URI: uri,
-    TOKENVEND_MONGODB_DB: db,
-    TOKENVEND_ENCRYPTION_KEYS: key,
-  };
-  const replicas = await Promise.all(Array.from({ length: n }, () => spawnServer(yaml, env)));
-  for (const r of replicas) t.teardown(() => r.kill("SIGKILL"));
-  const clients = replicas.map((r) => api(r.grpc));
-  for (const c of clients) t.teardown(() => c.close());
-  return {
-    idp,
-    proxy,
-    replicas,
-    clients,
-    async store(sessionId, expiresInSec) {
-      const minted = await idp.mintRefreshToken({ clientId: client.clientId, accountId: "alice" });
-      await clients[0]!.storeUpstreamTokens(
-        create(StoreUpstreamTokensRequestSchema, {
-          sessionId,
-          provider: "idp",
-          accessToken: minted.accessToken,
-          refreshToken: minted.refreshToken,
-          expiry: { case: "expiresIn", value: BigInt(expiresInSec) },
-        }),
-      );
-      return minted;
-    },
-  };
-}
+import { type api, getValid, grpcFailure, startStack } from "./support/stack.ts";
 
 let mongo: { uri: string; stop(): Promise<void> };
 test.before(async () => {
@@ -124,7 +50,7 @@ test.serial(
 test.serial(
   "the claim holder killed mid-refresh: another replica takes over after the lease; the key is not stuck",
   async (t) => {
-    const c = await startCluster(t, mongo.uri, 2, ["claimLease: 2s"]);
+    const c = await startCluster(t, mongo.uri, 2, { extraYaml: ["claimLease: 2s"] });
     await c.store("sess-kill", 2);
     c.proxy.delayMs = 1_500;
     // Replica 0 claims and holds the refresh at the slowed token endpoint.
@@ -251,7 +177,7 @@ test.serial("a cache hit costs zero MongoDB commands", async (t) => {
   const store = createMongoStore({
     client,
     dbName: `cachehit_${process.pid}_${Date.now()}`,
-    keyring: parseKeyring(key),
+    keyring: parseKeyring(clusterKey),
   });
   await store.ensureIndexes();
   const s = await startStack({ store });
