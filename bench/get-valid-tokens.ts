@@ -5,7 +5,9 @@
 //
 // Options (env): BENCH_CALLS per round (default 30000; a count, not a duration:
 // ghz's -z cuts calls off at the end and reports them UNAVAILABLE), BENCH_CONCURRENCY (50),
-// BENCH_CONNECTIONS (4), BENCH_ROUNDS (3: echo and GetValidTokens alternate).
+// BENCH_CONNECTIONS (4), BENCH_ROUNDS (3: echo and GetValidTokens alternate),
+// BENCH_TELEMETRY=1 (telemetry on, as under OTEL_*: async context, every span
+// recorded and batched to an exporter that drops it, metrics aggregated).
 
 import { execFile } from "node:child_process";
 import { cpus, totalmem } from "node:os";
@@ -76,8 +78,10 @@ const echoAnswer = Buffer.from(
   ),
 );
 
+const telemetry = process.env.BENCH_TELEMETRY === "1" ? await benchTelemetry() : undefined;
 const server = await startServer({
   config,
+  ...(telemetry !== undefined ? { telemetry } : {}),
   configureGrpc: (s) =>
     s.addService(
       {
@@ -192,6 +196,7 @@ const hot = sum("GetValidTokens");
 const lines = [
   `date: ${new Date().toISOString()}`,
   `machine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
+  `telemetry: ${telemetry !== undefined ? "on (BENCH_TELEMETRY=1)" : "off"}`,
   `command: npm run bench (ghz -c ${concurrency} --connections ${connections} -n ${calls}, ${rounds} alternating rounds, medians)`,
   "",
   "| RPC | calls | OK | req/s | p50 ms | p99 ms | server CPU µs/call |",
@@ -215,4 +220,37 @@ for (const { name, r } of rows) {
     );
     process.exitCode = 1;
   }
+}
+
+/** What the SDK sets up under OTEL_*, with an exporter that drops the spans. */
+async function benchTelemetry() {
+  const { context, propagation, trace } = await import("@opentelemetry/api");
+  const { AsyncLocalStorageContextManager } = await import("@opentelemetry/context-async-hooks");
+  const { W3CTraceContextPropagator } = await import("@opentelemetry/core");
+  const { BatchSpanProcessor, TracerProvider } = await import("@opentelemetry/sdk-trace");
+  const {
+    MeterProvider,
+    PeriodicExportingMetricReader,
+    InMemoryMetricExporter,
+    AggregationTemporality,
+  } = await import("@opentelemetry/sdk-metrics");
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  const tracerProvider = new TracerProvider({
+    spanProcessors: [
+      new BatchSpanProcessor({
+        exporter: { export: (_spans, done) => done({ code: 0 }), shutdown: async () => {} },
+      }),
+    ],
+  });
+  trace.setGlobalTracerProvider(tracerProvider);
+  const meterProvider = new MeterProvider({
+    readers: [
+      new PeriodicExportingMetricReader({
+        exporter: new InMemoryMetricExporter(AggregationTemporality.DELTA),
+        exportIntervalMillis: 10_000,
+      }),
+    ],
+  });
+  return { tracerProvider, meterProvider };
 }

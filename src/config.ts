@@ -53,6 +53,8 @@ export interface Config {
   readonly sweepIntervalMs: number;
   readonly grpcListen: string;
   readonly httpListen: string;
+  /** metrics.prometheusListen / TOKENVEND_PROMETHEUS_LISTEN: a Prometheus scrape endpoint; off when unset. */
+  readonly prometheusListen: string | undefined;
   readonly logLevel: LogLevel;
   readonly refreshTimeoutMs: number;
   readonly shutdownGraceMs: number;
@@ -135,6 +137,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "sweepInterval",
     "providers",
     "grants",
+    "metrics",
   ]);
   const env = opts.env;
   const grpc = obj(root.grpc ?? {}, "grpc");
@@ -147,6 +150,20 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     env.TOKENVEND_HTTP_LISTEN ?? str(http.listen, "http.listen") ?? configDefaults.httpListen,
     env.TOKENVEND_HTTP_LISTEN !== undefined ? "TOKENVEND_HTTP_LISTEN" : "http.listen",
   );
+  const metricsRoot = obj(root.metrics ?? {}, "metrics");
+  known(metricsRoot, "metrics", ["prometheusListen"]);
+  const promListen =
+    env.TOKENVEND_PROMETHEUS_LISTEN ||
+    str(metricsRoot.prometheusListen, "metrics.prometheusListen");
+  const prometheusListen =
+    promListen === undefined || promListen === ""
+      ? undefined
+      : hostPort(
+          promListen,
+          env.TOKENVEND_PROMETHEUS_LISTEN
+            ? "TOKENVEND_PROMETHEUS_LISTEN"
+            : "metrics.prometheusListen",
+        );
   const levelName = env.TOKENVEND_LOG_LEVEL !== undefined ? "TOKENVEND_LOG_LEVEL" : "logLevel";
   const level =
     env.TOKENVEND_LOG_LEVEL ?? str(root.logLevel, "logLevel") ?? configDefaults.logLevel;
@@ -196,6 +213,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     sweepIntervalMs: duration(root.sweepInterval, "sweepInterval", configDefaults.sweepIntervalMs),
     grpcListen,
     httpListen,
+    prometheusListen,
     logLevel: level as LogLevel,
     refreshTimeoutMs: duration(
       root.refreshTimeout,

@@ -3,10 +3,12 @@
 // identity provider, a demo grant and a demo session, authentication off.
 
 import { readFileSync } from "node:fs";
+import { metrics, trace } from "@opentelemetry/api";
 import { type Config, ConfigError, loadConfig, splitHostPort } from "./config.ts";
 import type { TokenVendor } from "./core/token-vendor.ts";
 import { createLogger, type RootLogger } from "./log.ts";
 import { startServer } from "./server.ts";
+import { otelConfigured, preloadedSdk } from "./telemetry/bootstrap.ts";
 
 const dev = process.argv.includes("--dev");
 
@@ -36,7 +38,26 @@ async function main(): Promise<void> {
       "DEVELOPMENT MODE: caller authentication is OFF and the identity provider is a local test one. Never expose this.",
     );
   }
-  const server = await startServer({ config, logger: log });
+  // The OTEL_* SDK, started by the --import preload (npm start and npm run dev use it).
+  const sdk = preloadedSdk();
+  if (sdk === undefined && otelConfigured(env)) {
+    log.warn(
+      {},
+      "OTEL_* is set but the telemetry preload did not run: start with node --import ./src/telemetry/register.ts src/main.ts",
+    );
+  }
+  const server = await startServer({
+    config,
+    logger: log,
+    ...(sdk !== undefined
+      ? {
+          telemetry: {
+            tracerProvider: trace.getTracerProvider(),
+            meterProvider: metrics.getMeterProvider(),
+          },
+        }
+      : {}),
+  });
   if (devSession !== undefined) {
     await devSession(server.vendor);
     printDevExamples(config, server.grpcPort, server.httpPort);
@@ -44,6 +65,8 @@ async function main(): Promise<void> {
   installSignals(log, async () => {
     await server.shutdown();
     await stopDev?.();
+    // Last: flushes the spans and metrics of the drain itself.
+    await sdk?.shutdown();
   });
 }
 

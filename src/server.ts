@@ -2,6 +2,7 @@
 // service mounted on the gRPC and the HTTP listeners, and a bounded drain.
 
 import { readFileSync } from "node:fs";
+import type { MeterProvider, TracerProvider } from "@opentelemetry/api";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
 import type { Config } from "./config.ts";
 import type { Clock } from "./core/clock.ts";
@@ -15,6 +16,16 @@ import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
 import { createHttpServer } from "./rpc/http-server.ts";
 import { createTokenService } from "./rpc/token-service.ts";
 import { openStore } from "./store/open-store.ts";
+import {
+  createRpcMetrics,
+  createSweepMetrics,
+  instrumentationScope,
+  noopMeter,
+  teeMeter,
+  attr as telemetryAttr,
+} from "./telemetry/metrics.ts";
+import { createPrometheusEndpoint } from "./telemetry/prometheus.ts";
+import { createRpcTelemetryInterceptor } from "./telemetry/rpc-interceptor.ts";
 
 export interface StartServerOptions {
   readonly config: Config;
@@ -25,11 +36,22 @@ export interface StartServerOptions {
   readonly clock?: Clock;
   /** Adds services to the grpc-js server before it listens (the benchmark's echo). */
   readonly configureGrpc?: (server: GrpcServer["server"]) => void;
+  /**
+   * Where spans and metrics go (main passes the OTEL_* SDK's). Without it and
+   * without config.prometheusListen, telemetry is off: no interceptor on either
+   * listener, no-op instruments in the core.
+   */
+  readonly telemetry?: {
+    readonly tracerProvider?: TracerProvider;
+    readonly meterProvider?: MeterProvider;
+  };
 }
 
 export interface RunningServer {
   readonly grpcPort: number;
   readonly httpPort: number;
+  /** The Prometheus scrape endpoint's port, when config.prometheusListen is set. */
+  readonly prometheusPort: number | undefined;
   readonly vendor: TokenVendor;
   readonly store: TokenStore;
   /** Drains: NOT_SERVING, streams end UNAVAILABLE, in-flight calls finish within the grace. */
@@ -65,6 +87,23 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       ),
       signal: lifecycle.signal,
     });
+  // --- telemetry: spans from the given tracer provider; metrics to the given
+  // meter provider and/or the Prometheus endpoint ---
+  const prometheus = config.prometheusListen !== undefined ? createPrometheusEndpoint() : undefined;
+  const tracer = opts.telemetry?.tracerProvider?.getTracer(instrumentationScope);
+  const meterProviders = [opts.telemetry?.meterProvider, prometheus?.meterProvider].filter(
+    (p): p is MeterProvider => p !== undefined,
+  );
+  const meter =
+    meterProviders.length > 0
+      ? teeMeter(meterProviders.map((p) => p.getMeter(instrumentationScope)))
+      : undefined;
+  // Telemetry off: no interceptor at all, so the gRPC listener keeps its fast path.
+  const interceptors =
+    opts.telemetry !== undefined || prometheus !== undefined
+      ? [createRpcTelemetryInterceptor({ tracer, metrics: createRpcMetrics(meter ?? noopMeter) })]
+      : [];
+  const sweepMetrics = createSweepMetrics(meter ?? noopMeter);
   const vendor = createTokenVendor({
     store,
     upstream,
@@ -82,6 +121,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     syncIntervalMs: shared ? config.syncIntervalMs : 0,
     claimLeaseMs: config.claimLeaseMs,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
+    ...(tracer !== undefined ? { tracer } : {}),
+    ...(meter !== undefined ? { meter } : {}),
   });
   const impl = createTokenService({
     vendor,
@@ -95,19 +136,33 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     services,
     reflectionDescriptorSet: readFileSync(descriptorSetPath),
     onInternalError,
+    ...(interceptors.length > 0 ? { interceptors } : {}),
   });
   opts.configureGrpc?.(grpc.server);
-  const http = createHttpServer({ services, onInternalError });
+  const http = createHttpServer({
+    services,
+    onInternalError,
+    ...(interceptors.length > 0 ? { interceptors } : {}),
+  });
   const grpcAddr = await grpc.listen(config.grpcListen);
   const httpAddr = await http.listen(config.httpListen);
+  const promAddr =
+    prometheus !== undefined && config.prometheusListen !== undefined
+      ? await prometheus.listen(config.prometheusListen)
+      : undefined;
   grpc.setServing(true);
   const sweeper = setInterval(() => {
     store.sweep(Date.now(), { signal: lifecycle.signal }).then(
       (r) => {
+        sweepMetrics.runs.add(1, { [telemetryAttr.sweepOutcome]: "ok" });
+        sweepMetrics.removed.add(r.generations, { [telemetryAttr.sweepKind]: "generation" });
+        sweepMetrics.removed.add(r.claims, { [telemetryAttr.sweepKind]: "claim" });
         if (r.generations + r.claims > 0) log.debug({ ...r }, "swept the store");
       },
-      (err: unknown) =>
-        log.warn({ err: err instanceof Error ? err.message : String(err) }, "sweep failed"),
+      (err: unknown) => {
+        sweepMetrics.runs.add(1, { [telemetryAttr.sweepOutcome]: "error" });
+        log.warn({ err: err instanceof Error ? err.message : String(err) }, "sweep failed");
+      },
     );
   }, config.sweepIntervalMs);
   sweeper.unref();
@@ -115,6 +170,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     {
       grpc: `${grpcAddr.host}:${grpcAddr.port}`,
       http: `${httpAddr.host}:${httpAddr.port}`,
+      ...(promAddr !== undefined ? { prometheus: `${promAddr.host}:${promAddr.port}` } : {}),
       store: store.kind,
     },
     "tokenvend serving",
@@ -124,6 +180,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   return {
     grpcPort: grpcAddr.port,
     httpPort: httpAddr.port,
+    prometheusPort: promAddr?.port,
     vendor,
     store,
     shutdown() {
@@ -138,6 +195,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
         ]);
         lifecycle.abort();
         await store.close();
+        await prometheus?.close();
         log.info({}, "stopped");
       })();
       return drained;

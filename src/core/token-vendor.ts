@@ -2,6 +2,25 @@
 // service's own signal, back off on transient errors, persist before returning,
 // and push every new generation to the key's watchers.
 
+import {
+  type Attributes,
+  type Meter,
+  type ObservableResult,
+  type Span,
+  type SpanContext,
+  SpanKind,
+  type Tracer,
+  trace,
+} from "@opentelemetry/api";
+import { type DescribeError, instrument } from "../telemetry/instrument.ts";
+import {
+  attr,
+  createVendorMetrics,
+  noopMeter,
+  type RefreshOutcome,
+  type RefreshSource,
+  type RefreshTrigger,
+} from "../telemetry/metrics.ts";
 import { type BackoffPolicy, backoffDelayMs, defaultBackoffPolicy } from "./backoff.ts";
 import { type Clock, type Random, systemClock, systemRandom, type Timer } from "./clock.ts";
 import { isTokenVendError, TokenVendError } from "./errors.ts";
@@ -73,6 +92,10 @@ export interface TokenVendorOptions {
    * provider's tokens are shorter than the refresh margin (no hot loop).
    */
   readonly minRefreshIntervalMs?: number;
+  /** Refresh and stream-push spans (only @opentelemetry/api is used); none by default. */
+  readonly tracer?: Tracer;
+  /** Refresh, cache, stream, watcher and claim metrics; a no-op meter by default. */
+  readonly meter?: Meter;
 }
 
 export interface Binding {
@@ -97,6 +120,8 @@ export type WatchReason = "initial" | "refreshed" | "stored";
 export interface WatchEvent {
   readonly record: LiveRecord;
   readonly reason: WatchReason;
+  /** The span of the work that produced it (a renewal, a store call), when traced. */
+  readonly cause?: SpanContext | undefined;
 }
 
 export type WatchTarget =
@@ -149,6 +174,8 @@ interface KeyState {
   refreshAtMs: number;
   loading: Promise<LiveRecord | undefined> | undefined;
   inflight: Promise<LiveRecord> | undefined;
+  /** The span of the inflight refresh, for the callers that wait on it to link to. */
+  inflightSpan: SpanContext | undefined;
   /** Consecutive transient failures since the last success. */
   failures: number;
   nextAttemptAt: number;
@@ -190,6 +217,29 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   let lastEvictAt = clock.now();
   const states = new Map<string, KeyState>();
   let streams = 0;
+  // --- telemetry: no-op unless a tracer / meter is given ---
+  const tracer = opts.tracer;
+  const metrics = createVendorMetrics(opts.meter ?? noopMeter);
+  const observeStreams = (r: ObservableResult) => r.observe(streams);
+  const observeWatchers = (r: ObservableResult) => r.observe(hub.idCount());
+  metrics.streams.addCallback(observeStreams);
+  metrics.watchers.addCallback(observeWatchers);
+  const providerAttrs = new Map<string, { hit: Attributes; miss: Attributes; p: Attributes }>();
+  const attrsOf = (provider: string) => {
+    let a = providerAttrs.get(provider);
+    if (a === undefined) {
+      a = {
+        hit: { [attr.provider]: provider, [attr.cacheResult]: "hit" },
+        miss: { [attr.provider]: provider, [attr.cacheResult]: "miss" },
+        p: { [attr.provider]: provider },
+      };
+      providerAttrs.set(provider, a);
+    }
+    return a;
+  };
+  /** The span active in the caller (its server span), when tracing. */
+  const activeSpan = (): Span | undefined =>
+    tracer !== undefined ? trace.getActiveSpan() : undefined;
 
   const hub: WatchHub<WatchEvent> = createWatchHub<WatchEvent>({
     onFirst: (id) => {
@@ -250,6 +300,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         refreshAtMs: 0,
         loading: undefined,
         inflight: undefined,
+        inflightSpan: undefined,
         failures: 0,
         nextAttemptAt: 0,
         lastError: undefined,
@@ -286,7 +337,9 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     st.nextAttemptAt = 0;
     st.lastError = undefined;
     st.permanent = undefined;
-    if (reason !== undefined) hub.publish(st.id, { record, reason });
+    if (reason !== undefined) {
+      hub.publish(st.id, { record, reason, cause: activeSpan()?.spanContext() });
+    }
     schedule(st);
     return true;
   };
@@ -333,19 +386,86 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     return record;
   };
 
-  const refresh = (st: KeyState): Promise<LiveRecord> => {
+  const refresh = (st: KeyState, trigger: RefreshTrigger = "caller"): Promise<LiveRecord> => {
     if (st.inflight !== undefined) return st.inflight;
     if (st.permanent !== undefined) return Promise.reject(st.permanent);
     if (st.lastError !== undefined && clock.now() < st.nextAttemptAt) {
       return Promise.reject(st.lastError);
     }
-    const run = doRefresh(st);
+    const run = measuredRefresh(st, trigger);
     st.inflight = run;
     const clear = () => {
-      if (st.inflight === run) st.inflight = undefined;
+      if (st.inflight === run) {
+        st.inflight = undefined;
+        st.inflightSpan = undefined;
+      }
     };
     run.then(clear, clear);
     return run;
+  };
+
+  /**
+   * doRefresh, counted and timed by provider, grant type, outcome and source,
+   * and, when tracing, in a `tokenvend.refresh` span: a child of the waiting
+   * caller's span, or a trace of its own for a background renewal (and for a
+   * stale-while-revalidate refresh, linked from the call that started it).
+   */
+  const measuredRefresh = (st: KeyState, trigger: RefreshTrigger): Promise<LiveRecord> => {
+    const info: RefreshInfo = { source: "provider" };
+    const grantType = st.key.kind === "grant" ? "client_credentials" : "refresh_token";
+    const startedAt = clock.now();
+    const done = (outcome: RefreshOutcome) => {
+      const a: Attributes = {
+        [attr.provider]: st.provider,
+        [attr.grantType]: grantType,
+        [attr.outcome]: outcome,
+        ...(outcome === "success" ? { [attr.source]: info.source } : {}),
+      };
+      metrics.refreshes.add(1, a);
+      metrics.refreshDuration.record(Math.max(0, clock.now() - startedAt) / 1000, a);
+    };
+    const run =
+      tracer === undefined
+        ? doRefresh(st, info)
+        : instrument(
+            tracer,
+            "tokenvend.refresh",
+            {
+              kind: SpanKind.INTERNAL,
+              attributes: {
+                [attr.provider]: st.provider,
+                [attr.grantType]: grantType,
+                [attr.attempt]: st.failures + 1,
+                [attr.trigger]: trigger,
+                ...(st.key.kind === "grant" ? { [attr.grant]: st.key.grant } : {}),
+              },
+              ...(trigger === "caller" ? {} : { root: true }),
+              ...(trigger === "revalidate" && activeSpan() !== undefined
+                ? { links: [{ context: activeSpan()!.spanContext() }] }
+                : {}),
+              describeError: describeRefreshError,
+            },
+            async (span) => {
+              st.inflightSpan = span.spanContext();
+              const r = await doRefresh(st, info);
+              span.setAttributes({
+                [attr.outcome]: "success",
+                [attr.source]: info.source,
+                [attr.generation]: r.generation,
+              });
+              return r;
+            },
+          );
+    return run.then(
+      (r) => {
+        done("success");
+        return r;
+      },
+      (err: unknown) => {
+        done(refreshOutcomeOf(err));
+        throw err;
+      },
+    );
   };
 
   /**
@@ -386,7 +506,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
    * winner's generation; a dead claim is taken over by the one replica whose
    * deleteOne removed it.
    */
-  const doRefresh = async (st: KeyState): Promise<LiveRecord> => {
+  const doRefresh = async (st: KeyState, info: RefreshInfo): Promise<LiveRecord> => {
     const signal = AbortSignal.any([serviceSignal, AbortSignal.timeout(refreshTimeoutMs)]);
     const prov = providerOf(st.provider);
     try {
@@ -394,7 +514,10 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       let waited = false;
       for (;;) {
         const seen = await readNewer(st, prov, signal);
-        if (seen.done) return seen.record;
+        if (seen.done) {
+          info.source = "store";
+          return seen.record;
+        }
         const claim: RefreshClaim = {
           key: st.key,
           generation: seen.current?.generation ?? 0,
@@ -411,6 +534,8 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
             });
             if (mine) {
               claimTakeovers++;
+              metrics.claimTakeovers.add(1, attrsOf(st.provider).p);
+              activeSpan()?.addEvent("claim.takeover");
               log.warn(
                 { provider: st.provider, deadOwner: got.holder.owner },
                 "took over a dead refresh claim",
@@ -418,7 +543,11 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
               continue;
             }
           }
-          if (!waited) claimWaits++;
+          if (!waited) {
+            claimWaits++;
+            metrics.claimWaits.add(1, attrsOf(st.provider).p);
+            activeSpan()?.addEvent("claim.wait");
+          }
           waited = true;
           await clock.sleep(claimPollMs, signal);
           continue;
@@ -427,7 +556,10 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         try {
           // The previous holder persists before it releases: look once more.
           const again = await readNewer(st, prov, signal);
-          if (again.done) return again.record;
+          if (again.done) {
+            info.source = "store";
+            return again.record;
+          }
           const current = again.current;
           const startedAt = clock.now();
           const res = await callUpstream(st, current, signal);
@@ -571,7 +703,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     }
     st.timer = clock.setTimer(delay, () => {
       st.timer = undefined;
-      refresh(st).then(
+      refresh(st, "background").then(
         () => schedule(st),
         (err: unknown) => {
           if (
@@ -607,8 +739,10 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     signal: AbortSignal | undefined,
   ): Promise<LiveRecord> => {
     st.lastUsedAt = clock.now();
+    const cached = st.record !== undefined;
     const record = st.record ?? (await load(st, signal));
     if (record === undefined && st.key.kind === "session") {
+      metrics.cacheLookups.add(1, attrsOf(st.provider).miss);
       // Caller-chosen ids that match nothing are not kept.
       if (st.inflight === undefined && st.unsaved === undefined && !hub.has(st.id)) {
         states.delete(st.id);
@@ -623,12 +757,20 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       const state = tokenState(record.tokens, lifetime, st.refreshAtMs, now, minValidityMs);
       if (state !== "expired") {
         if (state === "stale" && now >= st.renewedAt + minRefreshIntervalMs) {
-          void refresh(st).catch(() => {});
+          void refresh(st, "revalidate").catch(() => {});
         }
+        metrics.cacheLookups.add(1, cached ? attrsOf(st.provider).hit : attrsOf(st.provider).miss);
         return record;
       }
     }
-    const renewed = await waitFor(refresh(st), signal);
+    metrics.cacheLookups.add(1, attrsOf(st.provider).miss);
+    const joined = st.inflight !== undefined;
+    const pending = refresh(st);
+    // The caller's span links to the refresh it waits on, shared or its own.
+    if (st.inflightSpan !== undefined) {
+      activeSpan()?.addLink({ context: st.inflightSpan, attributes: { [attr.shared]: joined } });
+    }
+    const renewed = await waitFor(pending, signal);
     // A renewal that cannot meet minValidityMs is still served while it is valid at all.
     if (clock.now() >= unusableAt(renewed.tokens, providerOf(st.provider).lifetime)) {
       throw new TokenVendError(
@@ -783,6 +925,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
           if (ev === undefined) return;
           if (ev.record.generation <= last) continue;
           last = ev.record.generation;
+          if (tracer !== undefined) tracePush(tracer, st.provider, ev);
           yield ev;
         }
       } finally {
@@ -865,6 +1008,8 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     async close() {
       closing = true;
       syncTimer?.cancel();
+      metrics.streams.removeCallback(observeStreams);
+      metrics.watchers.removeCallback(observeWatchers);
       for (const st of states.values()) {
         st.timer?.cancel();
         st.timer = undefined;
@@ -872,6 +1017,70 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       hub.endAll(shuttingDown());
     },
   };
+}
+
+// --- telemetry helpers (only @opentelemetry/api) ---
+
+/** Where a refresh got its token; doRefresh sets it. */
+interface RefreshInfo {
+  source: RefreshSource;
+}
+
+function refreshOutcomeOf(err: unknown): RefreshOutcome {
+  if (!isTokenVendError(err)) return "error";
+  switch (err.code) {
+    case "REFRESH_FAILED":
+      return "rejected";
+    case "NO_REFRESH_TOKEN":
+      return "no_refresh_token";
+    case "UPSTREAM_UNAVAILABLE":
+      return "unavailable";
+    case "STORE_UNAVAILABLE":
+      return "store_unavailable";
+    case "SESSION_NOT_FOUND":
+    case "GRANT_NOT_FOUND":
+      return "not_found";
+    default:
+      return "error";
+  }
+}
+
+/**
+ * A failed refresh is an error on its span, with the domain code and message
+ * (factual, free of secrets) and the provider's OAuth error code; a token that
+ * was revoked meanwhile (not found) is an outcome, not a fault.
+ */
+const describeRefreshError: DescribeError = (err) => {
+  const outcome = refreshOutcomeOf(err);
+  const cause = isTokenVendError(err) ? err.cause : undefined;
+  const oauthError = cause instanceof UpstreamError ? cause.oauthError : undefined;
+  return {
+    type: isTokenVendError(err) ? err.code : "INTERNAL",
+    message: isTokenVendError(err) ? err.message : undefined,
+    expected: outcome === "not_found",
+    attributes: {
+      [attr.outcome]: outcome,
+      ...(oauthError !== undefined ? { [attr.oauthError]: oauthError } : {}),
+    },
+  };
+};
+
+/**
+ * A renewal pushed to a stream: a span in the stream's context (its server
+ * span), linked to the renewal that caused it.
+ */
+function tracePush(tracer: Tracer, provider: string, ev: WatchEvent): void {
+  tracer
+    .startSpan("tokenvend.push", {
+      kind: SpanKind.INTERNAL,
+      attributes: {
+        [attr.provider]: provider,
+        [attr.generation]: ev.record.generation,
+        [attr.watchReason]: ev.reason,
+      },
+      ...(ev.cause !== undefined ? { links: [{ context: ev.cause }] } : {}),
+    })
+    .end();
 }
 
 function shuttingDown(): TokenVendError {

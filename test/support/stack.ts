@@ -24,7 +24,7 @@ import { parseConfig } from "../../src/config.ts";
 import type { TokenStore } from "../../src/core/token-store.ts";
 import { type LocalIdp, type MintedTokens, startLocalIdp } from "../../src/dev/local-idp.ts";
 import { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "../../src/rpc/error-details.ts";
-import { type RunningServer, startServer } from "../../src/server.ts";
+import { type RunningServer, type StartServerOptions, startServer } from "../../src/server.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./grpc-client.ts";
 
 export interface StackOptions {
@@ -37,6 +37,8 @@ export interface StackOptions {
   /** Token endpoint base to use instead of the IdP's own (a proxy in front of it). */
   readonly tokenEndpoint?: string;
   readonly store?: TokenStore;
+  /** Passed on to startServer (telemetry providers, a logger). */
+  readonly server?: Pick<StartServerOptions, "telemetry" | "logger">;
 }
 
 export interface Stack {
@@ -99,7 +101,11 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     { env, readFile: () => "" },
   );
-  const server = await startServer({ config, ...(opts.store ? { store: opts.store } : {}) });
+  const server = await startServer({
+    config,
+    ...(opts.store ? { store: opts.store } : {}),
+    ...opts.server,
+  });
   const grpcAddress = `127.0.0.1:${server.grpcPort}`;
   const c = api(grpcAddress);
   return {
