@@ -827,6 +827,31 @@ test("grant: client_credentials with the grant's scopes and audience, cached, re
   noSurprises(t, h);
 });
 
+test("grant: kept fresh in the background while used recently, left alone once nobody uses it", async (t) => {
+  const h = setup({ extra: { grantKeepFreshMs: 50 * 60_000 } });
+  h.upstream.script("clientCredentials", ok({ accessToken: "g-1", expiresInSec: 3600 }));
+  t.is((await h.vendor.getToken("reports")).tokens.accessToken, "g-1");
+  t.is(h.clock.pendingTimers(), 1);
+  // Used 45 min ago, inside the 50 min window: renewed at its refresh time with no caller waiting.
+  h.upstream.script("clientCredentials", ok({ accessToken: "g-2", expiresInSec: 3600 }));
+  await h.clock.advanceTo(STALE_AT);
+  await h.clock.settle();
+  t.is(h.upstream.count("clientCredentials"), 2);
+  // The next renewal falls 90 min after the last use: nothing is asked, nothing stays armed.
+  await h.clock.advance(50 * 60_000);
+  await h.clock.settle();
+  t.is(h.upstream.count("clientCredentials"), 2);
+  t.is(h.clock.pendingTimers(), 0);
+  t.is(h.vendor.stats().timers, 0);
+  // In use again: served (stale, revalidated once) and kept fresh again.
+  h.upstream.script("clientCredentials", ok({ accessToken: "g-3", expiresInSec: 3600 }));
+  t.is((await h.vendor.getToken("reports")).tokens.accessToken, "g-2");
+  await h.clock.settle();
+  t.is((await h.vendor.getToken("reports")).tokens.accessToken, "g-3");
+  t.is(h.clock.pendingTimers(), 1);
+  noSurprises(t, h);
+});
+
 test("grant: a first token that cannot be obtained is UPSTREAM_UNAVAILABLE, then backs off", async (t) => {
   const h = setup();
   h.upstream.script("clientCredentials", transient());

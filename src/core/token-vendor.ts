@@ -92,6 +92,12 @@ export interface TokenVendorOptions {
    * provider's tokens are shorter than the refresh margin (no hot loop).
    */
   readonly minRefreshIntervalMs?: number;
+  /**
+   * A client-credentials grant used within this long is renewed in the
+   * background at its refresh time, so callers keep finding a fresh token; one
+   * nobody used for longer is left to go stale (no provider call, no timer).
+   */
+  readonly grantKeepFreshMs?: number;
   /** Refresh and stream-push spans (only @opentelemetry/api is used); none by default. */
   readonly tracer?: Tracer;
   /** Refresh, cache, stream, watcher and claim metrics; a no-op meter by default. */
@@ -209,6 +215,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   const syncIntervalMs = opts.syncIntervalMs ?? 0;
   const idleEvictMs = opts.idleEvictMs ?? 600_000;
   const minRefreshIntervalMs = opts.minRefreshIntervalMs ?? 5_000;
+  const grantKeepFreshMs = opts.grantKeepFreshMs ?? 600_000;
   let closing = false;
   let claimWaits = 0;
   let claimTakeovers = 0;
@@ -224,7 +231,12 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   const observeWatchers = (r: ObservableResult) => r.observe(hub.idCount());
   metrics.streams.addCallback(observeStreams);
   metrics.watchers.addCallback(observeWatchers);
-  const providerAttrs = new Map<string, { hit: Attributes; miss: Attributes; p: Attributes }>();
+  // Per provider: its attribute sets, and the cache lookups counted here (a
+  // plain increment on the hot path) and reported when metrics are collected.
+  const providerAttrs = new Map<
+    string,
+    { hit: Attributes; miss: Attributes; p: Attributes; hits: number; misses: number }
+  >();
   const attrsOf = (provider: string) => {
     let a = providerAttrs.get(provider);
     if (a === undefined) {
@@ -232,11 +244,25 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         hit: { [attr.provider]: provider, [attr.cacheResult]: "hit" },
         miss: { [attr.provider]: provider, [attr.cacheResult]: "miss" },
         p: { [attr.provider]: provider },
+        hits: 0,
+        misses: 0,
       };
       providerAttrs.set(provider, a);
     }
     return a;
   };
+  const lookup = (provider: string, hit: boolean) => {
+    const a = attrsOf(provider);
+    if (hit) a.hits++;
+    else a.misses++;
+  };
+  const observeLookups = (r: ObservableResult) => {
+    for (const a of providerAttrs.values()) {
+      r.observe(a.hits, a.hit);
+      r.observe(a.misses, a.miss);
+    }
+  };
+  metrics.cacheLookups.addCallback(observeLookups);
   /** The span active in the caller (its server span), when tracing. */
   const activeSpan = (): Span | undefined =>
     tracer !== undefined ? trace.getActiveSpan() : undefined;
@@ -689,7 +715,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     st.timer = undefined;
     if (closing || serviceSignal.aborted || st.permanent !== undefined || !alive(st)) return;
     // A renewal that could not be stored is retried whoever watches: it holds the only live refresh token.
-    if (!hub.has(st.id) && st.unsaved === undefined) return;
+    if (!hub.has(st.id) && st.unsaved === undefined && !keptFresh(st)) return;
     if (st.record === undefined && st.failures === 0) return;
     const at =
       st.failures > 0
@@ -703,6 +729,8 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     }
     st.timer = clock.setTimer(delay, () => {
       st.timer = undefined;
+      // Nobody needs it any more: no renewal, and nothing armed.
+      if (!hub.has(st.id) && st.unsaved === undefined && !keptFresh(st)) return;
       refresh(st, "background").then(
         () => schedule(st),
         (err: unknown) => {
@@ -718,6 +746,10 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       );
     });
   };
+
+  /** A grant somebody used recently: renewed ahead of its callers. */
+  const keptFresh = (st: KeyState): boolean =>
+    st.key.kind === "grant" && clock.now() - st.lastUsedAt < grantKeepFreshMs;
 
   const bindingError = (r: LiveRecord, b: Binding): TokenVendError | undefined => {
     const mismatch =
@@ -742,7 +774,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     const cached = st.record !== undefined;
     const record = st.record ?? (await load(st, signal));
     if (record === undefined && st.key.kind === "session") {
-      metrics.cacheLookups.add(1, attrsOf(st.provider).miss);
+      lookup(st.provider, false);
       // Caller-chosen ids that match nothing are not kept.
       if (st.inflight === undefined && st.unsaved === undefined && !hub.has(st.id)) {
         states.delete(st.id);
@@ -759,11 +791,13 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         if (state === "stale" && now >= st.renewedAt + minRefreshIntervalMs) {
           void refresh(st, "revalidate").catch(() => {});
         }
-        metrics.cacheLookups.add(1, cached ? attrsOf(st.provider).hit : attrsOf(st.provider).miss);
+        // A grant in use again after a quiet spell gets its background renewal back.
+        if (st.key.kind === "grant" && st.timer === undefined) schedule(st);
+        lookup(st.provider, cached);
         return record;
       }
     }
-    metrics.cacheLookups.add(1, attrsOf(st.provider).miss);
+    lookup(st.provider, false);
     const joined = st.inflight !== undefined;
     const pending = refresh(st);
     // The caller's span links to the refresh it waits on, shared or its own.
@@ -1010,6 +1044,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       syncTimer?.cancel();
       metrics.streams.removeCallback(observeStreams);
       metrics.watchers.removeCallback(observeWatchers);
+      metrics.cacheLookups.removeCallback(observeLookups);
       for (const st of states.values()) {
         st.timer?.cancel();
         st.timer = undefined;
