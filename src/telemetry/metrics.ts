@@ -70,7 +70,7 @@ const seconds = (description: string): MetricOptions => ({
 export interface VendorMetrics {
   readonly refreshes: Counter;
   readonly refreshDuration: Histogram;
-  readonly cacheLookups: Counter;
+  readonly cacheLookups: ObservableCounter;
   readonly claimWaits: Counter;
   readonly claimTakeovers: Counter;
   readonly streams: ObservableUpDownCounter;
@@ -88,7 +88,7 @@ export function createVendorMetrics(meter: Meter): VendorMetrics {
       "tokenvend.refresh.duration",
       seconds("Duration of a refresh, from the store check to the persisted result"),
     ),
-    cacheLookups: meter.createCounter("tokenvend.cache.lookups", {
+    cacheLookups: meter.createObservableCounter("tokenvend.cache.lookups", {
       description:
         "Token lookups by result: hit (served from memory) or miss (read from the store or waited for a refresh)",
       unit: "{lookup}",
