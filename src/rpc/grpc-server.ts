@@ -7,7 +7,7 @@
 // grpc-status-details-bin. Unary and server-streaming methods only: the contract
 // has no client or bidi streams, and an adapter refuses them loudly.
 
-import type { DescFile, DescMessage, DescService } from "@bufbuild/protobuf";
+import type { DescFile, DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   FieldDescriptorProto_Label,
@@ -167,28 +167,24 @@ function serveUnary(
     );
     return;
   }
+  let inner: object | undefined;
   const next = chain(opts.interceptors, async (req) => {
     const u = req as UnaryRequest;
     const out = await spec.impl(u.message, mergeRequest(ctx, req));
-    return {
+    inner = responseOf(ctx, spec.method, {
       stream: false,
       message: create(spec.method.output, out),
-      method: spec.method,
-      service: spec.method.parent,
-      header: ctx.responseHeader,
-      trailer: ctx.responseTrailer,
-    };
+    });
+    return inner as Awaited<ReturnType<AnyFn>>;
   });
   (async () => {
     const message = decode(spec.method.input, call.request);
-    const res = await next({
-      stream: false,
-      message,
-      method: spec.method,
-      ...requestCommon(ctx),
-    });
-    copyHeaders(res.header, ctx.responseHeader);
-    copyHeaders(res.trailer, ctx.responseTrailer);
+    const res = await next(requestOf(ctx, spec.method, { stream: false, message }) as UnaryRequest);
+    // An interceptor that passed our response through left the headers where they are.
+    if (res !== inner) {
+      copyHeaders(res.header, ctx.responseHeader);
+      copyHeaders(res.trailer, ctx.responseTrailer);
+    }
     if (res.stream) throw new Error(`interceptor returned a stream for unary ${path}`);
     return encode(spec.method.output, res.message);
   })().then(
@@ -244,34 +240,29 @@ async function serveServerStream(
       break;
     }
     if (input === undefined) throw new ConnectError("missing request message", Code.Unimplemented);
-    return {
+    inner = responseOf(ctx, spec.method, {
       stream: true,
       message: normalized(spec.method.output, spec.impl(input, mergeRequest(ctx, req))),
-      method: spec.method,
-      service: spec.method.parent,
-      header: ctx.responseHeader,
-      trailer: ctx.responseTrailer,
-    };
+    });
+    return inner as Awaited<ReturnType<AnyFn>>;
   });
+  let inner: object | undefined;
 
   let it: AsyncIterator<DescMessageShape> | undefined;
   try {
     const message = decode(spec.method.input, call.request);
-    const res = await next({
-      stream: true,
-      message: single(message),
-      method: spec.method,
-      ...requestCommon(ctx),
-    });
+    const res = await next(
+      requestOf(ctx, spec.method, { stream: true, message: single(message) }) as StreamRequest,
+    );
     if (!res.stream) throw new Error(`interceptor returned a unary response for stream ${path}`);
-    copyHeaders(res.header, ctx.responseHeader);
+    if (res !== inner) copyHeaders(res.header, ctx.responseHeader);
     it = res.message[Symbol.asyncIterator]();
     while (!finished) {
       // Race the handler against cancel/abort so a stuck handler cannot hold the call.
       const r = await Promise.race([it.next(), stopped.promise]);
       if (r === undefined || finished) break;
       if (r.done === true) {
-        copyHeaders(res.trailer, ctx.responseTrailer);
+        if (res !== inner) copyHeaders(res.trailer, ctx.responseTrailer);
         finish();
         break;
       }
@@ -306,14 +297,49 @@ function chain(interceptors: readonly Interceptor[] | undefined, fn: AnyFn): Any
 
 type AnyCall = grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<Buffer, Buffer>;
 
-function requestCommon(ctx: GrpcCallContext) {
+/**
+ * The request an interceptor sees. Headers, URL and context values are getters:
+ * metadata becomes Headers only if an interceptor reads them. (Never spread it.)
+ */
+function requestOf(
+  ctx: GrpcCallContext,
+  method: DescMethod,
+  body: { stream: boolean; message: unknown },
+) {
   return {
+    ...body,
+    method,
     service: ctx.service,
     requestMethod: ctx.requestMethod,
-    url: ctx.url,
+    get url() {
+      return ctx.url;
+    },
     signal: ctx.signal,
-    header: ctx.requestHeader,
-    contextValues: ctx.values,
+    get header() {
+      return ctx.requestHeader;
+    },
+    get contextValues() {
+      return ctx.values;
+    },
+  };
+}
+
+/** The handler's response, with headers and trailers created only when touched. */
+function responseOf(
+  ctx: GrpcCallContext,
+  method: DescMethod,
+  body: { stream: boolean; message: unknown },
+) {
+  return {
+    ...body,
+    method,
+    service: method.parent,
+    get header() {
+      return ctx.responseHeader;
+    },
+    get trailer() {
+      return ctx.responseTrailer;
+    },
   };
 }
 
