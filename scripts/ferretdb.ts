@@ -17,6 +17,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
+import { isAlive } from "../src/process-alive.ts";
 
 const REPO_ROOT = path.resolve(import.meta.dirname, "..");
 const TOOL_DIR = path.join(REPO_ROOT, "tools", "ferretdb");
@@ -59,21 +60,6 @@ async function isUpToDate(hash: string): Promise<boolean> {
     return stamp.trim() === hash;
   } catch {
     return false;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-  // A zombie (exited, not yet reaped by whoever adopted it) still answers signal 0.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return true; // no procfs (not Linux): trust kill(0)
   }
 }
 

@@ -14,10 +14,10 @@
 //       node scripts/tools.ts --env      … then prints the environment the tests get, as `export` lines
 
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { isAlive } from "../src/process-alive.ts";
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, "..");
 export const CACHE_DIR = path.join(REPO_ROOT, ".cache");
@@ -121,20 +121,6 @@ async function writeAtomic(file: string, text: string): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
   await fs.writeFile(tmp, text);
   await fs.rename(tmp, file);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z"; // a zombie is dead
-  } catch {
-    return true; // no procfs: trust kill(0)
-  }
 }
 
 /** Runs fn holding an exclusive lock file (pid inside; a dead holder's lock is taken over). */

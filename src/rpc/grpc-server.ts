@@ -39,6 +39,7 @@ import {
 } from "./error-details.ts";
 import { encodeMessage } from "./frozen-message.ts";
 import { GrpcCallContext } from "./grpc-call-context.ts";
+import { within } from "./within.ts";
 
 /** One service and its implementation, as Connect's `router.service()` takes them. */
 export interface ServiceRegistration<S extends DescService = DescService> {
@@ -591,19 +592,6 @@ export function createGrpcServer<const T extends readonly DescService[]>(
       return stopped;
     },
   };
-}
-
-/** Resolves true if p settled within ms, false otherwise; leaves no timer behind. */
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(resolve, Math.max(0, ms), false);
-  });
-  try {
-    return await Promise.race([p.then(() => true as const), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function hostOf(hostPort: string): string {

@@ -14,6 +14,7 @@ import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@conne
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type InternalErrorHandler, toWireError } from "./error-details.ts";
 import type { ListenAddress, ServiceRegistration, ServiceRegistrations } from "./grpc-server.ts";
+import { within } from "./within.ts";
 
 export interface HttpServerOptions<T extends readonly DescService[]> {
   readonly services: ServiceRegistrations<T>;
@@ -216,16 +217,4 @@ function wireErrors(onInternalError: InternalErrorHandler | undefined): Intercep
       })(),
     };
   };
-}
-
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(resolve, Math.max(0, ms), false);
-  });
-  try {
-    return await Promise.race([p.then(() => true as const), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -13,7 +13,6 @@
 // survived a crash would only hold the next refresh back until its lease ran out.
 
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { type Logger, noopLogger } from "../core/logger.ts";
@@ -26,6 +25,7 @@ import type {
   SweepResult,
   TokenStore,
 } from "../core/token-store.ts";
+import { isAlive } from "../process-alive.ts";
 import { type Keyring, SealingError } from "./sealing.ts";
 import { StoreError } from "./store-error.ts";
 import {
@@ -444,21 +444,6 @@ function parseLock(text: string): LockContent | undefined {
   const [pid, token] = text.trim().split(/\s+/);
   const n = Number(pid);
   return Number.isSafeInteger(n) && n > 0 && token !== undefined ? { pid: n, token } : undefined;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-  try {
-    // A zombie (exited, not yet reaped) still answers signal 0.
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return true;
-  }
 }
 
 /** Whether a lock's holder may still be running. */
