@@ -766,7 +766,12 @@ test("limits: an oversized request is refused and the listener keeps serving", a
   t.deepEqual(await g.getToken("ok"), { token: "at-ok" });
   g.close();
   for (const target of allTargets().filter((x) => x.name.includes("http listener"))) {
-    t.is(((await target.getToken(huge)) as Failure).code, Code.ResourceExhausted, target.name);
+    // The server refuses before the upload ends; curl over h2c may see that as
+    // the stream being reset (exit 92) instead of reading the error. Either is
+    // a refusal; what must hold is that the listener goes on serving.
+    const refused = await target.getToken(huge).catch((e: unknown) => e);
+    if (refused instanceof Error) t.regex(refused.message, /curl: \(92\)/, target.name);
+    else t.is((refused as Failure).code, Code.ResourceExhausted, target.name);
     t.deepEqual(await target.getToken("ok"), { token: "at-ok" }, target.name);
     target.close();
   }
