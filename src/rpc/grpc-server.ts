@@ -202,6 +202,18 @@ async function serveServerStream(
   const path = call.getPath();
   const ctx = new GrpcCallContext(call, spec.method, opts.shutdownSignal);
   const stopped = Promise.withResolvers<undefined>();
+  // Racing each wait against `stopped` with Promise.race would add a reaction
+  // to it per message, kept until the call ends (a leak on long streams). One
+  // reaction, and a slot the current wait fills, instead.
+  let wakeOnStop: ((v: undefined) => void) | undefined;
+  void stopped.promise.then(() => wakeOnStop?.(undefined));
+  const untilStopped = <T>(p: Promise<T>): Promise<T | undefined> =>
+    new Promise<T | undefined>((resolve, reject) => {
+      wakeOnStop = resolve;
+      p.then(resolve, reject);
+    }).finally(() => {
+      wakeOnStop = undefined;
+    });
   let finished = false;
   let headersSent = false;
   const sendHeadersOnce = () => {
@@ -260,7 +272,7 @@ async function serveServerStream(
     it = res.message[Symbol.asyncIterator]();
     while (!finished) {
       // Race the handler against cancel/abort so a stuck handler cannot hold the call.
-      const r = await Promise.race([it.next(), stopped.promise]);
+      const r = await untilStopped(it.next());
       if (r === undefined || finished) break;
       if (r.done === true) {
         if (res !== inner) copyHeaders(res.trailer, ctx.responseTrailer);
@@ -268,7 +280,7 @@ async function serveServerStream(
         break;
       }
       sendHeadersOnce();
-      if (!call.write(encode(spec.method.output, r.value))) await drained(call, stopped.promise);
+      if (!call.write(encode(spec.method.output, r.value))) await untilStopped(drained(call));
     }
   } catch (err) {
     finish(toWireError(err, path, ctx.signal, opts.onInternalError));
@@ -281,14 +293,17 @@ async function serveServerStream(
 
 type DescMessageShape = UnaryRequest["message"];
 
-/** Waits until the stream can take more, or the call stopped. */
-function drained(call: grpc.ServerWritableStream<Buffer, Buffer>, stopped: Promise<undefined>) {
-  let onDrain!: () => void;
-  const drain = new Promise<void>((resolve) => {
-    onDrain = resolve;
-    call.once("drain", onDrain);
+/** Waits until the stream can take more; the listener goes when the call ends too. */
+function drained(call: grpc.ServerWritableStream<Buffer, Buffer>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      call.off("drain", done);
+      call.off("close", done);
+      resolve();
+    };
+    call.once("drain", done);
+    call.once("close", done);
   });
-  return Promise.race([drain, stopped]).finally(() => call.off("drain", onDrain));
 }
 
 function chain(interceptors: readonly Interceptor[] | undefined, fn: AnyFn): AnyFn {

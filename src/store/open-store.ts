@@ -5,9 +5,7 @@ import type { Config } from "../config.ts";
 import { ConfigError } from "../config.ts";
 import type { Logger } from "../core/logger.ts";
 import type { TokenStore } from "../core/token-store.ts";
-import { createFileStore } from "./file-store.ts";
 import { createMemoryStore } from "./memory-store.ts";
-import { createMongoStore } from "./mongo-store.ts";
 import { createKeyring, KEY_HOWTO, type Keyring, parseKeys, readKeyFiles } from "./sealing.ts";
 
 export async function loadKeyring(config: Config): Promise<Keyring | undefined> {
@@ -28,7 +26,12 @@ export async function openStore(config: Config, logger: Logger): Promise<TokenSt
         `set TOKENVEND_ENCRYPTION_KEYS=primary:<key> (or TOKENVEND_ENCRYPTION_KEY_FILES); ${KEY_HOWTO}`,
     );
   }
-  if (s.kind === "file") return createFileStore({ dir: s.dir, keyring, logger });
+  // Loaded only when chosen: the MongoDB driver alone is ~35 MB of a memory-store replica.
+  if (s.kind === "file") {
+    const { createFileStore } = await import("./file-store.ts");
+    return createFileStore({ dir: s.dir, keyring, logger });
+  }
+  const { createMongoStore } = await import("./mongo-store.ts");
   const store = createMongoStore({ client: s.uri, dbName: s.dbName, keyring, logger });
   // Indexes are ensured in the background: an unreachable MongoDB at start is
   // retried by the driver, and cached tokens do not need it.
