@@ -21,6 +21,7 @@ import {
   type RefreshSource,
   type RefreshTrigger,
 } from "../telemetry/metrics.ts";
+import { abandonWait } from "./abandon-wait.ts";
 import { type BackoffPolicy, backoffDelayMs, defaultBackoffPolicy } from "./backoff.ts";
 import { type Clock, type Random, systemClock, systemRandom, type Timer } from "./clock.ts";
 import { isTokenVendError, TokenVendError } from "./errors.ts";
@@ -392,7 +393,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       .finally(() => {
         st.loading = undefined;
       });
-    return waitFor(st.loading, signal);
+    return abandonWait(st.loading, signal);
   };
 
   const storeError = (err: unknown): TokenVendError =>
@@ -804,7 +805,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     if (st.inflightSpan !== undefined) {
       activeSpan()?.addLink({ context: st.inflightSpan, attributes: { [attr.shared]: joined } });
     }
-    const renewed = await waitFor(pending, signal);
+    const renewed = await abandonWait(pending, signal);
     // A renewal that cannot meet minValidityMs is still served while it is valid at all.
     if (clock.now() >= unusableAt(renewed.tokens, providerOf(st.provider).lifetime)) {
       throw new TokenVendError(
@@ -1142,26 +1143,6 @@ export function renewedTokens(
     subject: previous?.subject,
     clientId: previous?.clientId,
   };
-}
-
-/** Waits for shared work; an abort of `signal` abandons only this wait. */
-function waitFor<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return p;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
 }
 
 export { defaultBackoffPolicy, defaultLifetimePolicy };

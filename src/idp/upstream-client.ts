@@ -8,6 +8,7 @@
 // the next call after a failure.
 
 import * as oauth from "oauth4webapi";
+import { abandonWait } from "../core/abandon-wait.ts";
 import {
   type ClientCredentialsRequest,
   type RefreshRequest,
@@ -107,7 +108,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
       p.catch(() => {});
       st.discovering = p;
     }
-    return abandonable(st.discovering, signal);
+    return abandonWait(st.discovering, signal, abortedWait);
   };
 
   const discover = async (st: ProviderState): Promise<oauth.AuthorizationServer> => {
@@ -357,25 +358,6 @@ function endpoint(
     });
   }
   return url;
-}
-
-/** Waits for a shared promise; `signal` abandons only this wait. */
-function abandonable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortedWait(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortedWait(signal));
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(err);
-      },
-    );
-  });
 }
 
 function abortedWait(signal: AbortSignal): UpstreamError {

@@ -18,6 +18,7 @@ import {
   type MongoClientOptions,
   type ObjectId,
 } from "mongodb";
+import { abandonWait } from "../core/abandon-wait.ts";
 import { type Logger, noopLogger } from "../core/logger.ts";
 import { keyId, type TokenKey, type TokenRecord } from "../core/token.ts";
 import type {
@@ -172,7 +173,7 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
       indexes = undefined; // the next write tries again
       throw err;
     });
-    return abandonOnAbort(indexes, callOpts?.signal);
+    return abandonWait(indexes, callOpts?.signal);
   };
 
   const readActive = async (id: string, signal: AbortSignal): Promise<Document | undefined> => {
@@ -470,17 +471,6 @@ function clientOptionsFor(uri: string, given: MongoClientOptions | undefined): M
  */
 function withSignal<T extends object>(options: T, signal: AbortSignal): T {
   return { ...options, signal } as T;
-}
-
-/** Waits for a shared promise; the caller's abort ends only its own wait. */
-function abandonOnAbort<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return p;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 /** Times are BSON dates in MongoDB, epoch ms in the shared document form. */
