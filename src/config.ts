@@ -4,21 +4,16 @@
 import { parse as parseYaml } from "yaml";
 import { type BackoffPolicy, defaultBackoffPolicy } from "./core/backoff.ts";
 import { defaultLifetimePolicy, type LifetimePolicy } from "./core/lifetime.ts";
+import type { UpstreamAuthMethod, UpstreamProviderConfig } from "./idp/upstream-client.ts";
 
-export type AuthMethod = "client_secret_basic" | "client_secret_post" | "none";
+export type AuthMethod = UpstreamAuthMethod;
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
-export interface ProviderConfig {
+/** A provider: what the upstream client needs to reach it, and the lifecycle policy for its tokens. */
+export interface ProviderConfig extends UpstreamProviderConfig {
   readonly name: string;
-  readonly issuer?: string | undefined;
-  readonly tokenEndpoint?: string | undefined;
-  readonly revocationEndpoint?: string | undefined;
-  readonly clientId: string;
-  readonly clientSecret?: string | undefined;
-  readonly authMethod: AuthMethod;
   /** Scopes asked for on refresh; empty keeps the originally granted scopes. */
   readonly refreshScopes: readonly string[];
-  readonly timeoutMs: number;
   /** Plain http:// endpoints are refused unless on loopback or this is set. */
   readonly allowInsecureHttp: boolean;
   readonly lifetime: LifetimePolicy;

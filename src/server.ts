@@ -70,21 +70,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const upstream =
     opts.upstream ??
     createUpstreamClient({
-      providers: new Map(
-        [...config.providers].map(([name, p]) => [
-          name,
-          {
-            issuer: p.issuer,
-            tokenEndpoint: p.tokenEndpoint,
-            revocationEndpoint: p.revocationEndpoint,
-            clientId: p.clientId,
-            clientSecret: p.clientSecret,
-            authMethod: p.authMethod,
-            timeoutMs: p.timeoutMs,
-            allowInsecureHttp: p.allowInsecureHttp,
-          },
-        ]),
-      ),
+      // A ProviderConfig is an UpstreamProviderConfig plus the lifecycle policy.
+      providers: config.providers,
       signal: lifecycle.signal,
     });
   // --- telemetry: spans from the given tracer provider; metrics to the given
