@@ -1194,6 +1194,60 @@ test("watch: the current token first, then a renewal when the timer fires at the
   noSurprises(t, h);
 });
 
+test("subscribe (push): the current token, then each stored generation by a plain call; cancel ends it once and frees its slot", async (t) => {
+  const h = setup();
+  await seed(h);
+  const ac = new AbortController();
+  const seen: string[] = [];
+  const ends: (Error | undefined)[] = [];
+  const cancel = h.vendor.subscribe(
+    watchQ,
+    {
+      next: (ev) => seen.push(`${ev.reason} ${ev.record.generation}`),
+      end: (err) => ends.push(err),
+    },
+    ac.signal,
+  );
+  t.is(h.vendor.stats().streams, 1);
+  await h.clock.advance(0);
+  t.deepEqual(seen, ["initial 1"]);
+  // A stored generation reaches the listener inside the store call's fan-out.
+  await h.vendor.storeUpstreamTokens({ sessionId: "s1", provider: "idp", tokens: tokens() });
+  t.deepEqual(seen, ["initial 1", "stored 2"]);
+  cancel();
+  cancel();
+  ac.abort();
+  t.deepEqual(ends, [undefined]);
+  await h.vendor.storeUpstreamTokens({ sessionId: "s1", provider: "idp", tokens: tokens() });
+  t.deepEqual(seen, ["initial 1", "stored 2"]);
+  t.deepEqual(idle(h), nothingLeft);
+  t.deepEqual(getEventListeners(ac.signal, "abort"), []);
+});
+
+test("subscribe (push): an unknown provider, a full replica and an aborted signal end the listener at once", async (t) => {
+  const h = setup({ maxStreams: 1 });
+  await seed(h);
+  const ends: (Error | undefined)[] = [];
+  const listener = {
+    next: () => t.fail("no event expected"),
+    end: (e: Error | undefined) => ends.push(e),
+  };
+  h.vendor.subscribe({ ...watchQ, provider: "nope" }, listener, new AbortController().signal);
+  const ac = new AbortController();
+  h.vendor.subscribe(watchQ, { next: () => {}, end: () => {} }, ac.signal);
+  h.vendor.subscribe(watchQ, listener, new AbortController().signal);
+  h.vendor.subscribe(watchQ, listener, AbortSignal.abort());
+  t.deepEqual(
+    ends.map((e) => (e instanceof TokenVendError ? e.code : e)),
+    ["PROVIDER_NOT_FOUND", "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"],
+  );
+  ac.abort();
+  h.vendor.subscribe(watchQ, listener, AbortSignal.abort());
+  t.deepEqual(ends.at(-1), undefined);
+  t.is(ends.length, 4);
+  t.deepEqual(idle(h), nothingLeft);
+});
+
 test("watch: one background renewal per key, fanned out to all its streams", async (t) => {
   const h = setup();
   await seed(h);

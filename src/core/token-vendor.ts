@@ -4,6 +4,8 @@
 
 import {
   type Attributes,
+  type Context,
+  context,
   type Meter,
   type ObservableResult,
   type Span,
@@ -45,7 +47,7 @@ import {
 } from "./token.ts";
 import type { RefreshClaim, TokenStore } from "./token-store.ts";
 import { type UpstreamClient, UpstreamError, type UpstreamTokenResponse } from "./upstream.ts";
-import { createWatchHub, type WatchHub } from "./watch-hub.ts";
+import { createWatchHub, LatestValue, type Listener, type WatchHub } from "./watch-hub.ts";
 
 export interface ProviderSettings {
   readonly lifetime: LifetimePolicy;
@@ -131,6 +133,17 @@ export interface WatchEvent {
   readonly cause?: SpanContext | undefined;
 }
 
+/** Receives one stream's events: the current token first, then each newer generation. */
+export interface WatchListener {
+  next(event: WatchEvent): void;
+  /**
+   * The end, once: an error (revoked, no longer renewable, shutting down, bad
+   * target, too many streams), or undefined when the caller's signal aborted
+   * or the stream was cancelled.
+   */
+  end(error: Error | undefined): void;
+}
+
 export type WatchTarget =
   | ({ readonly kind: "session"; readonly sessionId: string; readonly provider: string } & Binding)
   | { readonly kind: "grant"; readonly grant: string };
@@ -161,6 +174,11 @@ export interface TokenVendor {
   ): Promise<{ credentials: Map<string, LiveRecord>; failures: ProviderFailure[] }>;
   getToken(grant: string, minValidityMs?: number, signal?: AbortSignal): Promise<LiveRecord>;
   watch(target: WatchTarget, signal: AbortSignal): AsyncGenerator<WatchEvent>;
+  /**
+   * `watch` by push: events are delivered by calling `listener` (from the
+   * renewal's fan-out), with no promise per event. Returns a cancel.
+   */
+  subscribe(target: WatchTarget, listener: WatchListener, signal: AbortSignal): () => void;
   revokeSession(
     q: { sessionId: string; provider?: string | undefined; revokeUpstream: boolean },
     signal?: AbortSignal,
@@ -884,7 +902,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   };
   armSync();
 
-  return {
+  const vendor: TokenVendor = {
     async storeUpstreamTokens(input, signal) {
       const st = sessionState(input.sessionId, input.provider);
       const key = st.key;
@@ -934,38 +952,61 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       return valid(grantState(grant), minValidityMs ?? 0, {}, signal);
     },
 
-    async *watch(target, signal) {
-      const st =
-        target.kind === "session"
-          ? sessionState(target.sessionId, target.provider)
-          : grantState(target.grant);
-      if (closing || serviceSignal.aborted) throw shuttingDown();
+    subscribe(target, listener, signal) {
+      let st: KeyState;
+      try {
+        st =
+          target.kind === "session"
+            ? sessionState(target.sessionId, target.provider)
+            : grantState(target.grant);
+      } catch (err) {
+        listener.end(err as Error);
+        return noop;
+      }
+      if (closing || serviceSignal.aborted) {
+        listener.end(shuttingDown());
+        return noop;
+      }
       if (streams >= maxStreams) {
-        throw new TokenVendError(
-          "RESOURCE_EXHAUSTED",
-          `this replica serves at most ${maxStreams} streams`,
+        listener.end(
+          new TokenVendError(
+            "RESOURCE_EXHAUSTED",
+            `this replica serves at most ${maxStreams} streams`,
+          ),
         );
+        return noop;
+      }
+      if (signal.aborted) {
+        listener.end(undefined);
+        return noop;
       }
       streams++;
-      // Subscribe before reading, so a renewal in between is not missed.
-      const sub = hub.subscribe(st.id);
+      const stream = new StreamWatch(listener, signal, st.provider, tracer, () => streams--);
+      // Listen before reading, so a renewal in between is not missed.
+      stream.off = hub.listen(st.id, stream);
+      const binding = target.kind === "session" ? target : {};
+      valid(st, 0, binding, signal).then(
+        (first) => {
+          if (stream.done) return;
+          if (st.timer === undefined) schedule(st);
+          stream.start(first);
+        },
+        (err: unknown) => stream.finish(err as Error),
+      );
+      return () => stream.finish(undefined);
+    },
+
+    async *watch(target, signal) {
+      const events = new LatestValue<WatchEvent>();
+      const cancel = vendor.subscribe(target, events, signal);
       try {
-        const binding = target.kind === "session" ? target : {};
-        const first = await valid(st, 0, binding, signal);
-        if (st.timer === undefined) schedule(st);
-        let last = first.generation;
-        yield { record: first, reason: "initial" };
         for (;;) {
-          const ev = await sub.next(signal);
+          const ev = await events.take(signal);
           if (ev === undefined) return;
-          if (ev.record.generation <= last) continue;
-          last = ev.record.generation;
-          if (tracer !== undefined) tracePush(tracer, st.provider, ev);
           yield ev;
         }
       } finally {
-        streams--;
-        sub.close();
+        cancel();
       }
     },
 
@@ -1053,6 +1094,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       hub.endAll(shuttingDown());
     },
   };
+  return vendor;
 }
 
 // --- telemetry helpers (only @opentelemetry/api) ---
@@ -1101,22 +1143,105 @@ const describeRefreshError: DescribeError = (err) => {
   };
 };
 
+const noop = () => {};
+
 /**
- * A renewal pushed to a stream: a span in the stream's context (its server
- * span), linked to the renewal that caused it.
+ * One stream of a key: a hub listener that holds renewals back until the
+ * stream's first message went out, drops generations the stream already has,
+ * and releases its slot once, whichever way it ends.
  */
-function tracePush(tracer: Tracer, provider: string, ev: WatchEvent): void {
-  tracer
-    .startSpan("tokenvend.push", {
-      kind: SpanKind.INTERNAL,
-      attributes: {
-        [attr.provider]: provider,
-        [attr.generation]: ev.record.generation,
-        [attr.watchReason]: ev.reason,
-      },
-      ...(ev.cause !== undefined ? { links: [{ context: ev.cause }] } : {}),
-    })
-    .end();
+class StreamWatch implements Listener<WatchEvent> {
+  done = false;
+  off: (() => void) | undefined;
+  #started = false;
+  #last = 0;
+  #early: WatchEvent | undefined;
+  /** An end that came before the first message: that message goes out first. */
+  #endAfterStart: Error | undefined;
+  readonly #listener: WatchListener;
+  readonly #signal: AbortSignal;
+  readonly #provider: string;
+  readonly #tracer: Tracer | undefined;
+  /** The stream's own context (its server span), the parent of its push spans. */
+  readonly #context: Context | undefined;
+  readonly #release: () => void;
+
+  constructor(
+    listener: WatchListener,
+    signal: AbortSignal,
+    provider: string,
+    tracer: Tracer | undefined,
+    release: () => void,
+  ) {
+    this.#listener = listener;
+    this.#signal = signal;
+    this.#provider = provider;
+    this.#tracer = tracer;
+    this.#context = tracer !== undefined ? context.active() : undefined;
+    this.#release = release;
+    signal.addEventListener("abort", this);
+  }
+
+  /** The first message: the current token. */
+  start(first: LiveRecord): void {
+    this.#started = true;
+    this.#last = first.generation;
+    this.#listener.next({ record: first, reason: "initial" });
+    const early = this.#early;
+    this.#early = undefined;
+    if (early !== undefined) this.next(early);
+    if (this.#endAfterStart !== undefined) this.finish(this.#endAfterStart);
+  }
+
+  next(ev: WatchEvent): void {
+    if (this.done) return;
+    if (!this.#started) {
+      this.#early = ev;
+      return;
+    }
+    if (ev.record.generation <= this.#last) return;
+    this.#last = ev.record.generation;
+    if (this.#tracer !== undefined) this.#tracePush(this.#tracer, ev);
+    this.#listener.next(ev);
+  }
+
+  end(reason: Error): void {
+    if (this.#started) this.finish(reason);
+    else this.#endAfterStart ??= reason;
+  }
+
+  /** The caller's signal aborted. */
+  handleEvent(): void {
+    this.finish(undefined);
+  }
+
+  finish(error: Error | undefined): void {
+    if (this.done) return;
+    this.done = true;
+    this.#signal.removeEventListener("abort", this);
+    this.off?.();
+    this.#release();
+    this.#listener.end(error);
+  }
+
+  /** A span in the stream's context, linked to the renewal that caused the push. */
+  #tracePush(tracer: Tracer, ev: WatchEvent): void {
+    tracer
+      .startSpan(
+        "tokenvend.push",
+        {
+          kind: SpanKind.INTERNAL,
+          attributes: {
+            [attr.provider]: this.#provider,
+            [attr.generation]: ev.record.generation,
+            [attr.watchReason]: ev.reason,
+          },
+          ...(ev.cause !== undefined ? { links: [{ context: ev.cause }] } : {}),
+        },
+        this.#context,
+      )
+      .end();
+  }
 }
 
 function shuttingDown(): TokenVendError {

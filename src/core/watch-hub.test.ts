@@ -192,3 +192,91 @@ test("counts follow subscribe and close; 1,000 cycles leave nothing", (t) => {
   t.is(hub.subscriberCount(), 0);
   t.deepEqual([...hub.ids()], []);
 });
+
+/** A hub whose fan-out chunks run only when the test says so. */
+function manualHub(chunkSize: number) {
+  const queued: (() => void)[] = [];
+  const hub = createWatchHub<number>({ chunkSize, defer: (run) => queued.push(run) });
+  const step = () => queued.shift()?.();
+  return { hub, queued, step };
+}
+
+function recorder() {
+  const seen: number[] = [];
+  const ends: Error[] = [];
+  return { seen, ends, next: (e: number) => seen.push(e), end: (r: Error) => ends.push(r) };
+}
+
+test("push: a large fan-out runs in chunks, the first at once, the rest one deferred turn each", (t) => {
+  const { hub, queued, step } = manualHub(2);
+  const ls = Array.from({ length: 5 }, () => recorder());
+  for (const l of ls) hub.listen("k", l);
+  hub.publish("k", 1);
+  t.deepEqual(
+    ls.map((l) => l.seen.length),
+    [1, 1, 0, 0, 0],
+  );
+  t.is(queued.length, 1);
+  step();
+  t.deepEqual(
+    ls.map((l) => l.seen.length),
+    [1, 1, 1, 1, 0],
+  );
+  step();
+  t.deepEqual(
+    ls.map((l) => l.seen),
+    [[1], [1], [1], [1], [1]],
+  );
+  t.is(queued.length, 0);
+});
+
+test("push: a newer event takes over an older fan-out still running, so nobody gets the older one late", (t) => {
+  const { hub, step, queued } = manualHub(2);
+  const ls = Array.from({ length: 4 }, () => recorder());
+  for (const l of ls) hub.listen("k", l);
+  hub.publish("k", 1);
+  hub.publish("k", 2);
+  while (queued.length > 0) step();
+  t.deepEqual(
+    ls.map((l) => l.seen),
+    [[1, 2], [1, 2], [2], [2]],
+  );
+});
+
+test("push: a listener removed or ended mid fan-out gets nothing more, and end stops the fan-out", (t) => {
+  const { hub, step, queued } = manualHub(1);
+  const a = recorder();
+  const b = recorder();
+  const c = recorder();
+  hub.listen("k", a);
+  const offB = hub.listen("k", b);
+  hub.listen("k", c);
+  hub.publish("k", 1);
+  offB();
+  while (queued.length > 0) step();
+  t.deepEqual([a.seen, b.seen, c.seen], [[1], [], [1]]);
+  hub.publish("k", 2);
+  const reason = new Error("revoked");
+  hub.end("k", reason);
+  while (queued.length > 0) step();
+  t.deepEqual([a.seen, c.seen], [[1, 2], [1]]);
+  t.deepEqual([a.ends, b.ends, c.ends], [[reason], [], [reason]]);
+  t.is(hub.subscriberCount(), 0);
+  t.false(hub.has("k"));
+});
+
+test("push: a listener added during a fan-out is not in it; the next publish reaches it", (t) => {
+  const { hub, step, queued } = manualHub(1);
+  const a = recorder();
+  const b = recorder();
+  hub.listen("k", a);
+  hub.listen("k", b);
+  hub.publish("k", 1);
+  const late = recorder();
+  hub.listen("k", late);
+  while (queued.length > 0) step();
+  t.deepEqual(late.seen, []);
+  hub.publish("k", 2);
+  while (queued.length > 0) step();
+  t.deepEqual([a.seen, b.seen, late.seen], [[1, 2], [1, 2], [2]]);
+});

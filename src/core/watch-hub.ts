@@ -1,5 +1,19 @@
 // Fan-out of renewals to a key's streams with latest-value delivery: a slow
 // subscriber skips to the newest token instead of blocking others or buffering.
+//
+// Push first: a listener gets each event by a plain call, so a stream costs one
+// small object and a renewal costs one call per stream, not a chain of promises.
+// A large fan-out runs in chunks, yielding between them, so the first streams'
+// bytes leave (and other I/O, like the publisher's own reply, goes on) while
+// the rest are written; a newer event for the same id takes over the rest of an
+// older one's fan-out. Pull (`subscribe`) is a latest-value queue on top.
+
+export interface Listener<E> {
+  /** A newer event. Called from `publish`'s fan-out; must not throw. */
+  next(event: E): void;
+  /** The end: the listener is already removed and gets no more calls. */
+  end(reason: Error): void;
+}
 
 export interface Subscription<E> {
   /** Next event newer than the last one taken; undefined when `signal` aborts. Throws the end reason. */
@@ -8,95 +22,106 @@ export interface Subscription<E> {
 }
 
 export interface WatchHub<E> {
+  /** Adds a push listener of `id`; returns its removal (idempotent). */
+  listen(id: string, listener: Listener<E>): () => void;
+  /** A pull subscription of `id`. */
   subscribe(id: string): Subscription<E>;
   publish(id: string, event: E): void;
-  /** Ends every subscription of `id` with `reason`. */
+  /** Ends every listener of `id` with `reason`. */
   end(id: string, reason: Error): void;
   endAll(reason: Error): void;
-  /** Whether `id` has at least one subscriber. */
+  /** Whether `id` has at least one listener. */
   has(id: string): boolean;
-  /** Ids with at least one subscriber. */
+  /** Ids with at least one listener. */
   ids(): IterableIterator<string>;
   idCount(): number;
   subscriberCount(): number;
 }
 
 export interface WatchHubOptions {
-  /** Called when an id gets its first subscriber. */
+  /** Called when an id gets its first listener. */
   onFirst?: (id: string) => void;
-  /** Called when an id loses its last subscriber. */
+  /** Called when an id loses its last listener. */
   onLast?: (id: string) => void;
+  /** Listeners called per turn of a fan-out before yielding (default 256). */
+  chunkSize?: number;
+  /** Runs the next chunk of a fan-out later (default setImmediate: after pending I/O). */
+  defer?: (run: () => void) => void;
 }
 
-interface Sub<E> {
-  pending: E | undefined;
-  ended: Error | undefined;
-  wake: (() => void) | undefined;
+interface Entry<E> {
+  readonly listeners: Set<Listener<E>>;
+  /** Bumped by every publish and end: a fan-out still running for an older value stops. */
+  seq: number;
 }
+
+const defaultDefer = (run: () => void) => {
+  setImmediate(run);
+};
 
 export function createWatchHub<E>(opts: WatchHubOptions = {}): WatchHub<E> {
-  const byId = new Map<string, Set<Sub<E>>>();
+  const byId = new Map<string, Entry<E>>();
+  const chunkSize = Math.max(1, opts.chunkSize ?? 256);
+  const defer = opts.defer ?? defaultDefer;
   let count = 0;
 
-  const remove = (id: string, sub: Sub<E>) => {
-    const set = byId.get(id);
-    if (set === undefined || !set.delete(sub)) return;
+  const remove = (id: string, listener: Listener<E>): boolean => {
+    const entry = byId.get(id);
+    if (entry === undefined || !entry.listeners.delete(listener)) return false;
     count--;
-    if (set.size === 0) {
+    if (entry.listeners.size === 0) {
+      entry.seq++;
       byId.delete(id);
       opts.onLast?.(id);
     }
+    return true;
+  };
+
+  const listen = (id: string, listener: Listener<E>) => {
+    let entry = byId.get(id);
+    const first = entry === undefined;
+    if (entry === undefined) {
+      entry = { listeners: new Set(), seq: 0 };
+      byId.set(id, entry);
+    }
+    entry.listeners.add(listener);
+    count++;
+    if (first) opts.onFirst?.(id);
+    return () => {
+      remove(id, listener);
+    };
   };
 
   return {
+    listen,
     subscribe(id) {
-      const sub: Sub<E> = { pending: undefined, ended: undefined, wake: undefined };
-      let set = byId.get(id);
-      const first = set === undefined;
-      if (set === undefined) {
-        set = new Set();
-        byId.set(id, set);
-      }
-      set.add(sub);
-      count++;
-      if (first) opts.onFirst?.(id);
-      return {
-        async next(signal) {
-          while (sub.pending === undefined && sub.ended === undefined) {
-            if (signal.aborted) return undefined;
-            await new Promise<void>((resolve) => {
-              const done = () => {
-                signal.removeEventListener("abort", done);
-                sub.wake = undefined;
-                resolve();
-              };
-              sub.wake = done;
-              signal.addEventListener("abort", done, { once: true });
-            });
-          }
-          const e = sub.pending;
-          if (e !== undefined) {
-            sub.pending = undefined;
-            return e;
-          }
-          throw sub.ended;
-        },
-        close: () => remove(id, sub),
-      };
+      const queue = new LatestValue<E>();
+      const off = listen(id, queue);
+      return { next: (signal) => queue.take(signal), close: off };
     },
     publish(id, event) {
-      for (const sub of byId.get(id) ?? []) {
-        sub.pending = event;
-        sub.wake?.();
-      }
+      const entry = byId.get(id);
+      if (entry === undefined) return;
+      const seq = ++entry.seq;
+      // A snapshot: listeners added meanwhile already saw a current value.
+      const targets = [...entry.listeners];
+      let i = 0;
+      const run = () => {
+        if (entry.seq !== seq) return;
+        const stop = Math.min(targets.length, i + chunkSize);
+        for (; i < stop; i++) {
+          const l = targets[i]!;
+          if (entry.listeners.has(l)) l.next(event);
+        }
+        if (i < targets.length) defer(run);
+      };
+      run();
     },
     end(id, reason) {
-      const set = byId.get(id);
-      if (set === undefined) return;
-      for (const sub of [...set]) {
-        sub.ended = reason;
-        sub.wake?.();
-        remove(id, sub);
+      const entry = byId.get(id);
+      if (entry === undefined) return;
+      for (const l of [...entry.listeners]) {
+        if (remove(id, l)) l.end(reason);
       }
     },
     endAll(reason) {
@@ -107,4 +132,53 @@ export function createWatchHub<E>(opts: WatchHubOptions = {}): WatchHub<E> {
     idCount: () => byId.size,
     subscriberCount: () => count,
   };
+}
+
+/**
+ * A listener read by pulling: keeps only the newest event not yet taken, and
+ * the end (taken after that event): an error, or undefined for a clean end.
+ */
+export class LatestValue<E> implements Listener<E> {
+  #pending: E | undefined;
+  #ended = false;
+  #reason: Error | undefined;
+  #wake: (() => void) | undefined;
+
+  next(event: E): void {
+    this.#pending = event;
+    this.#wake?.();
+  }
+
+  end(reason?: Error): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#reason = reason;
+    this.#wake?.();
+  }
+
+  /**
+   * The newest event not yet taken; undefined when `signal` aborts first or the
+   * end was clean. Throws the end reason.
+   */
+  async take(signal: AbortSignal): Promise<E | undefined> {
+    while (this.#pending === undefined && !this.#ended) {
+      if (signal.aborted) return undefined;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          signal.removeEventListener("abort", done);
+          this.#wake = undefined;
+          resolve();
+        };
+        this.#wake = done;
+        signal.addEventListener("abort", done, { once: true });
+      });
+    }
+    const e = this.#pending;
+    if (e !== undefined) {
+      this.#pending = undefined;
+      return e;
+    }
+    if (this.#reason !== undefined) throw this.#reason;
+    return undefined;
+  }
 }

@@ -39,6 +39,7 @@ import {
 } from "./error-details.ts";
 import { encodeMessage } from "./frozen-message.ts";
 import { GrpcCallContext } from "./grpc-call-context.ts";
+import { type PushStreamImpl, pushStreamOf, type StreamSink } from "./push-stream.ts";
 import { within } from "./within.ts";
 
 /** One service and its implementation, as Connect's `router.service()` takes them. */
@@ -101,23 +102,39 @@ export function grpcServiceOf<S extends DescService>(
       requestStream: false,
       responseStream: m.kind === "server_streaming",
       requestSerialize: identity,
-      requestDeserialize: identity,
+      requestDeserialize: m.kind === "server_streaming" ? ownCopy : identity,
       responseSerialize: identity,
       responseDeserialize: identity,
       originalName: method.localName,
     };
+    // Interceptors see streams as async iterables: the push form only without them.
+    const push =
+      m.kind === "server_streaming" && (opts.interceptors?.length ?? 0) === 0
+        ? pushStreamOf((impl as Record<string, unknown>)[method.localName])
+        : undefined;
     handlers[method.name] =
       m.kind === "unary"
         ? (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
             serveUnary(m, call, cb, opts)
-        : (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
-            void serveServerStream(m, call, opts);
-          };
+        : push !== undefined
+          ? (call: grpc.ServerWritableStream<Buffer, Buffer>) =>
+              servePushStream(m, push, call, opts)
+          : (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+              void serveServerStream(m, call, opts);
+            };
   }
   return { definition, handlers };
 }
 
 const identity = (b: Buffer) => b;
+// grpc-js keeps a stream's request for the stream's whole life, and the bytes
+// it hands over are a view of a 64 KiB read buffer: a copy of its own (not from
+// Buffer's shared pool, which a kept slice would pin whole) lets that go.
+const ownCopy = (b: Buffer) => {
+  const copy = Buffer.allocUnsafeSlow(b.byteLength);
+  b.copy(copy);
+  return copy;
+};
 
 type AnyFn = Parameters<Interceptor>[0];
 type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
@@ -292,6 +309,114 @@ async function serveServerStream(
 }
 
 type DescMessageShape = UnaryRequest["message"];
+
+function servePushStream(
+  spec: ServerStreamSpec,
+  push: PushStreamImpl<unknown, unknown>,
+  call: grpc.ServerWritableStream<Buffer, Buffer>,
+  opts: GrpcServiceOptions,
+): void {
+  const ctx = new GrpcCallContext(call, spec.method, opts.shutdownSignal);
+  const sink = new GrpcSink(call, ctx, spec.method.output, opts);
+  try {
+    push(decode(spec.method.input, call.request), ctx, sink);
+  } catch (err) {
+    sink.fail(err);
+  }
+}
+
+/**
+ * A push stream on a grpc-js call: one message in flight at a time and only
+ * the newest one waiting behind it, so a subscriber that stopped reading holds
+ * two messages, not every renewal since.
+ */
+class GrpcSink implements StreamSink<DescMessageShape> {
+  readonly #call: grpc.ServerWritableStream<Buffer, Buffer>;
+  readonly #ctx: GrpcCallContext;
+  readonly #desc: DescMessage;
+  readonly #opts: GrpcServiceOptions;
+  #finished = false;
+  #headersSent = false;
+  #writing = false;
+  #waiting: Buffer | undefined;
+  readonly #written = () => {
+    this.#writing = false;
+    const next = this.#waiting;
+    if (next === undefined || this.#finished) return;
+    this.#waiting = undefined;
+    this.#write(next);
+  };
+  readonly #cancelled = () => {
+    this.#finished = true;
+    this.#ctx.abort(cancelledByClient());
+  };
+
+  constructor(
+    call: grpc.ServerWritableStream<Buffer, Buffer>,
+    ctx: GrpcCallContext,
+    desc: DescMessage,
+    opts: GrpcServiceOptions,
+  ) {
+    this.#call = call;
+    this.#ctx = ctx;
+    this.#desc = desc;
+    this.#opts = opts;
+    call.on("cancelled", this.#cancelled);
+    // Deadline or shutdown: end now; the handler learns it from its signal.
+    ctx.onAbort = (reason) => this.#finish(asWireError(reason, call.getPath(), opts));
+  }
+
+  send(message: DescMessageShape): void {
+    if (this.#finished) return;
+    const bytes = encode(this.#desc, message);
+    if (this.#writing) this.#waiting = bytes;
+    else this.#write(bytes);
+  }
+
+  end(error?: ConnectError): void {
+    if (error === undefined) this.#finish(undefined);
+    else this.fail(error);
+  }
+
+  /** Ends with `err` as the client sees it (anything but a ConnectError: INTERNAL). */
+  fail(err: unknown): void {
+    if (this.#finished) return;
+    const path = this.#call.getPath();
+    this.#finish(toWireError(err, path, this.#ctx.signal, this.#opts.onInternalError));
+  }
+
+  #write(bytes: Buffer): void {
+    this.#writing = true;
+    this.#sendHeadersOnce();
+    this.#call.write(bytes, this.#written);
+  }
+
+  #sendHeadersOnce(): void {
+    if (this.#headersSent) return;
+    this.#headersSent = true;
+    const header = this.#ctx.peekResponseHeader();
+    if (header !== undefined) sendHeaders(this.#call, header);
+  }
+
+  #finish(err: ConnectError | undefined): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    const call = this.#call;
+    call.off("cancelled", this.#cancelled);
+    if (!call.cancelled) {
+      this.#sendHeadersOnce();
+      // The status goes after what is queued (grpc-js ends after pending writes).
+      const last = this.#waiting;
+      this.#waiting = undefined;
+      if (last !== undefined) call.write(last);
+      const trailer = this.#ctx.peekResponseTrailer();
+      if (err === undefined) call.end(trailer !== undefined ? toMetadata(trailer) : undefined);
+      else call.emit("error", toServiceError(err, trailer));
+    }
+    // Completion aborts the signal too, as on Connect: the handler lets go.
+    this.#ctx.abort();
+  }
+}
 
 /** Waits until the stream can take more; the listener goes when the call ends too. */
 function drained(call: grpc.ServerWritableStream<Buffer, Buffer>): Promise<void> {

@@ -16,6 +16,7 @@ import {
   RevokeSessionResponseSchema,
   StoreUpstreamTokensResponseSchema,
   type TokenService,
+  type WatchTokenRequest,
   type WatchTokenResponse,
   WatchTokenResponseSchema,
 } from "../../gen/tokenvend/v1/token_service_pb.js";
@@ -25,6 +26,7 @@ import type { LiveRecord, TokenSet } from "../core/token.ts";
 import type { TokenVendor, WatchReason, WatchTarget } from "../core/token-vendor.ts";
 import { toConnectError } from "./error-mapping.ts";
 import { freeze } from "./frozen-message.ts";
+import { type StreamSink, withPushStream } from "./push-stream.ts";
 import { limits, Violations } from "./validate.ts";
 
 export interface TokenServiceOptions {
@@ -181,41 +183,37 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
         );
       }),
 
-    async *watchToken(req, ctx) {
-      let target: WatchTarget;
-      const t = req.target;
-      const v = new Violations();
-      if (t.case === "session") {
-        const s = t.value;
-        v.sessionId("session.session_id", s.sessionId)
-          .name("session.provider", s.provider)
-          .text("session.expected_subject", s.expectedSubject, limits.bindingMaxChars)
-          .text("session.expected_client_id", s.expectedClientId, limits.bindingMaxChars);
-        target = {
-          kind: "session",
-          sessionId: s.sessionId,
-          provider: s.provider,
-          expectedSubject: s.expectedSubject,
-          expectedClientId: s.expectedClientId,
-        };
-      } else if (t.case === "grant") {
-        v.name("grant", t.value);
-        target = { kind: "grant", grant: t.value };
-      } else {
-        v.add("target", "set session or grant");
-        target = { kind: "grant", grant: "" };
-      }
-      try {
-        v.check();
-        for await (const ev of vendor.watch(target, ctx.signal)) {
-          yield toWatchResponse(ev.record, ev.reason);
+    watchToken: withPushStream(
+      async function* watchToken(req, ctx) {
+        try {
+          for await (const ev of vendor.watch(watchTarget(req), ctx.signal)) {
+            yield toWatchResponse(ev.record, ev.reason);
+          }
+        } catch (err) {
+          // A caller that cancelled gets a clean close, not an error.
+          if (ctx.signal.aborted) return;
+          throw toConnectError(err);
         }
-      } catch (err) {
-        // A caller that cancelled gets a clean close, not an error.
-        if (ctx.signal.aborted) return;
-        throw toConnectError(err);
-      }
-    },
+      },
+      (req: WatchTokenRequest, ctx, sink: StreamSink<WatchTokenResponse>) => {
+        let target: WatchTarget;
+        try {
+          target = watchTarget(req);
+        } catch (err) {
+          sink.end(toConnectError(err));
+          return;
+        }
+        vendor.subscribe(
+          target,
+          {
+            next: (ev) => sink.send(toWatchResponse(ev.record, ev.reason)),
+            end: (err) =>
+              sink.end(err === undefined || ctx.signal.aborted ? undefined : toConnectError(err)),
+          },
+          ctx.signal,
+        );
+      },
+    ),
 
     revokeSession: (req, ctx) =>
       rpc(async () => {
@@ -240,6 +238,35 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
         });
       }),
   };
+}
+
+/** The validated target of a WatchToken request; throws INVALID_ARGUMENT. */
+function watchTarget(req: WatchTokenRequest): WatchTarget {
+  const t = req.target;
+  const v = new Violations();
+  let target: WatchTarget;
+  if (t.case === "session") {
+    const s = t.value;
+    v.sessionId("session.session_id", s.sessionId)
+      .name("session.provider", s.provider)
+      .text("session.expected_subject", s.expectedSubject, limits.bindingMaxChars)
+      .text("session.expected_client_id", s.expectedClientId, limits.bindingMaxChars);
+    target = {
+      kind: "session",
+      sessionId: s.sessionId,
+      provider: s.provider,
+      expectedSubject: s.expectedSubject,
+      expectedClientId: s.expectedClientId,
+    };
+  } else if (t.case === "grant") {
+    v.name("grant", t.value);
+    target = { kind: "grant", grant: t.value };
+  } else {
+    v.add("target", "set session or grant");
+    target = { kind: "grant", grant: "" };
+  }
+  v.check();
+  return target;
 }
 
 // One frozen stream message per (generation, reason): a renewal pushed to 10,000
