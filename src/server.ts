@@ -24,7 +24,6 @@ import {
   teeMeter,
   attr as telemetryAttr,
 } from "./telemetry/metrics.ts";
-import { createPrometheusEndpoint } from "./telemetry/prometheus.ts";
 import { createRpcTelemetryInterceptor } from "./telemetry/rpc-interceptor.ts";
 
 export interface StartServerOptions {
@@ -76,7 +75,11 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     });
   // --- telemetry: spans from the given tracer provider; metrics to the given
   // meter provider and/or the Prometheus endpoint ---
-  const prometheus = config.prometheusListen !== undefined ? createPrometheusEndpoint() : undefined;
+  // Loaded only when configured: the metrics SDK costs ~16 MB resident.
+  const prometheus =
+    config.prometheusListen !== undefined
+      ? (await import("./telemetry/prometheus.ts")).createPrometheusEndpoint()
+      : undefined;
   const tracer = opts.telemetry?.tracerProvider?.getTracer(instrumentationScope);
   const meterProviders = [opts.telemetry?.meterProvider, prometheus?.meterProvider].filter(
     (p): p is MeterProvider => p !== undefined,
