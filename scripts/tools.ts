@@ -62,8 +62,10 @@ function run(
       cwd: opts.cwd ?? REPO_ROOT,
       env: opts.env ?? process.env,
       stdio: ["ignore", "pipe", "pipe"],
-      timeout: INSTALL_TIMEOUT_MS,
     });
+    // Our own timer, not spawn's `timeout`: that one is cleared only on exit, so a command
+    // that could not start (ENOENT) held the caller's event loop open for 15 minutes.
+    const timer = setTimeout(() => child.kill("SIGKILL"), INSTALL_TIMEOUT_MS);
     let out = "";
     const collect = (d: string) => {
       out += d;
@@ -71,6 +73,7 @@ function run(
     child.stdout.setEncoding("utf8").on("data", collect);
     child.stderr.setEncoding("utf8").on("data", collect);
     child.on("error", (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
       reject(
         err.code === "ENOENT"
           ? new Error(`${opts.what}: \`${cmd}\` is not on PATH (${hintFor(cmd)})`)
@@ -78,6 +81,7 @@ function run(
       );
     });
     child.on("close", (code, signal) => {
+      clearTimeout(timer);
       if (code === 0) resolve(out);
       else
         reject(
