@@ -2,18 +2,24 @@
 //
 //   .cache/go/bin/grpcurl, .cache/go/bin/ghz   `go install` of pinned versions (GOBIN), with the
 //                                              version stamped in (`grpcurl -version`, `ghz --version`)
+//   .cache/go/bin/protoc-gen-go{,-grpc}        the same, for buf.gen.go.yaml
+//   .cache/go/bin/tokenvend-goclient           tools/goclient built on Go stubs that buf generates
+//                                              from proto/ into tools/goclient/gen (git-ignored)
 //   .cache/py/bin/python                       a venv with pinned grpcio, grpcio-tools and protobuf
 //
 // A tool is reinstalled only when its pin changes (a stamp file beside it records what was
-// installed) or it is missing, so a cached check spawns no process. Go modules come from the
-// default GOMODCACHE, shared by every checkout on the machine. Several processes may call these
+// installed) or it is missing, and the Go client is rebuilt only when a hash of its inputs
+// (tools/goclient, proto/, the buf template, the pins) changes, so a cached check spawns no
+// process. Go modules come from the default GOMODCACHE, shared by every checkout on the machine. Several processes may call these
 // at once (engineers share a work tree): one installs under a lock, the others wait for it.
 //
-// API:  ensureGoTool(name), ensureGoTools(), ensurePythonVenv(), ensureAllTools(), toolEnv()
+// API:  ensureGoTool(name), ensureGoTools(), ensureGoClient(), ensurePythonVenv(), ensureAllTools(),
+//       toolEnv()
 // CLI:  node scripts/tools.ts            installs everything (also what `npm test` does first)
 //       node scripts/tools.ts --env      … then prints the environment the tests get, as `export` lines
 
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -29,13 +35,20 @@ export const PY_VENV_DIR = path.join(CACHE_DIR, "py");
 export const PY_VENV_PYTHON = path.join(PY_VENV_DIR, "bin", "python");
 
 /**
- * Pinned Go tools. Both build with Go 1.25+ (grpcurl v1.9.4's go.mod asks for 1.25; checked
+ * Pinned Go tools. All build with Go 1.25+ (grpcurl v1.9.4's go.mod asks for 1.25; checked
  * with 1.26). `go install` sets no version, so it is stamped in with -X main.version, the way
- * the projects' release builds do.
+ * the projects' release builds do (the protoc plugins carry theirs in the code; -X is a no-op).
+ * protoc-gen-go is the version of the protobuf runtime in tools/goclient/go.mod (generated code
+ * checks it; test/go-client.test.ts too).
  */
 export const GO_TOOLS = {
   grpcurl: { pkg: "github.com/fullstorydev/grpcurl/cmd/grpcurl", version: "v1.9.4" },
   ghz: { pkg: "github.com/bojand/ghz/cmd/ghz", version: "v0.121.0" },
+  "protoc-gen-go": { pkg: "google.golang.org/protobuf/cmd/protoc-gen-go", version: "v1.36.12" },
+  "protoc-gen-go-grpc": {
+    pkg: "google.golang.org/grpc/cmd/protoc-gen-go-grpc",
+    version: "v1.6.2",
+  },
 } as const;
 export type GoToolName = keyof typeof GO_TOOLS;
 
@@ -94,7 +107,7 @@ function run(
 }
 
 function hintFor(cmd: string): string {
-  if (cmd === "go") return "install Go >= 1.25";
+  if (cmd === "go") return "install Go >= 1.26";
   if (cmd.startsWith("python")) return "install Python >= 3.9 with its venv module";
   return "install it";
 }
@@ -226,6 +239,98 @@ export async function ensureGoTools(log: Log = stderrLog): Promise<Record<GoTool
 }
 
 // ---------------------------------------------------------------------------------------------
+// Go client (tools/goclient)
+
+const GOCLIENT_DIR = path.join(REPO_ROOT, "tools", "goclient");
+/** The generated stubs: output of buf.gen.go.yaml, git-ignored, excluded from the hash. */
+const GOCLIENT_GEN_DIR = path.join(GOCLIENT_DIR, "gen");
+const GOCLIENT_TEMPLATE = "buf.gen.go.yaml";
+/** The Go client (`calls ADDRESS`, `watch`): test/go-client.test.ts and `npm run bench:watch`. */
+export const GOCLIENT_BIN = path.join(GO_BIN_DIR, "tokenvend-goclient");
+const GOCLIENT_STAMP = path.join(GO_DIR, "tokenvend-goclient.stamp");
+// -mod=readonly: the committed go.sum must be complete; a build never rewrites it.
+const GOCLIENT_BUILD_ARGS = ["build", "-trimpath", "-mod=readonly", "-buildvcs=false"];
+const GOCLIENT_PLUGINS = ["protoc-gen-go", "protoc-gen-go-grpc"] as const;
+
+async function filesUnder(dir: string, skip?: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
+    const file = path.join(dir, entry.name);
+    if (file === skip) continue;
+    if (entry.isDirectory()) out.push(...(await filesUnder(file, skip)));
+    else out.push(file);
+  }
+  return out.sort();
+}
+
+/** A hash of everything the Go client is made from: sources, proto/, template, pins, buf. */
+async function goClientHash(): Promise<string> {
+  const h = createHash("sha256");
+  const buf = JSON.parse(
+    await fs.readFile(path.join(REPO_ROOT, "node_modules/@bufbuild/buf/package.json"), "utf8"),
+  ) as { version: string };
+  h.update(
+    `${process.platform}-${process.arch} ${GOCLIENT_BUILD_ARGS.join(" ")} buf ${buf.version}\n`,
+  );
+  for (const name of GOCLIENT_PLUGINS) h.update(goStamp(name));
+  const files = [
+    path.join(REPO_ROOT, "buf.yaml"),
+    path.join(REPO_ROOT, GOCLIENT_TEMPLATE),
+    ...(await filesUnder(path.join(REPO_ROOT, "proto"))),
+    ...(await filesUnder(GOCLIENT_DIR, GOCLIENT_GEN_DIR)),
+  ];
+  for (const file of files) {
+    h.update(`${path.relative(REPO_ROOT, file)}\n`);
+    h.update(await fs.readFile(file));
+    h.update("\n");
+  }
+  return `${h.digest("hex")}\n`;
+}
+
+async function goClientIsCurrent(hash: string): Promise<boolean> {
+  return (await readText(GOCLIENT_STAMP)) === hash && (await isExecutable(GOCLIENT_BIN));
+}
+
+/**
+ * Generates the Go stubs from proto/ (buf, local plugins only) and builds tools/goclient into
+ * .cache/go/bin/tokenvend-goclient, unless a build of exactly these inputs is there.
+ */
+export async function ensureGoClient(log: Log = stderrLog): Promise<string> {
+  const hash = await goClientHash();
+  if (await goClientIsCurrent(hash)) return GOCLIENT_BIN;
+  for (const name of GOCLIENT_PLUGINS) await ensureGoTool(name, log);
+  return withLock(path.join(GO_DIR, "tokenvend-goclient.lock"), async () => {
+    if (await goClientIsCurrent(hash)) return GOCLIENT_BIN;
+    log("tools: generating the Go stubs and building tools/goclient…");
+    const started = performance.now();
+    // buf finds the plugins on PATH: the pinned ones first.
+    const nodeBin = path.join(REPO_ROOT, "node_modules", ".bin");
+    const env = {
+      ...process.env,
+      PATH: [GO_BIN_DIR, nodeBin, process.env.PATH ?? ""].join(path.delimiter),
+    };
+    await run(path.join(nodeBin, "buf"), ["generate", "--template", GOCLIENT_TEMPLATE], {
+      env,
+      what: "generating the Go stubs",
+    });
+    const tmp = `${GOCLIENT_BIN}.${process.pid}.tmp`;
+    try {
+      await run("go", [...GOCLIENT_BUILD_ARGS, "-o", tmp, "."], {
+        cwd: GOCLIENT_DIR,
+        env,
+        what: "building tools/goclient",
+      });
+      await fs.rename(tmp, GOCLIENT_BIN); // atomic: a running client keeps its old inode
+    } finally {
+      await fs.rm(tmp, { force: true });
+    }
+    await writeAtomic(GOCLIENT_STAMP, hash);
+    log(`tools: tokenvend-goclient built in ${seconds(started)}`);
+    return GOCLIENT_BIN;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Python venv
 
 const PY_STAMP = path.join(PY_VENV_DIR, "tokenvend.stamp");
@@ -280,13 +385,18 @@ export async function ensurePythonVenv(log: Log = stderrLog): Promise<string> {
 export interface Tools {
   goBinDir: string;
   goTools: Record<GoToolName, string>;
+  goClient: string;
   python: string;
 }
 
 /** Installs (or finds cached) all tools; the Go installs and the venv proceed side by side. */
 export async function ensureAllTools(log: Log = stderrLog): Promise<Tools> {
-  const [goTools, python] = await Promise.all([ensureGoTools(log), ensurePythonVenv(log)]);
-  return { goBinDir: GO_BIN_DIR, goTools, python };
+  const [{ goTools, goClient }, python] = await Promise.all([
+    // The Go client after the Go tools: both go builds use every core.
+    ensureGoTools(log).then(async (goTools) => ({ goTools, goClient: await ensureGoClient(log) })),
+    ensurePythonVenv(log),
+  ]);
+  return { goBinDir: GO_BIN_DIR, goTools, goClient, python };
 }
 
 /**
@@ -310,7 +420,7 @@ if (import.meta.main) {
   try {
     const tools = await ensureAllTools();
     stderrLog(
-      `tools: ready in ${seconds(started)}: ${Object.values(tools.goTools).join(", ")}, ${tools.python}`,
+      `tools: ready in ${seconds(started)}: ${Object.values(tools.goTools).join(", ")}, ${tools.goClient}, ${tools.python}`,
     );
     if (process.argv.includes("--env")) {
       for (const [k, v] of Object.entries(toolEnv())) process.stdout.write(`export ${k}='${v}'\n`);

@@ -5,7 +5,12 @@
 
 import { accessSync, constants } from "node:fs";
 import * as path from "node:path";
-import { GO_BIN_DIR, type GoToolName, PY_VENV_PYTHON } from "../../scripts/tools.ts";
+import {
+  ensureGoClient,
+  GO_BIN_DIR,
+  type GoToolName,
+  PY_VENV_PYTHON,
+} from "../../scripts/tools.ts";
 
 const HOW_TO_INSTALL =
   "run `npm test` or `node scripts/tools.ts` to install it (cached in .cache/)";
@@ -33,4 +38,19 @@ export function pythonPath(): string {
     throw new Error(`the test Python venv is missing (${file}): ${HOW_TO_INSTALL}`);
   }
   return file;
+}
+
+/**
+ * Absolute path of the Go client (tools/goclient on stubs generated from proto/), built first
+ * when it is missing or its inputs changed (cached: a hash check, no process, when current).
+ * Go is part of the machine: without it this fails, saying so, instead of skipping.
+ */
+export async function goClientPath(): Promise<string> {
+  try {
+    return await ensureGoClient();
+  } catch (err) {
+    throw new Error(
+      `the Go client could not be built: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
 }
