@@ -13,6 +13,11 @@ export function freeze<T extends object>(message: T): T {
   return message;
 }
 
+/** Whether `message` was frozen (so derived bytes may be kept with it). */
+export function isFrozen(message: object): boolean {
+  return frozen.has(message);
+}
+
 /** toBinary, memoized for frozen messages. */
 export function encodeMessage<D extends DescMessage>(
   desc: D,
