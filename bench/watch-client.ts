@@ -5,9 +5,12 @@
 // the StoreUpstreamTokens call was sent (one process, one clock).
 //
 // Driven over IPC by bench/watch.ts: {cmd: "open"}, {cmd: "renew", count},
-// {cmd: "close"}; each command is answered with one message.
+// {cmd: "close"}; each command is answered with one message, after a first
+// ReadyReply. tools/goclient (`tokenvend-goclient watch`, BENCH_CLIENT=go) is the
+// same client in Go and speaks the same messages as JSON lines on stdin/stdout.
 
 import { randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
 import {
   create,
@@ -83,6 +86,13 @@ export interface CloseReply {
 }
 
 export type ClientReply = OpenReply | RenewReply | CloseReply;
+
+/** The first message of a client: it is ready for commands. */
+export interface ReadyReply {
+  readonly reply: "ready";
+  /** Which gRPC library and receive windows, for the report. */
+  readonly client: string;
+}
 
 const path = (method: string) => `/${TokenService.typeName}/${method}`;
 const ser =
@@ -329,5 +339,11 @@ if (process.send !== undefined && process.env.BENCH_WATCH_CLIENT !== undefined) 
   process.on("disconnect", () => process.exit(0));
   const send = process.send.bind(process);
   await runClient(settings, (r) => send(r));
-  send({ reply: "ready" });
+  const grpcJs = createRequire(import.meta.url)("@grpc/grpc-js/package.json") as {
+    version: string;
+  };
+  send({
+    reply: "ready",
+    client: `grpc-js ${grpcJs.version}, receive windows ${settings.flowWindow ?? 65535} B (connection and stream)`,
+  } satisfies ReadyReply);
 }

@@ -1,11 +1,15 @@
 // `npm run bench:watch`: WatchToken at scale. One tokenvend replica (memory
 // store, its own child process so its memory is measured alone) serves 10,000
-// WatchToken streams of one session, all held by one client process
-// (bench/watch-client.ts, grpc-js with the protobuf-es serializers, a few
-// channels). The client stores a new generation with StoreUpstreamTokens
-// (reason STORED), which pushes to every subscriber of the key, and times each
-// stream's receipt from just before that call. Server RSS is read from
-// /proc/<pid>/status before the streams, with them open, and after the renewals.
+// WatchToken streams of one session, all held by one client process on a few
+// HTTP/2 connections: by default the Go client (tools/goclient, grpc-go, built
+// and cached by scripts/tools.ts), or with BENCH_CLIENT=node bench/watch-client.ts
+// (grpc-js with the protobuf-es serializers), which spends ~35 µs of CPU per
+// stream message and so, at 10,000 streams, bounds the latency it measures.
+// Both take the same commands and give the same replies. The client stores a
+// new generation with StoreUpstreamTokens (reason STORED), which pushes to
+// every subscriber of the key, and times each stream's receipt from just
+// before that call. Server RSS is read from /proc/<pid>/status before the
+// streams, with them open, and after the renewals.
 //
 // Target (issue "WatchToken at scale"): a renewal reaches all 10,000 streams
 // within 150 ms at p99, with the replica under 250 MB resident.
@@ -16,14 +20,17 @@
 // between renewals), BENCH_CPU_PROF=<dir> (V8 CPU profiles of the server and, in
 // <dir>/client, of the client, with the phases' times on the profile clock),
 // BENCH_SERVER_NODE_ARGS (extra node flags for the server, e.g.
-// "--max-semi-space-size=4"), BENCH_FLOW_WINDOW (the client's HTTP/2 receive
-// window, grpc-node.flow_control_window; grpc-js's default is 65535 bytes),
-// BENCH_SERVER=naive|floor (a plain grpc-js server instead of tokenvend, to
-// compare: see startNaive).
+// "--max-semi-space-size=4"), BENCH_CLIENT=go|node (go), BENCH_FLOW_WINDOW (the
+// client's HTTP/2 receive windows, connection and stream; default grpc-js 65535
+// bytes, the Go client 64 MiB per connection and 1 MiB per stream, so the
+// server never waits for a WINDOW_UPDATE), BENCH_SERVER=naive|floor (a plain
+// grpc-js server instead of tokenvend, to compare: see startNaive). With
+// BENCH_CPU_PROF the Go client writes <dir>/client/go-client.pprof.
 
-import { type ChildProcess, fork } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { type ChildProcess, fork, spawn } from "node:child_process";
+import { mkdirSync, readFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
+import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type * as grpcJs from "@grpc/grpc-js";
 import type {
@@ -39,6 +46,7 @@ import type {
   ClientSettings,
   CloseReply,
   OpenReply,
+  ReadyReply,
   RenewReply,
 } from "./watch-client.ts";
 
@@ -55,6 +63,10 @@ const serverNodeArgs = (env.BENCH_SERVER_NODE_ARGS ?? "").split(/\s+/).filter(Bo
 const serverKind =
   env.BENCH_SERVER === "naive" || env.BENCH_SERVER === "floor" ? env.BENCH_SERVER : "tokenvend";
 const flowWindow = env.BENCH_FLOW_WINDOW !== undefined ? Number(env.BENCH_FLOW_WINDOW) : undefined;
+const clientKind = env.BENCH_CLIENT ?? "go";
+if (clientKind !== "go" && clientKind !== "node") {
+  throw new Error(`BENCH_CLIENT=${clientKind}: must be go or node`);
+}
 const targetP99Ms = 150;
 const targetRssMB = 250;
 const provider = "bench";
@@ -229,10 +241,21 @@ async function serve() {
 // ---------------------------------------------------------------------------
 // The orchestrator.
 
-/** One request/reply at a time over a child's IPC channel. */
-function rpcTo<Reply>(child: ChildProcess) {
+/**
+ * One request/reply at a time with a child: over its IPC channel, or as JSON
+ * lines on its stdin and stdout (the Go client).
+ */
+function rpcTo<Reply>(child: ChildProcess, over: "ipc" | "stdio" = "ipc") {
   const replies: ((m: unknown) => void)[] = [];
-  child.on("message", (m) => replies.shift()?.(m));
+  const onReply = (m: unknown) => replies.shift()?.(m);
+  let send: (msg: object) => void;
+  if (over === "ipc") {
+    child.on("message", onReply);
+    send = (msg) => child.send(msg);
+  } else {
+    createInterface({ input: child.stdout! }).on("line", (line) => onReply(JSON.parse(line)));
+    send = (msg) => child.stdin!.write(`${JSON.stringify(msg)}\n`);
+  }
   return <R extends Reply>(msg: object | undefined): Promise<R> =>
     new Promise((resolve, reject) => {
       const onExit = (code: number | null) =>
@@ -242,7 +265,7 @@ function rpcTo<Reply>(child: ChildProcess) {
         child.off("exit", onExit);
         resolve(m as R);
       });
-      if (msg !== undefined) child.send(msg);
+      if (msg !== undefined) send(msg);
     });
 }
 
@@ -303,15 +326,10 @@ async function orchestrate() {
     pauseMs,
     ...(flowWindow !== undefined ? { flowWindow } : {}),
   };
-  const client = fork(fileURLToPath(new URL("./watch-client.ts", import.meta.url)), [], {
-    env: { ...env, BENCH_WATCH_CLIENT: JSON.stringify(settings) },
-    execArgv:
-      cpuProfDir !== undefined ? ["--cpu-prof", "--cpu-prof-dir", `${cpuProfDir}/client`] : [],
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
+  const client = await startClient(settings);
   const clientExit = new Promise((r) => client.once("exit", r));
-  const toClient = rpcTo<ClientReply | { reply: "ready" }>(client);
-  await toClient(undefined);
+  const toClient = rpcTo<ClientReply | ReadyReply>(client, clientKind === "go" ? "stdio" : "ipc");
+  const { client: clientInfo } = await toClient<ReadyReply>(undefined);
   const command = <R extends ClientReply>(c: ClientCommand) => toClient<R>(c);
 
   await sleep(500);
@@ -335,7 +353,9 @@ async function orchestrate() {
     timed.clientCpuMs -
     (selfCpu.user + selfCpu.system) / 1000;
   const close = await command<CloseReply>({ cmd: "close" });
-  client.disconnect();
+  // Lets go of the client: it exits.
+  if (clientKind === "go") client.stdin!.end();
+  else client.disconnect();
   // Every stream and watcher must be gone once the client cancelled.
   let drained = await sample();
   for (let i = 0; i < 50 && drained.stats.streams + drained.stats.watchers > 0; i++) {
@@ -360,7 +380,8 @@ async function orchestrate() {
   const lines = [
     `date: ${new Date().toISOString()}`,
     `machine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}; load average at start ${loadAtStart}`,
-    `command: ${serverKind !== "tokenvend" ? `BENCH_SERVER=${serverKind} ` : ""}${serverNodeArgs.length > 0 ? `BENCH_SERVER_NODE_ARGS="${serverNodeArgs.join(" ")}" ` : ""}${flowWindow !== undefined ? `BENCH_FLOW_WINDOW=${flowWindow} ` : ""}npm run bench:watch (${serverKind !== "tokenvend" ? `${serverKind} grpc-js server, not tokenvend; ` : ""}${streams} WatchToken streams of one session in one client process on ${channels} grpc-js channels, opened in batches of ${batch}; ${renewals} StoreUpstreamTokens renewals after ${warmup} untimed, ${pauseMs} ms apart; ${messageKB} KB stream message)`,
+    `command: ${serverKind !== "tokenvend" ? `BENCH_SERVER=${serverKind} ` : ""}BENCH_CLIENT=${clientKind} ${serverNodeArgs.length > 0 ? `BENCH_SERVER_NODE_ARGS="${serverNodeArgs.join(" ")}" ` : ""}${flowWindow !== undefined ? `BENCH_FLOW_WINDOW=${flowWindow} ` : ""}npm run bench:watch (${serverKind !== "tokenvend" ? `${serverKind} grpc-js server, not tokenvend; ` : ""}${streams} WatchToken streams of one session in one ${clientKind === "go" ? "Go" : "Node"} client process on ${channels} HTTP/2 connections, opened in batches of ${batch}; ${renewals} StoreUpstreamTokens renewals after ${warmup} untimed, ${pauseMs} ms apart; ${messageKB} KB stream message)`,
+    `client: ${clientKind === "go" ? "tools/goclient" : "bench/watch-client.ts"} (${clientInfo})`,
     "",
     "| measure | measured | target |",
     "| --- | ---: | ---: |",
@@ -414,6 +435,27 @@ async function orchestrate() {
       `CPU profiles in ${cpuProfDir} (server, pid ${server.pid}) and ${cpuProfDir}/client; phases (profile clock, µs): ramp ${before.monoUs}-${withStreams.monoUs}, timed renewals ${cpu0.monoUs}-${after.monoUs}\n`,
     );
   }
+}
+
+/** The client process, ready for commands once it sends its ReadyReply. */
+async function startClient(settings: ClientSettings): Promise<ChildProcess> {
+  const clientEnv = { ...env, BENCH_WATCH_CLIENT: JSON.stringify(settings) };
+  const profDir = cpuProfDir !== undefined ? `${cpuProfDir}/client` : undefined;
+  if (clientKind === "node") {
+    return fork(fileURLToPath(new URL("./watch-client.ts", import.meta.url)), [], {
+      env: clientEnv,
+      execArgv: profDir !== undefined ? ["--cpu-prof", "--cpu-prof-dir", profDir] : [],
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+  }
+  const { ensureGoClient } = await import("../scripts/tools.ts");
+  const bin = await ensureGoClient();
+  if (profDir !== undefined) mkdirSync(profDir, { recursive: true });
+  return spawn(
+    bin,
+    ["watch", ...(profDir !== undefined ? ["-cpuprofile", `${profDir}/go-client.pprof`] : [])],
+    { env: clientEnv, stdio: ["pipe", "pipe", "inherit"] },
+  );
 }
 
 if (env.BENCH_WATCH_ROLE === "server") await serve();

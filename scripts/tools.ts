@@ -10,8 +10,9 @@
 // A tool is reinstalled only when its pin changes (a stamp file beside it records what was
 // installed) or it is missing, and the Go client is rebuilt only when a hash of its inputs
 // (tools/goclient, proto/, the buf template, the pins) changes, so a cached check spawns no
-// process. Go modules come from the default GOMODCACHE, shared by every checkout on the machine. Several processes may call these
-// at once (engineers share a work tree): one installs under a lock, the others wait for it.
+// process. Go modules come from the default GOMODCACHE, shared by every checkout on the machine.
+// Several processes may call these at once (engineers share a work tree): one installs under a
+// lock, the others wait for it.
 //
 // API:  ensureGoTool(name), ensureGoTools(), ensureGoClient(), ensurePythonVenv(), ensureAllTools(),
 //       toolEnv()

@@ -4,6 +4,9 @@
 //
 //	tokenvend-goclient calls ADDRESS   one call of each kind, answers as one JSON object on
 //	                                   stdout (test/go-client.test.ts checks every value)
+//	tokenvend-goclient watch           the WatchToken benchmark client of bench/watch.ts:
+//	                                   settings in $BENCH_WATCH_CLIENT, JSON-line commands on
+//	                                   stdin, one JSON-line reply each on stdout
 package main
 
 import (
@@ -19,8 +22,10 @@ func main() {
 	switch {
 	case len(os.Args) == 3 && os.Args[1] == "calls":
 		err = runCalls(os.Args[2])
+	case len(os.Args) >= 2 && os.Args[1] == "watch":
+		err = runWatch(os.Args[2:])
 	default:
-		fmt.Fprintln(os.Stderr, "usage: tokenvend-goclient calls ADDRESS")
+		fmt.Fprintln(os.Stderr, "usage: tokenvend-goclient calls ADDRESS | watch [-cpuprofile FILE]")
 		os.Exit(2)
 	}
 	if err != nil {
