@@ -344,6 +344,7 @@ async function orchestrate() {
   const self0 = process.cpuUsage();
   const timed = await command<RenewReply>({ cmd: "renew", count: renewals });
   const after = await sample();
+  const clientAfter = procMemory(client.pid!);
   const selfCpu = process.cpuUsage(self0);
   // CPU the rest of the machine used meanwhile: other work on the same two cores.
   const othersMs =
@@ -403,7 +404,7 @@ async function orchestrate() {
     `| server RSS after renewals | ${mb(after.rss)} MB (${heap(after)}; peak RSS ${mb(after.hwm)} MB) | < ${targetRssMB} MB |`,
     `| other processes' CPU during the timed renewals | ${(othersMs / 1000).toFixed(1)} s of ${((after.monoUs - cpu0.monoUs) / 1e6).toFixed(1)} s wall (2 cores) | ~0 |`,
     `| server CPU per renewal | ${ms(serverCpuPerRenewal)} ms (${((serverCpuPerRenewal * 1000) / Math.max(1, open.opened)).toFixed(1)} µs/stream) | |`,
-    `| client CPU per renewal | ${ms(timed.clientCpuMs / Math.max(1, timed.renewals.length))} ms (client RSS ${mb(clientWithStreams.rss)} MB) | |`,
+    `| client CPU per renewal | ${ms(timed.clientCpuMs / Math.max(1, timed.renewals.length))} ms (client RSS ${mb(clientWithStreams.rss)} MB with streams, peak ${mb(clientAfter.hwm)} MB) | |`,
     `| server streams / watchers after cancel | ${drained.stats.streams} / ${drained.stats.watchers} | 0 / 0 |`,
     "",
     "| renewal | delivered | first ms | p50 ms | p99 ms | last ms | store ack ms |",
