@@ -19,8 +19,9 @@
 // BENCH_TOKEN_CHARS (1024: access and id token size), BENCH_PAUSE_MS (1000
 // between renewals), BENCH_CPU_PROF=<dir> (V8 CPU profiles of the server and, in
 // <dir>/client, of the client, with the phases' times on the profile clock),
-// BENCH_SERVER_NODE_ARGS (extra node flags for the server, e.g.
-// "--max-semi-space-size=4"), BENCH_CLIENT=go|node (go), BENCH_FLOW_WINDOW (the
+// BENCH_SERVER_NODE_ARGS (the server's node flags; default: the V8 heap flags
+// of package.json's `start` script, so the replica runs as `npm start` runs
+// it), BENCH_CLIENT=go|node (go), BENCH_FLOW_WINDOW (the
 // client's HTTP/2 receive windows, connection and stream; default grpc-js 65535
 // bytes, the Go client 64 MiB per connection and 1 MiB per stream, so the
 // server never waits for a WINDOW_UPDATE), BENCH_SERVER=naive|floor (a plain
@@ -59,7 +60,17 @@ const warmup = Number(env.BENCH_WARMUP ?? "1");
 const tokenChars = Number(env.BENCH_TOKEN_CHARS ?? "1024");
 const pauseMs = Number(env.BENCH_PAUSE_MS ?? "1000");
 const cpuProfDir = env.BENCH_CPU_PROF;
-const serverNodeArgs = (env.BENCH_SERVER_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
+/** The V8 heap flags `npm start` gives the service (package.json), e.g. `--max-semi-space-size=4`. */
+function serviceHeapFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    scripts: { start: string };
+  };
+  return pkg.scripts.start.split(/\s+/).filter((a) => /^--max-(semi|old)-space-size=\d+$/.test(a));
+}
+const serverNodeArgs =
+  env.BENCH_SERVER_NODE_ARGS !== undefined
+    ? env.BENCH_SERVER_NODE_ARGS.split(/\s+/).filter(Boolean)
+    : serviceHeapFlags();
 const serverKind =
   env.BENCH_SERVER === "naive" || env.BENCH_SERVER === "floor" ? env.BENCH_SERVER : "tokenvend";
 const flowWindow = env.BENCH_FLOW_WINDOW !== undefined ? Number(env.BENCH_FLOW_WINDOW) : undefined;
@@ -381,7 +392,8 @@ async function orchestrate() {
   const lines = [
     `date: ${new Date().toISOString()}`,
     `machine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}; load average at start ${loadAtStart}`,
-    `command: ${serverKind !== "tokenvend" ? `BENCH_SERVER=${serverKind} ` : ""}BENCH_CLIENT=${clientKind} ${serverNodeArgs.length > 0 ? `BENCH_SERVER_NODE_ARGS="${serverNodeArgs.join(" ")}" ` : ""}${flowWindow !== undefined ? `BENCH_FLOW_WINDOW=${flowWindow} ` : ""}npm run bench:watch (${serverKind !== "tokenvend" ? `${serverKind} grpc-js server, not tokenvend; ` : ""}${streams} WatchToken streams of one session in one ${clientKind === "go" ? "Go" : "Node"} client process on ${channels} HTTP/2 connections, opened in batches of ${batch}; ${renewals} StoreUpstreamTokens renewals after ${warmup} untimed, ${pauseMs} ms apart; ${messageKB} KB stream message)`,
+    `command: ${serverKind !== "tokenvend" ? `BENCH_SERVER=${serverKind} ` : ""}BENCH_CLIENT=${clientKind} ${env.BENCH_SERVER_NODE_ARGS !== undefined ? `BENCH_SERVER_NODE_ARGS="${serverNodeArgs.join(" ")}" ` : ""}${flowWindow !== undefined ? `BENCH_FLOW_WINDOW=${flowWindow} ` : ""}npm run bench:watch (${serverKind !== "tokenvend" ? `${serverKind} grpc-js server, not tokenvend; ` : ""}${streams} WatchToken streams of one session in one ${clientKind === "go" ? "Go" : "Node"} client process on ${channels} HTTP/2 connections, opened in batches of ${batch}; ${renewals} StoreUpstreamTokens renewals after ${warmup} untimed, ${pauseMs} ms apart; ${messageKB} KB stream message)`,
+    `server: node ${[...serverNodeArgs, "…"].join(" ")}${env.BENCH_SERVER_NODE_ARGS === undefined ? " (the heap flags of npm start)" : ""}`,
     `client: ${clientKind === "go" ? "tools/goclient" : "bench/watch-client.ts"} (${clientInfo})`,
     "",
     "| measure | measured | target |",
