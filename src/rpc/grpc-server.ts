@@ -393,8 +393,10 @@ class GrpcSink implements StreamSink<DescMessageShape> {
     this.#direct ??= directStreamOf(this.#call);
     const direct = this.#direct;
     if (direct === undefined) this.#call.write(encode(this.#desc, message), this.#written);
-    // A destroyed stream is being cancelled: the cancel ends this sink.
-    else if (!direct.destroyed) direct.write(framed(this.#desc, message), this.#written);
+    // A stream destroyed or ended under us is being cancelled: the cancel ends this sink.
+    else if (!direct.destroyed && !direct.writableEnded) {
+      direct.write(framed(this.#desc, message), this.#written);
+    }
   }
 
   #sendHeadersOnce(): void {
@@ -433,7 +435,7 @@ class GrpcSink implements StreamSink<DescMessageShape> {
  * writes (both land on the same stream, synchronously). This reads two
  * grpc-js internals, the call's `call.stream` and `call.metadataSent`; when
  * they are not there (another grpc-js version, a server interceptor wrapping
- * the call) the call is written the public way, and test/rpc-transport.test.ts
+ * the call) the call is written the public way, and test/push-stream.test.ts
  * fails if the pinned grpc-js stops offering them.
  */
 export function directStreamOf(
