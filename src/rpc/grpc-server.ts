@@ -40,7 +40,13 @@ import {
 } from "./error-details.ts";
 import { encodeMessage, isFrozen } from "./frozen-message.ts";
 import { GrpcCallContext } from "./grpc-call-context.ts";
-import { type PushStreamImpl, pushStreamOf, type StreamSink } from "./push-stream.ts";
+import {
+  type PushStreamImpl,
+  type PushStreamObservation,
+  type PushStreamObserver,
+  pushStreamOf,
+  type StreamSink,
+} from "./push-stream.ts";
 import { within } from "./within.ts";
 
 /** One service and its implementation, as Connect's `router.service()` takes them. */
@@ -63,6 +69,11 @@ export interface ListenAddress {
 export interface GrpcServiceOptions {
   /** Connect interceptors, first = outermost, exactly as the HTTP listener runs them. */
   readonly interceptors?: readonly Interceptor[];
+  /**
+   * Lets server streams with a push form keep it under interceptors: it must do
+   * for push streams what the interceptors do for streams (the telemetry one's span).
+   */
+  readonly pushStreamObserver?: PushStreamObserver;
   /** Gets the original error of every call that ends INTERNAL; the caller never sees it. */
   readonly onInternalError?: InternalErrorHandler;
   /** Aborting it aborts every call's signal and ends the call at once with the reason
@@ -108,9 +119,11 @@ export function grpcServiceOf<S extends DescService>(
       responseDeserialize: identity,
       originalName: method.localName,
     };
-    // Interceptors see streams as async iterables: the push form only without them.
+    // Interceptors see streams as async iterables: the push form only without
+    // them, or with an observer that stands in for them.
     const push =
-      m.kind === "server_streaming" && (opts.interceptors?.length ?? 0) === 0
+      m.kind === "server_streaming" &&
+      ((opts.interceptors?.length ?? 0) === 0 || opts.pushStreamObserver !== undefined)
         ? pushStreamOf((impl as Record<string, unknown>)[method.localName])
         : undefined;
     handlers[method.name] =
@@ -318,9 +331,19 @@ function servePushStream(
   opts: GrpcServiceOptions,
 ): void {
   const ctx = new GrpcCallContext(call, spec.method, opts.shutdownSignal);
-  const sink = new GrpcSink(call, ctx, spec.method.output, opts);
+  let request: unknown;
   try {
-    push(decode(spec.method.input, call.request), ctx, sink);
+    request = decode(spec.method.input, call.request);
+  } catch (err) {
+    // Not observed: interceptors never see an undecodable request either.
+    new GrpcSink(call, ctx, spec.method.output, opts, undefined).fail(err);
+    return;
+  }
+  const observed = opts.pushStreamObserver?.(ctx);
+  const sink = new GrpcSink(call, ctx, spec.method.output, opts, observed);
+  try {
+    if (observed === undefined) push(request, ctx, sink);
+    else observed.run(() => push(request, ctx, sink));
   } catch (err) {
     sink.fail(err);
   }
@@ -336,6 +359,7 @@ class GrpcSink implements StreamSink<DescMessageShape> {
   readonly #ctx: GrpcCallContext;
   readonly #desc: DescMessage;
   readonly #opts: GrpcServiceOptions;
+  readonly #observed: PushStreamObservation | undefined;
   #finished = false;
   #headersSent = false;
   #writing = false;
@@ -351,7 +375,9 @@ class GrpcSink implements StreamSink<DescMessageShape> {
   };
   readonly #cancelled = () => {
     this.#finished = true;
-    this.#ctx.abort(cancelledByClient());
+    const reason = cancelledByClient();
+    this.#ctx.abort(reason);
+    this.#observed?.end(reason);
   };
 
   constructor(
@@ -359,11 +385,13 @@ class GrpcSink implements StreamSink<DescMessageShape> {
     ctx: GrpcCallContext,
     desc: DescMessage,
     opts: GrpcServiceOptions,
+    observed: PushStreamObservation | undefined,
   ) {
     this.#call = call;
     this.#ctx = ctx;
     this.#desc = desc;
     this.#opts = opts;
+    this.#observed = observed;
     call.on("cancelled", this.#cancelled);
     // Deadline or shutdown: end now; the handler learns it from its signal.
     ctx.onAbort = (reason) => this.#finish(asWireError(reason, call.getPath(), opts));
@@ -421,6 +449,7 @@ class GrpcSink implements StreamSink<DescMessageShape> {
       if (err === undefined) call.end(trailer !== undefined ? toMetadata(trailer) : undefined);
       else call.emit("error", toServiceError(err, trailer));
     }
+    this.#observed?.end(err);
     // Completion aborts the signal too, as on Connect: the handler lets go.
     this.#ctx.abort();
   }
@@ -662,6 +691,8 @@ export interface GrpcServerOptions<T extends readonly DescService[]> {
   /** Largest request message accepted; larger ones get RESOURCE_EXHAUSTED. Default 128 KiB. */
   readonly maxReceiveMessageBytes?: number;
   readonly interceptors?: readonly Interceptor[];
+  /** See GrpcServiceOptions.pushStreamObserver. */
+  readonly pushStreamObserver?: PushStreamObserver;
   readonly onInternalError?: InternalErrorHandler;
   /** Default insecure; TLS or mTLS with grpc.ServerCredentials.createSsl(). */
   readonly credentials?: grpc.ServerCredentials;
@@ -709,6 +740,9 @@ export function createGrpcServer<const T extends readonly DescService[]>(
     const { definition, handlers } = grpcServiceOf(s.desc, s.impl, {
       shutdownSignal: shutdownSignal.signal,
       ...(opts.interceptors !== undefined ? { interceptors: opts.interceptors } : {}),
+      ...(opts.pushStreamObserver !== undefined
+        ? { pushStreamObserver: opts.pushStreamObserver }
+        : {}),
       ...(opts.onInternalError !== undefined ? { onInternalError: opts.onInternalError } : {}),
     });
     server.addService(definition, handlers);

@@ -1,6 +1,7 @@
 // A server-streaming handler may come in a second, push form beside its async
 // generator: it gets a sink and calls send() per message. The gRPC listener
-// uses it when no interceptor needs the iterable form, so a stream costs one
+// uses it when no interceptor needs the iterable form (or an observer does for
+// push streams what the interceptors do for streams), so a stream costs one
 // small object and a message one call, instead of a chain of async generators
 // and a few promises per message (what 10,000 WatchToken streams pay for).
 // Push streams deliver the latest value: a message not yet written when a
@@ -16,6 +17,20 @@ export interface StreamSink<O> {
 }
 
 export type PushStreamImpl<I, O> = (request: I, ctx: HandlerContext, sink: StreamSink<O>) => void;
+
+/** What an observer does for one push stream (telemetry: its span and duration). */
+export interface PushStreamObservation {
+  /** Runs the handler's push call: what it starts (subscriptions) runs in this context. */
+  run<T>(fn: () => T): T;
+  /** Called once with the final status: undefined for OK, else the wire error (CANCELLED too). */
+  end(error: ConnectError | undefined): void;
+}
+
+/**
+ * Watches push streams the way interceptors watch a stream's iterable: the
+ * gRPC listener keeps the push form under interceptors only when given one.
+ */
+export type PushStreamObserver = (ctx: HandlerContext) => PushStreamObservation;
 
 const pushKey = Symbol("tokenvend.pushStream");
 
