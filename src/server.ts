@@ -24,7 +24,7 @@ import {
   teeMeter,
   attr as telemetryAttr,
 } from "./telemetry/metrics.ts";
-import { createRpcTelemetryInterceptor } from "./telemetry/rpc-interceptor.ts";
+import { createRpcTelemetry } from "./telemetry/rpc-interceptor.ts";
 
 export interface StartServerOptions {
   readonly config: Config;
@@ -88,11 +88,13 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     meterProviders.length > 0
       ? teeMeter(meterProviders.map((p) => p.getMeter(instrumentationScope)))
       : undefined;
-  // Telemetry off: no interceptor at all, so the gRPC listener keeps its fast path.
-  const interceptors =
+  // Telemetry off: no interceptor at all. On: its push-stream observer keeps
+  // WatchToken on the gRPC listener's push path all the same.
+  const rpcTelemetry =
     opts.telemetry !== undefined || prometheus !== undefined
-      ? [createRpcTelemetryInterceptor({ tracer, metrics: createRpcMetrics(meter ?? noopMeter) })]
-      : [];
+      ? createRpcTelemetry({ tracer, metrics: createRpcMetrics(meter ?? noopMeter) })
+      : undefined;
+  const interceptors = rpcTelemetry !== undefined ? [rpcTelemetry.interceptor] : [];
   const sweepMetrics = createSweepMetrics(meter ?? noopMeter);
   const vendor = createTokenVendor({
     store,
@@ -126,7 +128,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     services,
     reflectionDescriptorSet: readFileSync(descriptorSetPath),
     onInternalError,
-    ...(interceptors.length > 0 ? { interceptors } : {}),
+    ...(rpcTelemetry !== undefined
+      ? { interceptors, pushStreamObserver: rpcTelemetry.pushStreamObserver }
+      : {}),
   });
   opts.configureGrpc?.(grpc.server);
   const http = createHttpServer({

@@ -3,10 +3,16 @@
 // the newest message rather than a backlog, the end status follows the last
 // message, and the direct write path (one shared frame per message, written
 // straight to the HTTP/2 stream) still finds the grpc-js internals it needs.
+// Under the telemetry interceptor, the push form is kept only with the
+// telemetry's push-stream observer, and gives the span and the metric the
+// interceptor gives the async generator form, status for status.
 
+import "./support/otel.ts";
+import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import test from "ava";
 import {
   RenewalReason,
@@ -16,9 +22,16 @@ import {
   WatchTokenResponseSchema,
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import { freeze } from "../src/rpc/frozen-message.ts";
-import { createGrpcServer, directStreamOf } from "../src/rpc/grpc-server.ts";
+import {
+  createGrpcServer,
+  directStreamOf,
+  type GrpcServerOptions,
+} from "../src/rpc/grpc-server.ts";
 import { type StreamSink, withPushStream } from "../src/rpc/push-stream.ts";
+import { createRpcMetrics } from "../src/telemetry/metrics.ts";
+import { createRpcTelemetry } from "../src/telemetry/rpc-interceptor.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
+import { countOf, createTestMeter, finishedSpans, points, tracerProvider } from "./support/otel.ts";
 
 const immediate = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -37,15 +50,32 @@ interface Script {
   chars?: number;
   /** How the stream ends after them. */
   end?: ConnectError;
+  /** Instead of ending, waits for the call's signal (the client cancels). */
+  hold?: boolean;
 }
 
-/** A WatchToken whose push form follows the script named by the request's grant. */
-function serverFor(scripts: Record<string, Script>, sent: Map<string, number>) {
+type Listener = Pick<GrpcServerOptions<[]>, "interceptors" | "pushStreamObserver">;
+
+/**
+ * A WatchToken whose two forms follow the script named by the request's grant,
+ * and say which of them ran and the span active when it started.
+ */
+function serverFor(
+  scripts: Record<string, Script>,
+  sent: Map<string, number>,
+  ran: string[],
+  listener: Listener,
+) {
+  const started = (form: string) =>
+    ran.push(`${form} ${trace.getActiveSpan()?.spanContext().spanId ?? "no span"}`);
+  const signalled = (ctx: HandlerContext) =>
+    new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
   const push = (
     req: { target: { case?: string; value?: unknown } },
-    _ctx: unknown,
+    ctx: HandlerContext,
     sink: StreamSink<WatchTokenResponse>,
   ) => {
+    started("push");
     const name = String(req.target.value);
     const s = scripts[name]!;
     void (async () => {
@@ -54,32 +84,39 @@ function serverFor(scripts: Record<string, Script>, sent: Map<string, number>) {
         sent.set(name, g);
         await immediate();
       }
+      if (s.hold === true) await signalled(ctx);
       sink.end(s.end);
     })();
   };
   const impl: Partial<ServiceImpl<typeof TokenService>> = {
-    watchToken: withPushStream(async function* watchToken() {
-      yield* [];
-      throw new ConnectError("only the push form is mounted here", Code.Internal);
+    watchToken: withPushStream(async function* watchToken(req, ctx) {
+      started("generator");
+      const s = scripts[String(req.target.value)]!;
+      for (let g = 1; g <= s.count; g++) yield message(g, s.chars);
+      if (s.hold === true) await signalled(ctx);
+      if (s.end !== undefined) throw s.end;
     }, push),
   };
-  return createGrpcServer({ services: [{ desc: TokenService, impl }] });
+  return createGrpcServer({ services: [{ desc: TokenService, impl }], ...listener });
 }
 
-async function open(scripts: Record<string, Script>) {
+async function open(scripts: Record<string, Script>, listener: Listener = {}) {
   const sent = new Map<string, number>();
-  const server = serverFor(scripts, sent);
+  const ran: string[] = [];
+  const server = serverFor(scripts, sent, ran, listener);
   const { port } = await server.listen("127.0.0.1:0");
   const client = createGrpcJsClient(TokenService, `127.0.0.1:${port}`);
-  const watch = (grant: string) =>
+  const watch = (grant: string, metadata: Record<string, string> = {}) =>
     client.stream(
       "WatchToken",
       WatchTokenRequestSchema,
       WatchTokenResponseSchema,
       create(WatchTokenRequestSchema, { target: { case: "grant", value: grant } }),
+      { metadata },
     );
   return {
     sent,
+    ran,
     watch,
     close: async () => {
       client.close();
@@ -103,6 +140,7 @@ test("every message arrives in order and intact, then OK", async (t) => {
       (_, i) => `${i + 1} 2000 ${i === 0 ? RenewalReason.INITIAL : RenewalReason.STORED}`,
     ),
   );
+  t.deepEqual(s.ran, ["push no span"]);
 });
 
 test("an error end comes after the messages, with its code", async (t) => {
@@ -190,3 +228,145 @@ test("the direct write path still finds grpc-js's call.stream and metadataSent",
   // The frame written straight to the HTTP/2 stream reaches the client as a message.
   t.deepEqual(got, ["a", "b"]);
 });
+
+/**
+ * One traced WatchToken following `script` on a listener with the telemetry
+ * interceptor, and with its push-stream observer or without: what the client
+ * got, which form ran, the stream's server span and the duration metric.
+ */
+async function tracedWatch(script: Script, observed: boolean, cancelAfterFirst = false) {
+  const meter = createTestMeter();
+  const telemetry = createRpcTelemetry({
+    tracer: tracerProvider.getTracer("test"),
+    metrics: createRpcMetrics(meter.meterProvider.getMeter("test")),
+  });
+  const s = await open(
+    { it: script },
+    {
+      interceptors: [telemetry.interceptor],
+      ...(observed ? { pushStreamObserver: telemetry.pushStreamObserver } : {}),
+    },
+  );
+  try {
+    const traceId = randomBytes(16).toString("hex");
+    const callerSpanId = randomBytes(8).toString("hex");
+    const w = s.watch("it", { traceparent: `00-${traceId}-${callerSpanId}-01` });
+    const got: bigint[] = [];
+    let code = grpc.status.OK;
+    try {
+      for await (const m of w.messages) {
+        got.push(m.credential!.generation);
+        if (cancelAfterFirst) w.cancel();
+      }
+    } catch (err) {
+      code = (err as GrpcCallError).code;
+    }
+    // The server learns of a cancel a little later than the client.
+    for (let i = 0; i < 500 && finishedSpans(traceId).length === 0; i++) await immediate();
+    const spans = finishedSpans(traceId);
+    if (spans.length !== 1) throw new Error(`expected the stream's span, got ${spans.length}`);
+    const span = spans[0]!;
+    const m = await meter.collect();
+    return {
+      got,
+      code,
+      // The form that ran, and whether the server span was active when it started.
+      ran: s.ran.map((r) => r.replace(span.spanContext().spanId, "in the server span")),
+      span: {
+        name: span.name,
+        kind: span.kind,
+        continuesCaller: span.parentSpanContext?.spanId === callerSpanId,
+        attributes: span.attributes,
+        status: span.status,
+        events: span.events.map((e) => [e.name, e.attributes]),
+      },
+      durations: points(m, "rpc.server.call.duration").map((p) => p.attributes),
+      samples: countOf(m, "rpc.server.call.duration"),
+    };
+  } finally {
+    await s.close();
+  }
+}
+
+const watchMethod = "tokenvend.v1.TokenService/WatchToken";
+
+for (const [title, script, cancel, expected] of [
+  [
+    "OK",
+    { count: 2 },
+    false,
+    { code: grpc.status.OK, status: "OK", grpcCode: 0, error: undefined, got: [1n, 2n] },
+  ],
+  [
+    "an expected error end (NOT_FOUND)",
+    { count: 2, end: new ConnectError("token revoked", Code.NotFound) },
+    false,
+    {
+      code: grpc.status.NOT_FOUND,
+      status: "NOT_FOUND",
+      grpcCode: 5,
+      error: undefined,
+      got: [1n, 2n],
+    },
+  ],
+  [
+    "a server fault (UNAVAILABLE)",
+    { count: 1, end: new ConnectError("provider unreachable", Code.Unavailable) },
+    false,
+    {
+      code: grpc.status.UNAVAILABLE,
+      status: "UNAVAILABLE",
+      grpcCode: 14,
+      error: "provider unreachable",
+      got: [1n],
+    },
+  ],
+  [
+    "a client cancel",
+    { count: 1, hold: true },
+    true,
+    { code: grpc.status.CANCELLED, status: "CANCELLED", grpcCode: 1, error: undefined, got: [1n] },
+  ],
+] as const) {
+  test(`with telemetry, the observer keeps the push form and traces it as the interceptor traces the generator: ${title}`, async (t) => {
+    const pushed = await tracedWatch(script, true, cancel);
+    const generated = await tracedWatch(script, false, cancel);
+    // Without the observer the interceptor takes the generator form; with it, the push form.
+    t.deepEqual(generated.ran, ["generator in the server span"]);
+    t.deepEqual(pushed.ran, ["push in the server span"]);
+    const { ran: _p, ...push } = pushed;
+    const { ran: _g, ...generator } = generated;
+    t.deepEqual(push, generator);
+    const statusAttrs = {
+      "rpc.system.name": "grpc",
+      "rpc.method": watchMethod,
+      "rpc.status_code": expected.status,
+      ...(expected.error !== undefined ? { "error.type": expected.status } : {}),
+    };
+    t.deepEqual(push, {
+      got: [...expected.got],
+      code: expected.code,
+      span: {
+        name: watchMethod,
+        kind: SpanKind.SERVER,
+        continuesCaller: true,
+        attributes: { ...statusAttrs, "rpc.grpc.status_code": expected.grpcCode },
+        status:
+          expected.error !== undefined
+            ? { code: SpanStatusCode.ERROR, message: expected.error }
+            : { code: SpanStatusCode.UNSET },
+        events:
+          expected.error !== undefined
+            ? [
+                [
+                  "exception",
+                  { "exception.type": expected.status, "exception.message": expected.error },
+                ],
+              ]
+            : [],
+      },
+      durations: [statusAttrs],
+      samples: 1,
+    });
+  });
+}

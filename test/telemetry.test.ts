@@ -25,6 +25,7 @@ import {
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import { parseConfig } from "../src/config.ts";
 import { sessionKey, type TokenKey } from "../src/core/token.ts";
+import type { TokenVendor } from "../src/core/token-vendor.ts";
 import { startLocalIdp } from "../src/dev/local-idp.ts";
 import { createLogger } from "../src/log.ts";
 import { startServer } from "../src/server.ts";
@@ -107,6 +108,26 @@ const tokenRequests = (spans: ReadableSpan[]) =>
       s.attributes["url.path"] === "/token" &&
       s.attributes["http.request.method"] === "POST",
   );
+
+/**
+ * Counts the vendor calls that say which form of WatchToken ran: the async
+ * generator reads vendor.watch (which subscribes), the push form subscribes.
+ */
+function countWatchForms(vendor: TokenVendor) {
+  const n = { watch: 0, subscribe: 0 };
+  const { watch, subscribe } = vendor;
+  Object.assign(vendor, {
+    watch(...args: Parameters<typeof watch>) {
+      n.watch++;
+      return watch.apply(vendor, args);
+    },
+    subscribe(...args: Parameters<typeof subscribe>) {
+      n.subscribe++;
+      return subscribe.apply(vendor, args);
+    },
+  } satisfies Pick<TokenVendor, "watch" | "subscribe">);
+  return n;
+}
 
 async function until(what: string, ok: () => boolean, ms = 5000) {
   const end = Date.now() + ms;
@@ -307,7 +328,7 @@ test.serial(
 );
 
 test.serial(
-  "a stream: the background renewal is a trace of its own, linked from the push it caused; no orphan spans",
+  "a stream on the gRPC listener keeps the push form: the background renewal is a trace of its own, linked from the push it caused; no orphan spans",
   async (t) => {
     const { s, meter } = await telemetryStack({ lifetime: { freshness: 0.1, clockSkew: "1s" } });
     t.teardown(s.stop);
@@ -315,6 +336,7 @@ test.serial(
     keep(minted.accessToken, minted.refreshToken, minted.idToken);
     await s.store("sess-watch", minted, 10);
     spanExporter.reset();
+    const forms = countWatchForms(s.server.vendor);
 
     const traceId = hex(16);
     const callerSpanId = hex(8);
@@ -332,6 +354,7 @@ test.serial(
     const it = stream.messages[Symbol.asyncIterator]();
     const first = await it.next();
     t.is(first.value?.reason, RenewalReason.INITIAL);
+    t.deepEqual(forms, { watch: 0, subscribe: 1 }, "the push form, with telemetry on");
     const second = await it.next();
     t.is(second.value?.reason, RenewalReason.REFRESHED);
     keep(first.value?.credential?.accessToken, second.value?.credential?.accessToken);
@@ -397,6 +420,26 @@ test.serial(
     t.is(sumOf(m2, "tokenvend.streams.active"), 0);
     t.is(sumOf(m2, "tokenvend.watchers.active"), 0);
     t.is(countOf(m2, "rpc.server.call.duration", { "rpc.status_code": "CANCELLED" }), 1);
+
+    // The HTTP listener keeps the generator form under the interceptor: same span.
+    const httpTraceId = hex(16);
+    const abort = new AbortController();
+    const httpStream = createClient(
+      TokenService,
+      createGrpcTransport({ baseUrl: s.httpUrl }),
+    ).watchToken(
+      { target: { case: "session", value: { sessionId: "sess-watch", provider: "idp" } } },
+      { headers: { traceparent: traceparent(httpTraceId, hex(8)) }, signal: abort.signal },
+    );
+    const httpIt = httpStream[Symbol.asyncIterator]();
+    t.is((await httpIt.next()).value?.reason, RenewalReason.INITIAL);
+    t.deepEqual(forms, { watch: 1, subscribe: 2 }, "the generator form on the HTTP listener");
+    abort.abort();
+    await t.throwsAsync(httpIt.next());
+    await until("the HTTP stream's server span", () => finishedSpans(httpTraceId).length > 0);
+    const httpServer = one(finishedSpans(httpTraceId), "tokenvend.v1.TokenService/WatchToken");
+    t.deepEqual(httpServer.attributes, server.attributes);
+    t.deepEqual(httpServer.status, server.status);
   },
 );
 

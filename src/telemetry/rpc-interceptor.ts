@@ -4,7 +4,9 @@
 // are the same Headers here), is named by method, carries the stable rpc.*
 // attributes and the gRPC status, and is active for everything the handler
 // does: for a stream, every pull of the next message re-enters it, so work
-// done while streaming (pushes, refreshes) joins the stream's trace.
+// done while streaming (pushes, refreshes) joins the stream's trace. Push
+// streams on the gRPC listener, which no interceptor sees, get the same span
+// and sample from its push-stream observer instead.
 // As gRPC's semantic conventions say, only server-side failures (UNKNOWN,
 // DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS) mark the
 // span as an error; NOT_FOUND for an unknown session is an answer, not a fault.
@@ -14,9 +16,11 @@ import {
   type Attributes,
   type Context,
   context,
+  type Histogram,
   ProxyTracerProvider,
   propagation,
   ROOT_CONTEXT,
+  type Span,
   SpanKind,
   type TextMapGetter,
   type TextMapPropagator,
@@ -24,6 +28,7 @@ import {
   trace,
 } from "@opentelemetry/api";
 import { toWireError } from "../rpc/error-details.ts";
+import type { PushStreamObservation, PushStreamObserver } from "../rpc/push-stream.ts";
 import { type DescribeError, recordError } from "./instrument.ts";
 import type { RpcMetrics } from "./metrics.ts";
 
@@ -89,19 +94,75 @@ const describeWireError: DescribeError = (err) => {
   };
 };
 
-export function createRpcTelemetryInterceptor(opts: RpcTelemetryOptions): Interceptor {
-  const { tracer } = opts;
-  const duration = opts.metrics.callDuration;
-  const extract = (carrier: Headers): Context =>
-    opts.propagator !== undefined
-      ? opts.propagator.extract(ROOT_CONTEXT, carrier, headerGetter)
-      : propagation.extract(ROOT_CONTEXT, carrier, headerGetter);
+/** Telemetry for RPCs: the interceptor, and its stand-in for push streams. */
+export interface RpcTelemetry {
+  readonly interceptor: Interceptor;
+  /**
+   * The same span and sample for a push stream on the gRPC listener, which
+   * the interceptor does not see: give it next to the interceptor there.
+   */
+  readonly pushStreamObserver: PushStreamObserver;
+}
 
+export function createRpcTelemetry(opts: RpcTelemetryOptions): RpcTelemetry {
+  const rpc = new RpcSpans(opts);
+  return {
+    interceptor: (next) => async (req) => {
+      const call = rpc.start(req.service.typeName, req.method.name, req.header);
+      const end = (err: unknown) =>
+        call.end(
+          err === undefined
+            ? undefined
+            : err === cancelled
+              ? cancelledError
+              : toWireError(err, call.method, req.signal, undefined),
+        );
+      let res: Awaited<ReturnType<typeof next>>;
+      try {
+        res = await context.with(call.active, next, undefined, req);
+      } catch (err) {
+        end(err);
+        throw err;
+      }
+      if (!res.stream) {
+        end(undefined);
+        return res;
+      }
+      return { ...res, message: traced(res.message, call.active, end, req.signal) };
+    },
+    pushStreamObserver: (ctx) =>
+      rpc.start(ctx.service.typeName, ctx.method.name, ctx.requestHeader),
+  };
+}
+
+/** What every RPC's span and sample share: tracer, histogram, propagation, attribute sets. */
+class RpcSpans {
+  readonly tracer: Tracer | undefined;
+  readonly duration: Histogram;
+  readonly #propagator: TextMapPropagator | undefined;
   // Attribute sets are few (system x method x status): built once, not per call.
-  const attrCache = new Map<string, Attributes>();
-  const attrsOf = (system: string, method: string, code: number | undefined): Attributes => {
+  readonly #attrs = new Map<string, Attributes>();
+
+  constructor(opts: RpcTelemetryOptions) {
+    this.tracer = opts.tracer;
+    this.duration = opts.metrics.callDuration;
+    this.#propagator = opts.propagator;
+  }
+
+  /** Starts one RPC's server span, continuing the caller's trace. */
+  start(service: string, methodName: string, header: Headers): RpcCall {
+    return new RpcCall(this, `${service}/${methodName}`, header);
+  }
+
+  extract(carrier: Headers): Context {
+    return this.#propagator !== undefined
+      ? this.#propagator.extract(ROOT_CONTEXT, carrier, headerGetter)
+      : propagation.extract(ROOT_CONTEXT, carrier, headerGetter);
+  }
+
+  attrsOf(system: string, method: string, code: number | undefined): Attributes {
     const key = `${system} ${method} ${code ?? ""}`;
-    let a = attrCache.get(key);
+    let a = this.#attrs.get(key);
     if (a === undefined) {
       const name = code !== undefined ? (grpcStatusNames[code] ?? "UNKNOWN") : undefined;
       a = Object.freeze({
@@ -110,55 +171,52 @@ export function createRpcTelemetryInterceptor(opts: RpcTelemetryOptions): Interc
         ...(name !== undefined ? { "rpc.status_code": name } : {}),
         ...(name !== undefined && serverFaults.has(code as Code) ? { "error.type": name } : {}),
       });
-      attrCache.set(key, a);
+      this.#attrs.set(key, a);
     }
     return a;
-  };
+  }
+}
 
-  return (next) => async (req) => {
-    const startedAt = performance.now();
-    const method = `${req.service.typeName}/${req.method.name}`;
+/** One RPC's server span, active for its work, ended once with its wire status. */
+class RpcCall implements PushStreamObservation {
+  readonly method: string;
+  readonly active: Context;
+  readonly #rpc: RpcSpans;
+  readonly #system: string;
+  readonly #span: Span;
+  readonly #startedAt = performance.now();
+  #ended = false;
+
+  constructor(rpc: RpcSpans, method: string, header: Headers) {
+    this.#rpc = rpc;
+    this.method = method;
     // The gRPC listener's metadata has no content-type: it is gRPC.
-    const contentType = req.header.get("content-type") ?? "application/grpc";
-    const system = contentType.startsWith("application/grpc") ? "grpc" : "connectrpc";
-    const parent = tracer !== undefined ? extract(req.header) : ROOT_CONTEXT;
-    const span = (tracer ?? noopTracer).startSpan(
+    const contentType = header.get("content-type") ?? "application/grpc";
+    this.#system = contentType.startsWith("application/grpc") ? "grpc" : "connectrpc";
+    const parent = rpc.tracer !== undefined ? rpc.extract(header) : ROOT_CONTEXT;
+    this.#span = (rpc.tracer ?? noopTracer).startSpan(
       method,
-      { kind: SpanKind.SERVER, attributes: attrsOf(system, method, undefined) },
+      { kind: SpanKind.SERVER, attributes: rpc.attrsOf(this.#system, method, undefined) },
       parent,
     );
-    const active = trace.setSpan(parent, span);
-    let ended = false;
-    const end = (err: unknown) => {
-      if (ended) return;
-      ended = true;
-      let code = Code.Canceled as number;
-      if (err === undefined) {
-        code = 0;
-        span.setAttributes(okSpanAttrs);
-      } else {
-        const wire =
-          err === cancelled ? cancelledError : toWireError(err, method, req.signal, undefined);
-        code = wire.code;
-        recordError(span, wire, describeWireError);
-      }
-      span.end();
-      duration.record((performance.now() - startedAt) / 1000, attrsOf(system, method, code));
-    };
+    this.active = trace.setSpan(parent, this.#span);
+  }
 
-    let res: Awaited<ReturnType<typeof next>>;
-    try {
-      res = await context.with(active, next, undefined, req);
-    } catch (err) {
-      end(err);
-      throw err;
-    }
-    if (!res.stream) {
-      end(undefined);
-      return res;
-    }
-    return { ...res, message: traced(res.message, active, end, req.signal) };
-  };
+  run<T>(fn: () => T): T {
+    return context.with(this.active, fn);
+  }
+
+  end(wire: ConnectError | undefined): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    if (wire === undefined) this.#span.setAttributes(okSpanAttrs);
+    else recordError(this.#span, wire, describeWireError);
+    this.#span.end();
+    this.#rpc.duration.record(
+      (performance.now() - this.#startedAt) / 1000,
+      this.#rpc.attrsOf(this.#system, this.method, wire?.code ?? 0),
+    );
+  }
 }
 
 /** Ends a stream that its caller stopped pulling (cancel, deadline, shutdown). */
