@@ -2,9 +2,10 @@
 // delivery to slow subscribers, and nothing left behind by churn.
 
 import { setTimeout as sleep } from "node:timers/promises";
+import { status } from "@grpc/grpc-js";
 import test from "ava";
 import { RenewalReason } from "../gen/tokenvend/v1/token_service_pb.js";
-import { startStack } from "./support/stack.ts";
+import { grpcFailure, startStack } from "./support/stack.ts";
 
 const target = (sessionId: string) => ({
   target: { case: "session" as const, value: { sessionId, provider: "idp" } },
@@ -68,4 +69,49 @@ test("1,000 subscribe/cancel cycles leave no stream, watcher or timer behind", a
     { streams: st.streams, watchers: st.watchers, timers: st.timers },
     { streams: 0, watchers: 0, timers: 0 },
   );
+});
+
+test("a stream that cannot start ends with its code and ErrorInfo on the gRPC listener, and the server keeps serving", async (t) => {
+  const s = await startStack();
+  t.teardown(s.stop);
+  await s.store("sess-bound", await s.mint(), 300);
+  const firstError = async (req: Parameters<typeof s.client.watch>[0]) => {
+    const w = s.client.watch(req);
+    const err = await t.throwsAsync(async () => {
+      for await (const _ of w.messages) t.fail("no message expected");
+    });
+    return grpcFailure(err);
+  };
+  t.deepEqual(await firstError({}), {
+    code: status.INVALID_ARGUMENT,
+    reason: "INVALID_ARGUMENT",
+    fields: ["target"],
+  });
+  t.deepEqual(
+    await firstError({
+      target: { case: "session", value: { sessionId: "sess-none", provider: "idp" } },
+    }),
+    { code: status.NOT_FOUND, reason: "SESSION_NOT_FOUND", fields: [] },
+  );
+  t.deepEqual(
+    await firstError({
+      target: {
+        case: "session",
+        value: { sessionId: "sess-bound", provider: "idp", expectedSubject: "someone-else" },
+      },
+    }),
+    { code: status.PERMISSION_DENIED, reason: "INVALID_BINDING", fields: [] },
+  );
+  t.deepEqual(await firstError({ target: { case: "grant", value: "nope" } }), {
+    code: status.NOT_FOUND,
+    reason: "GRANT_NOT_FOUND",
+    fields: ["grant"],
+  });
+  // None of the failed streams holds a slot, and streams are still served.
+  t.is(s.server.vendor.stats().streams, 0);
+  const ok = s.client.watch(target("sess-bound"));
+  const first = await ok.messages[Symbol.asyncIterator]().next();
+  t.is(first.value?.credential?.generation, 1n);
+  t.is(s.server.vendor.stats().streams, 1);
+  ok.cancel();
 });
