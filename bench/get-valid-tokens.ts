@@ -23,6 +23,7 @@ import { parseConfig } from "../src/config.ts";
 import { startLocalIdp } from "../src/dev/local-idp.ts";
 import { toCredential } from "../src/rpc/token-service.ts";
 import { startServer } from "../src/server.ts";
+import { benchTelemetry } from "./telemetry.ts";
 
 const run = promisify(execFile);
 const calls = process.env.BENCH_CALLS ?? "30000";
@@ -220,37 +221,4 @@ for (const { name, r } of rows) {
     );
     process.exitCode = 1;
   }
-}
-
-/** What the SDK sets up under OTEL_*, with an exporter that drops the spans. */
-async function benchTelemetry() {
-  const { context, propagation, trace } = await import("@opentelemetry/api");
-  const { AsyncLocalStorageContextManager } = await import("@opentelemetry/context-async-hooks");
-  const { W3CTraceContextPropagator } = await import("@opentelemetry/core");
-  const { BatchSpanProcessor, TracerProvider } = await import("@opentelemetry/sdk-trace");
-  const {
-    MeterProvider,
-    PeriodicExportingMetricReader,
-    InMemoryMetricExporter,
-    AggregationTemporality,
-  } = await import("@opentelemetry/sdk-metrics");
-  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-  const tracerProvider = new TracerProvider({
-    spanProcessors: [
-      new BatchSpanProcessor({
-        exporter: { export: (_spans, done) => done({ code: 0 }), shutdown: async () => {} },
-      }),
-    ],
-  });
-  trace.setGlobalTracerProvider(tracerProvider);
-  const meterProvider = new MeterProvider({
-    readers: [
-      new PeriodicExportingMetricReader({
-        exporter: new InMemoryMetricExporter(AggregationTemporality.DELTA),
-        exportIntervalMillis: 10_000,
-      }),
-    ],
-  });
-  return { tracerProvider, meterProvider };
 }

@@ -25,7 +25,9 @@
 // client's HTTP/2 receive windows, connection and stream; default grpc-js 65535
 // bytes, the Go client 64 MiB per connection and 1 MiB per stream, so the
 // server never waits for a WINDOW_UPDATE), BENCH_SERVER=naive|floor (a plain
-// grpc-js server instead of tokenvend, to compare: see startNaive). With
+// grpc-js server instead of tokenvend, to compare: see startNaive),
+// BENCH_TELEMETRY=1 (tokenvend with telemetry on, as under OTEL_*: a server
+// span per stream and a push span per message, exported nowhere). With
 // BENCH_CPU_PROF the Go client writes <dir>/client/go-client.pprof.
 
 import { type ChildProcess, fork, spawn } from "node:child_process";
@@ -121,7 +123,11 @@ async function startTokenvend(): Promise<BenchServer> {
     },
     { env: {}, readFile: () => "" },
   );
-  const server = await startServer({ config });
+  const telemetry =
+    env.BENCH_TELEMETRY === "1"
+      ? await (await import("./telemetry.ts")).benchTelemetry()
+      : undefined;
+  const server = await startServer({ config, ...(telemetry !== undefined ? { telemetry } : {}) });
   return {
     port: server.grpcPort,
     stats: () => {
@@ -392,7 +398,7 @@ async function orchestrate() {
   const lines = [
     `date: ${new Date().toISOString()}`,
     `machine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}; load average at start ${loadAtStart}`,
-    `command: ${serverKind !== "tokenvend" ? `BENCH_SERVER=${serverKind} ` : ""}BENCH_CLIENT=${clientKind} ${env.BENCH_SERVER_NODE_ARGS !== undefined ? `BENCH_SERVER_NODE_ARGS="${serverNodeArgs.join(" ")}" ` : ""}${flowWindow !== undefined ? `BENCH_FLOW_WINDOW=${flowWindow} ` : ""}npm run bench:watch (${serverKind !== "tokenvend" ? `${serverKind} grpc-js server, not tokenvend; ` : ""}${streams} WatchToken streams of one session in one ${clientKind === "go" ? "Go" : "Node"} client process on ${channels} HTTP/2 connections, opened in batches of ${batch}; ${renewals} StoreUpstreamTokens renewals after ${warmup} untimed, ${pauseMs} ms apart; ${messageKB} KB stream message)`,
+    `command: ${env.BENCH_TELEMETRY === "1" ? "BENCH_TELEMETRY=1 " : ""}${serverKind !== "tokenvend" ? `BENCH_SERVER=${serverKind} ` : ""}BENCH_CLIENT=${clientKind} ${env.BENCH_SERVER_NODE_ARGS !== undefined ? `BENCH_SERVER_NODE_ARGS="${serverNodeArgs.join(" ")}" ` : ""}${flowWindow !== undefined ? `BENCH_FLOW_WINDOW=${flowWindow} ` : ""}npm run bench:watch (${serverKind !== "tokenvend" ? `${serverKind} grpc-js server, not tokenvend; ` : ""}${streams} WatchToken streams of one session in one ${clientKind === "go" ? "Go" : "Node"} client process on ${channels} HTTP/2 connections, opened in batches of ${batch}; ${renewals} StoreUpstreamTokens renewals after ${warmup} untimed, ${pauseMs} ms apart; ${messageKB} KB stream message)`,
     `server: node ${[...serverNodeArgs, "…"].join(" ")}${env.BENCH_SERVER_NODE_ARGS === undefined ? " (the heap flags of npm start)" : ""}`,
     `client: ${clientKind === "go" ? "tools/goclient" : "bench/watch-client.ts"} (${clientInfo})`,
     "",
