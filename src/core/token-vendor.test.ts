@@ -1587,6 +1587,33 @@ test("a dead claim is taken over once its lease has passed, not before", async (
   noSurprises(t, h);
 });
 
+test("a generation another replica stored, adopted through the sync while this one waited on its claim, is taken without redeeming it again", async (t) => {
+  const h = setup({ extra: { claimPollMs: 50, syncIntervalMs: 20, replicaId: "replica-a" } });
+  // Expired from the start: a 20 ms sync over an hour of fake time would be 180,000 timers.
+  await seed(h, { issuedAt: T0 - hour, expiresAt: T0 });
+  const key = sessionKey("s1", "idp");
+  const theirs = { key, generation: 1, owner: "replica-b", leaseUntil: T0 + 30_000 };
+  await h.store.claim(theirs);
+  const p = h.vendor.getValidTokens(q);
+  await h.clock.advance(1);
+  // Replica B renews, stores generation 2 and lets go of its claim.
+  await h.store.insert({
+    key,
+    generation: 2,
+    reason: "refreshed",
+    tokens: tokens({ accessToken: "at-b", issuedAt: T0, expiresAt: T0 + hour }),
+  });
+  await h.store.releaseClaim(theirs);
+  // The sync brings generation 2 into the cache before the refresh looks again.
+  await h.clock.advance(20);
+  await h.clock.advance(50);
+  const r = await p;
+  t.is(r.generation, 2);
+  t.is(r.tokens.accessToken, "at-b");
+  t.is(h.upstream.count(), 0);
+  noSurprises(t, h);
+});
+
 test("a caller waiting on another replica's claim may give up; the wait goes on for the others", async (t) => {
   const h = setup({ extra: { claimPollMs: 50 } });
   await seed(h);

@@ -517,10 +517,15 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
    * Looks in the store before any provider call: a usable generation newer than
    * the cached one (renewed by another replica) is adopted and ends the refresh.
    */
+  /**
+   * The key's active generation in the store: taken (`done`) when it is newer
+   * than `after` and still usable, else returned as the one to refresh from.
+   */
   const readNewer = async (
     st: KeyState,
     prov: ProviderSettings,
     signal: AbortSignal,
+    after: number,
   ): Promise<
     { done: true; record: LiveRecord } | { done: false; current: LiveRecord | undefined }
   > => {
@@ -531,16 +536,15 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       forget(st);
       throw notFound(st.key);
     }
-    const base = st.record;
     if (
       stored !== undefined &&
-      (base === undefined || stored.generation > base.generation) &&
+      stored.generation > after &&
       clock.now() < unusableAt(stored.tokens, prov.lifetime)
     ) {
       adopt(st, stored, stored.reason === "stored" ? "stored" : "refreshed");
       return { done: true, record: stored };
     }
-    const current = stored ?? base;
+    const current = stored ?? st.record;
     if (st.key.kind === "session" && current === undefined) throw notFound(st.key);
     return { done: false, current };
   };
@@ -552,13 +556,17 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
    * deleteOne removed it.
    */
   const doRefresh = async (st: KeyState, info: RefreshInfo): Promise<LiveRecord> => {
+    // The generation this refresh replaces. Any newer one that is usable, made
+    // elsewhere and seen here through the store or the sync while this refresh
+    // ran, is the answer: redeeming its refresh token would renew twice.
+    const from = st.record?.generation ?? 0;
     const signal = AbortSignal.any([serviceSignal, AbortSignal.timeout(refreshTimeoutMs)]);
     const prov = providerOf(st.provider);
     try {
       if (st.unsaved !== undefined) return await saveUnsaved(st);
       let waited = false;
       for (;;) {
-        const seen = await readNewer(st, prov, signal);
+        const seen = await readNewer(st, prov, signal, from);
         if (seen.done) {
           info.source = "store";
           return seen.record;
@@ -600,12 +608,15 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         let keepClaim = false;
         try {
           // The previous holder persists before it releases: look once more.
-          const again = await readNewer(st, prov, signal);
+          const again = await readNewer(st, prov, signal, from);
           if (again.done) {
             info.source = "store";
             return again.record;
           }
           const current = again.current;
+          // The store moved on since the claim (an unusable newer generation):
+          // claim the one that would be redeemed instead (this one is released).
+          if ((current?.generation ?? 0) !== claim.generation) continue;
           const startedAt = clock.now();
           const res = await callUpstream(st, current, signal);
           st.unsaved = {
