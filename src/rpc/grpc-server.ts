@@ -259,9 +259,7 @@ async function serveServerStream(
     call.off("cancelled", onCancel);
     if (!call.cancelled) {
       sendHeadersOnce();
-      const trailer = ctx.peekResponseTrailer();
-      if (err === undefined) call.end(trailer !== undefined ? toMetadata(trailer) : undefined);
-      else call.emit("error", toServiceError(err, trailer));
+      endStream(call, ctx, err);
     }
     stopped.resolve(undefined);
     ctx.abort();
@@ -323,6 +321,17 @@ async function serveServerStream(
 }
 
 type DescMessageShape = UnaryRequest["message"];
+
+/** Ends a server stream, after what was written: OK or `err`, with the handler's trailer. */
+function endStream(
+  call: grpc.ServerWritableStream<Buffer, Buffer>,
+  ctx: GrpcCallContext,
+  err: ConnectError | undefined,
+): void {
+  const trailer = ctx.peekResponseTrailer();
+  if (err === undefined) call.end(trailer !== undefined ? toMetadata(trailer) : undefined);
+  else call.emit("error", toServiceError(err, trailer));
+}
 
 function servePushStream(
   spec: ServerStreamSpec,
@@ -445,9 +454,7 @@ class GrpcSink implements StreamSink<DescMessageShape> {
       const last = this.#waiting;
       this.#waiting = undefined;
       if (last !== undefined) call.write(encode(this.#desc, last));
-      const trailer = this.#ctx.peekResponseTrailer();
-      if (err === undefined) call.end(trailer !== undefined ? toMetadata(trailer) : undefined);
-      else call.emit("error", toServiceError(err, trailer));
+      endStream(call, this.#ctx, err);
     }
     this.#observed?.end(err);
     // Completion aborts the signal too, as on Connect: the handler lets go.
