@@ -38,7 +38,7 @@ import {
   type InternalErrorHandler,
   toWireError,
 } from "./error-details.ts";
-import { encodeMessage, isFrozen } from "./frozen-message.ts";
+import { encodeFrame, encodeMessage } from "./frozen-message.ts";
 import { GrpcCallContext } from "./grpc-call-context.ts";
 import {
   type PushStreamImpl,
@@ -432,7 +432,7 @@ class GrpcSink implements StreamSink<DescMessageShape> {
     if (direct === undefined) this.#call.write(encode(this.#desc, message), this.#written);
     // A stream destroyed or ended under us is being cancelled: the cancel ends this sink.
     else if (!direct.destroyed && !direct.writableEnded) {
-      direct.write(framed(this.#desc, message), this.#written);
+      direct.write(encodeFrame(this.#desc, message), this.#written);
     }
   }
 
@@ -480,23 +480,6 @@ export function directStreamOf(
   const inner = (call as unknown as { call?: { metadataSent?: unknown; stream?: unknown } }).call;
   if (inner?.metadataSent !== true) return undefined;
   return inner.stream instanceof Duplex ? inner.stream : undefined;
-}
-
-const frames = new WeakMap<object, Buffer>();
-
-/** A message as one gRPC length-prefixed frame: built once for a frozen message. */
-function framed(desc: DescMessage, message: DescMessageShape): Buffer {
-  let frame = frames.get(message);
-  if (frame === undefined) {
-    const bytes = encodeMessage(desc, message);
-    // Not from Buffer's pool: a frame shared by many streams lives on its own.
-    frame = Buffer.allocUnsafeSlow(bytes.byteLength + 5);
-    frame[0] = 0; // not compressed
-    frame.writeUInt32BE(bytes.byteLength, 1);
-    frame.set(bytes, 5);
-    if (isFrozen(message)) frames.set(message, frame);
-  }
-  return frame;
 }
 
 /** Waits until the stream can take more; the listener goes when the call ends too. */
