@@ -54,6 +54,8 @@ export interface Config {
   readonly refreshTimeoutMs: number;
   readonly shutdownGraceMs: number;
   readonly maxStreams: number;
+  /** Largest request message either listener accepts; larger ones get RESOURCE_EXHAUSTED. */
+  readonly maxMessageBytes: number;
   readonly providers: ReadonlyMap<string, ProviderConfig>;
   readonly grants: ReadonlyMap<string, GrantConfig>;
 }
@@ -69,6 +71,9 @@ export const configDefaults = {
   refreshTimeoutMs: 30_000,
   shutdownGraceMs: 10_000,
   maxStreams: 10_000,
+  // The largest valid request (StoreUpstreamTokens with three 16 KiB tokens and a
+  // hundred scopes) is about 76 KB; anything much bigger is not a token request.
+  maxMessageBytes: 128 * 1024,
   providerTimeoutMs: 10_000,
   syncIntervalMs: 1_000,
   claimLeaseMs: 30_000,
@@ -127,6 +132,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "refreshTimeout",
     "shutdownGrace",
     "maxStreams",
+    "maxMessageBytes",
     "syncInterval",
     "claimLease",
     "sweepInterval",
@@ -217,6 +223,13 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     ),
     shutdownGraceMs: duration(root.shutdownGrace, "shutdownGrace", configDefaults.shutdownGraceMs),
     maxStreams: int(root.maxStreams, "maxStreams", configDefaults.maxStreams, 1, 1_000_000),
+    maxMessageBytes: int(
+      root.maxMessageBytes,
+      "maxMessageBytes",
+      configDefaults.maxMessageBytes,
+      1024,
+      16 * 1024 * 1024,
+    ),
     providers,
     grants,
   };

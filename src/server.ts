@@ -127,6 +127,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const grpc = createGrpcServer({
     services,
     reflectionDescriptorSet: readFileSync(descriptorSetPath),
+    maxReceiveMessageBytes: config.maxMessageBytes,
     onInternalError,
     ...(rpcTelemetry !== undefined
       ? { interceptors, pushStreamObserver: rpcTelemetry.pushStreamObserver }
@@ -135,6 +136,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   opts.configureGrpc?.(grpc.server);
   const http = createHttpServer({
     services,
+    readMaxBytes: config.maxMessageBytes,
     onInternalError,
     ...(interceptors.length > 0 ? { interceptors } : {}),
   });

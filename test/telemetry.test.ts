@@ -109,23 +109,16 @@ const tokenRequests = (spans: ReadableSpan[]) =>
       s.attributes["http.request.method"] === "POST",
   );
 
-/**
- * Counts the vendor calls that say which form of WatchToken ran: the async
- * generator reads vendor.watch (which subscribes), the push form subscribes.
- */
-function countWatchForms(vendor: TokenVendor) {
-  const n = { watch: 0, subscribe: 0 };
-  const { watch, subscribe } = vendor;
+/** Counts the streams the vendor opened (one per WatchToken call, whichever listener). */
+function countWatches(vendor: TokenVendor) {
+  const n = { watch: 0 };
+  const { watch } = vendor;
   Object.assign(vendor, {
     watch(...args: Parameters<typeof watch>) {
       n.watch++;
       return watch.apply(vendor, args);
     },
-    subscribe(...args: Parameters<typeof subscribe>) {
-      n.subscribe++;
-      return subscribe.apply(vendor, args);
-    },
-  } satisfies Pick<TokenVendor, "watch" | "subscribe">);
+  } satisfies Pick<TokenVendor, "watch">);
   return n;
 }
 
@@ -336,7 +329,7 @@ test.serial(
     keep(minted.accessToken, minted.refreshToken, minted.idToken);
     await s.store("sess-watch", minted, 10);
     spanExporter.reset();
-    const forms = countWatchForms(s.server.vendor);
+    const forms = countWatches(s.server.vendor);
 
     const traceId = hex(16);
     const callerSpanId = hex(8);
@@ -354,7 +347,7 @@ test.serial(
     const it = stream.messages[Symbol.asyncIterator]();
     const first = await it.next();
     t.is(first.value?.reason, RenewalReason.INITIAL);
-    t.deepEqual(forms, { watch: 0, subscribe: 1 }, "the push form, with telemetry on");
+    t.deepEqual(forms, { watch: 1 }, "one stream opened, with telemetry on");
     const second = await it.next();
     t.is(second.value?.reason, RenewalReason.REFRESHED);
     keep(first.value?.credential?.accessToken, second.value?.credential?.accessToken);
@@ -433,7 +426,7 @@ test.serial(
     );
     const httpIt = httpStream[Symbol.asyncIterator]();
     t.is((await httpIt.next()).value?.reason, RenewalReason.INITIAL);
-    t.deepEqual(forms, { watch: 1, subscribe: 2 }, "the generator form on the HTTP listener");
+    t.deepEqual(forms, { watch: 2 }, "the HTTP listener's stream opened the second");
     abort.abort();
     await t.throwsAsync(httpIt.next());
     await until("the HTTP stream's server span", () => finishedSpans(httpTraceId).length > 0);

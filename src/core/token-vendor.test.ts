@@ -20,6 +20,7 @@ import {
   type ScriptedUpstream,
   transient,
 } from "../../test/support/scripted-upstream.ts";
+import { watchStream } from "../../test/support/watch-stream.ts";
 import { createMemoryStore } from "../store/memory-store.ts";
 import type { Random } from "./clock.ts";
 import { TokenVendError } from "./errors.ts";
@@ -772,9 +773,11 @@ test("unknown provider: PROVIDER_NOT_FOUND with a field violation on provider, f
     h.vendor.revokeSession({ sessionId: "s1", provider: "nope", revokeUpstream: false }),
   );
   await check(() =>
-    h.vendor
-      .watch({ kind: "session", sessionId: "s1", provider: "nope" }, new AbortController().signal)
-      .next(),
+    watchStream(
+      h.vendor,
+      { kind: "session", sessionId: "s1", provider: "nope" },
+      new AbortController().signal,
+    ).next(),
   );
   t.is(h.store.counts.insert, 0);
 });
@@ -787,7 +790,7 @@ test("unknown grant: GRANT_NOT_FOUND with a field violation on grant", async (t)
   };
   await check(async () => h.vendor.getToken("nope"));
   await check(() =>
-    h.vendor.watch({ kind: "grant", grant: "nope" }, new AbortController().signal).next(),
+    watchStream(h.vendor, { kind: "grant", grant: "nope" }, new AbortController().signal).next(),
   );
   t.is(h.upstream.count(), 0);
 });
@@ -993,7 +996,7 @@ async function refreshAcrossRevocationAndLogin(t: ExecutionContext, h: Harness) 
     3,
   );
   const ac = new AbortController();
-  const stream = h.vendor.watch({ kind: "session", ...q }, ac.signal);
+  const stream = watchStream(h.vendor, { kind: "session", ...q }, ac.signal);
   t.is((await stream.next()).value?.record.generation, 3);
   const pending = stream.next();
   // The old refresh answers now, redeemed with the revoked generation's refresh token.
@@ -1147,7 +1150,7 @@ test("watch: the current token first, then a renewal when the timer fires at the
   const h = setup({ random: scriptedRandom(0.5) });
   await seed(h);
   const ac = new AbortController();
-  const stream = h.vendor.watch(watchQ, ac.signal);
+  const stream = watchStream(h.vendor, watchQ, ac.signal);
   const first = await stream.next();
   t.false(first.done);
   t.is(first.value?.reason, "initial");
@@ -1194,13 +1197,13 @@ test("watch: the current token first, then a renewal when the timer fires at the
   noSurprises(t, h);
 });
 
-test("subscribe (push): the current token, then each stored generation by a plain call; cancel ends it once and frees its slot", async (t) => {
+test("watch (push): the current token, then each stored generation by a plain call; cancel ends it once and frees its slot", async (t) => {
   const h = setup();
   await seed(h);
   const ac = new AbortController();
   const seen: string[] = [];
   const ends: (Error | undefined)[] = [];
-  const cancel = h.vendor.subscribe(
+  const cancel = h.vendor.watch(
     watchQ,
     {
       next: (ev) => seen.push(`${ev.reason} ${ev.record.generation}`),
@@ -1224,7 +1227,7 @@ test("subscribe (push): the current token, then each stored generation by a plai
   t.deepEqual(getEventListeners(ac.signal, "abort"), []);
 });
 
-test("subscribe (push): an unknown provider, a full replica and an aborted signal end the listener at once", async (t) => {
+test("watch (push): an unknown provider, a full replica and an aborted signal end the listener at once", async (t) => {
   const h = setup({ maxStreams: 1 });
   await seed(h);
   const ends: (Error | undefined)[] = [];
@@ -1232,17 +1235,17 @@ test("subscribe (push): an unknown provider, a full replica and an aborted signa
     next: () => t.fail("no event expected"),
     end: (e: Error | undefined) => ends.push(e),
   };
-  h.vendor.subscribe({ ...watchQ, provider: "nope" }, listener, new AbortController().signal);
+  h.vendor.watch({ ...watchQ, provider: "nope" }, listener, new AbortController().signal);
   const ac = new AbortController();
-  h.vendor.subscribe(watchQ, { next: () => {}, end: () => {} }, ac.signal);
-  h.vendor.subscribe(watchQ, listener, new AbortController().signal);
-  h.vendor.subscribe(watchQ, listener, AbortSignal.abort());
+  h.vendor.watch(watchQ, { next: () => {}, end: () => {} }, ac.signal);
+  h.vendor.watch(watchQ, listener, new AbortController().signal);
+  h.vendor.watch(watchQ, listener, AbortSignal.abort());
   t.deepEqual(
     ends.map((e) => (e instanceof TokenVendError ? e.code : e)),
     ["PROVIDER_NOT_FOUND", "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"],
   );
   ac.abort();
-  h.vendor.subscribe(watchQ, listener, AbortSignal.abort());
+  h.vendor.watch(watchQ, listener, AbortSignal.abort());
   t.deepEqual(ends.at(-1), undefined);
   t.is(ends.length, 4);
   t.deepEqual(idle(h), nothingLeft);
@@ -1252,7 +1255,7 @@ test("watch: one background renewal per key, fanned out to all its streams", asy
   const h = setup();
   await seed(h);
   const ac = new AbortController();
-  const streams = Array.from({ length: 10 }, () => h.vendor.watch(watchQ, ac.signal));
+  const streams = Array.from({ length: 10 }, () => watchStream(h.vendor, watchQ, ac.signal));
   for (const s of streams) t.is((await s.next()).value?.reason, "initial");
   t.is(h.vendor.stats().watchers, 1);
   t.is(h.vendor.stats().streams, 10);
@@ -1273,8 +1276,8 @@ test("watch: a slow subscriber skips to the latest generation", async (t) => {
   const h = setup();
   await h.vendor.storeUpstreamTokens({ ...q, tokens: tokens() });
   const ac = new AbortController();
-  const slow = h.vendor.watch(watchQ, ac.signal);
-  const fast = h.vendor.watch(watchQ, ac.signal);
+  const slow = watchStream(h.vendor, watchQ, ac.signal);
+  const fast = watchStream(h.vendor, watchQ, ac.signal);
   t.is((await slow.next()).value?.record.generation, 1);
   t.is((await fast.next()).value?.record.generation, 1);
   const seen: number[] = [];
@@ -1298,7 +1301,7 @@ test("watch: aborting the signal ends a waiting stream and leaves no watcher, ti
   const h = setup();
   await seed(h);
   const ac = new AbortController();
-  const stream = h.vendor.watch(watchQ, ac.signal);
+  const stream = watchStream(h.vendor, watchQ, ac.signal);
   await stream.next();
   const next = stream.next();
   await h.clock.settle();
@@ -1311,7 +1314,7 @@ test("watch: aborting the signal ends a waiting stream and leaves no watcher, ti
 test("watch: return() on the generator leaves no watcher, timer or stream", async (t) => {
   const h = setup();
   await seed(h);
-  const stream = h.vendor.watch(watchQ, new AbortController().signal);
+  const stream = watchStream(h.vendor, watchQ, new AbortController().signal);
   await stream.next();
   t.is(h.vendor.stats().timers, 1);
   t.deepEqual(await stream.return(undefined), { done: true, value: undefined });
@@ -1324,12 +1327,12 @@ test("watch: 1,000 subscribe/cancel cycles leave zero watchers, timers, streams 
   const shared = new AbortController();
   for (let i = 0; i < 1000; i++) {
     if (i % 2 === 0) {
-      const s = h.vendor.watch(watchQ, shared.signal);
+      const s = watchStream(h.vendor, watchQ, shared.signal);
       await s.next();
       await s.return(undefined);
     } else {
       const ac = new AbortController();
-      const s = h.vendor.watch(watchQ, ac.signal);
+      const s = watchStream(h.vendor, watchQ, ac.signal);
       await s.next();
       const next = s.next();
       ac.abort();
@@ -1347,8 +1350,8 @@ test("watch: close() ends streams with SHUTTING_DOWN and refuses new ones", asyn
   await seed(h);
   await seed(h, {}, "s2", "idp");
   const ac = new AbortController();
-  const a = h.vendor.watch(watchQ, ac.signal);
-  const b = h.vendor.watch({ kind: "session", sessionId: "s2", provider: "idp" }, ac.signal);
+  const a = watchStream(h.vendor, watchQ, ac.signal);
+  const b = watchStream(h.vendor, { kind: "session", sessionId: "s2", provider: "idp" }, ac.signal);
   await a.next();
   await b.next();
   t.is(h.clock.pendingTimers(), 2);
@@ -1358,7 +1361,7 @@ test("watch: close() ends streams with SHUTTING_DOWN and refuses new ones", asyn
   await vendErr(t, pa, "SHUTTING_DOWN");
   await vendErr(t, pb, "SHUTTING_DOWN");
   t.deepEqual(idle(h), nothingLeft);
-  await vendErr(t, h.vendor.watch(watchQ, ac.signal).next(), "SHUTTING_DOWN");
+  await vendErr(t, watchStream(h.vendor, watchQ, ac.signal).next(), "SHUTTING_DOWN");
   t.deepEqual(idle(h), nothingLeft);
   // Unary calls go on.
   t.is((await h.vendor.getValidTokens(q)).generation, 1);
@@ -1370,7 +1373,7 @@ test("watch: close() while a stream waits for its first token: that token is del
   await h.clock.advanceTo(EXPIRED_AT);
   const d = deferred();
   h.upstream.script("refresh", d);
-  const stream = h.vendor.watch(watchQ, new AbortController().signal);
+  const stream = watchStream(h.vendor, watchQ, new AbortController().signal);
   const first = stream.next();
   await d.called;
   await h.vendor.close();
@@ -1384,15 +1387,19 @@ test("watch: maxStreams bounds concurrent streams with RESOURCE_EXHAUSTED", asyn
   const h = setup({ maxStreams: 2 });
   await seed(h);
   const ac = new AbortController();
-  const a = h.vendor.watch(watchQ, ac.signal);
-  const b = h.vendor.watch(watchQ, ac.signal);
+  const a = watchStream(h.vendor, watchQ, ac.signal);
+  const b = watchStream(h.vendor, watchQ, ac.signal);
   await a.next();
   await b.next();
-  const err = await vendErr(t, h.vendor.watch(watchQ, ac.signal).next(), "RESOURCE_EXHAUSTED");
+  const err = await vendErr(
+    t,
+    watchStream(h.vendor, watchQ, ac.signal).next(),
+    "RESOURCE_EXHAUSTED",
+  );
   t.is(err.message, "this replica serves at most 2 streams");
   t.is(h.vendor.stats().streams, 2);
   await a.return(undefined);
-  const c = h.vendor.watch(watchQ, ac.signal);
+  const c = watchStream(h.vendor, watchQ, ac.signal);
   t.is((await c.next()).value?.reason, "initial");
   await b.return(undefined);
   await c.return(undefined);
@@ -1403,7 +1410,7 @@ test("watch: a stream whose first lookup fails releases its slot", async (t) => 
   const h = setup({ maxStreams: 1 });
   const ac = new AbortController();
   for (let i = 0; i < 3; i++) {
-    await vendErr(t, h.vendor.watch(watchQ, ac.signal).next(), "SESSION_NOT_FOUND");
+    await vendErr(t, watchStream(h.vendor, watchQ, ac.signal).next(), "SESSION_NOT_FOUND");
   }
   t.deepEqual(idle(h), nothingLeft);
 });
@@ -1412,8 +1419,8 @@ test("watch: a permanent failure in the background ends the streams with REFRESH
   const h = setup();
   await seed(h);
   const ac = new AbortController();
-  const a = h.vendor.watch(watchQ, ac.signal);
-  const b = h.vendor.watch(watchQ, ac.signal);
+  const a = watchStream(h.vendor, watchQ, ac.signal);
+  const b = watchStream(h.vendor, watchQ, ac.signal);
   await a.next();
   await b.next();
   const pa = a.next();
@@ -1433,7 +1440,7 @@ test("watch: a background transient failure is retried after the backoff, then r
   const h = setup();
   await seed(h);
   const ac = new AbortController();
-  const stream = h.vendor.watch(watchQ, ac.signal);
+  const stream = watchStream(h.vendor, watchQ, ac.signal);
   await stream.next();
   const next = stream.next();
   h.upstream.script("refresh", transient(), transient());
@@ -1460,7 +1467,7 @@ test("watch: a background transient failure is retried after the backoff, then r
 test("watch: revocation ends the streams with SESSION_NOT_FOUND", async (t) => {
   const h = setup();
   await seed(h);
-  const stream = h.vendor.watch(watchQ, new AbortController().signal);
+  const stream = watchStream(h.vendor, watchQ, new AbortController().signal);
   await stream.next();
   const next = stream.next();
   await h.vendor.revokeSession({ sessionId: "s1", revokeUpstream: false });
@@ -1471,7 +1478,7 @@ test("watch: revocation ends the streams with SESSION_NOT_FOUND", async (t) => {
 test("watch: a renewal made by another replica is picked up from the store without a provider call", async (t) => {
   const h = setup();
   await seed(h);
-  const stream = h.vendor.watch(watchQ, new AbortController().signal);
+  const stream = watchStream(h.vendor, watchQ, new AbortController().signal);
   await stream.next();
   const next = stream.next();
   // Another replica renewed and stored generation 2 just before our timer.
@@ -1498,7 +1505,7 @@ test("watch: a grant is renewed in the background by client_credentials", async 
   const h = setup();
   h.upstream.script("clientCredentials", ok({ accessToken: "g-1", expiresInSec: 3600 }));
   const ac = new AbortController();
-  const stream = h.vendor.watch({ kind: "grant", grant: "reports" }, ac.signal);
+  const stream = watchStream(h.vendor, { kind: "grant", grant: "reports" }, ac.signal);
   t.is((await stream.next()).value?.record.tokens.accessToken, "g-1");
   const next = stream.next();
   h.upstream.script("clientCredentials", ok({ accessToken: "g-2", expiresInSec: 3600 }));
@@ -1522,7 +1529,7 @@ test("watch: a token shorter than the refresh margin is not renewed in a hot loo
     ok({ accessToken: "at-short", refreshToken: "rt", expiresInSec: 60 }),
   );
   const ac = new AbortController();
-  const stream = h.vendor.watch(watchQ, ac.signal);
+  const stream = watchStream(h.vendor, watchQ, ac.signal);
   await stream.next();
   // The fake clock throws once one advance has fired 10 000 timers.
   const runaway = await h.clock.advance(1_000).then(
@@ -1640,7 +1647,7 @@ test("a caller waiting on another replica's claim may give up; the wait goes on 
 test("sync: a renewal and a revocation made by another replica reach this replica's cache and streams", async (t) => {
   const h = setup({ extra: { syncIntervalMs: 1_000 } });
   await h.vendor.storeUpstreamTokens({ ...q, tokens: tokens() });
-  const stream = h.vendor.watch(watchQ, new AbortController().signal);
+  const stream = watchStream(h.vendor, watchQ, new AbortController().signal);
   await stream.next();
   const key = sessionKey("s1", "idp");
   await h.store.insert({
@@ -1673,7 +1680,8 @@ test("sync: a key unused for longer than idleEvictMs and not watched is dropped 
   const h = setup({ extra: { syncIntervalMs: 1_000, idleEvictMs: 10_000 } });
   await h.vendor.storeUpstreamTokens({ ...q, tokens: tokens() });
   await h.vendor.storeUpstreamTokens({ sessionId: "s2", provider: "idp", tokens: tokens() });
-  const watched = h.vendor.watch(
+  const watched = watchStream(
+    h.vendor,
     { kind: "session", sessionId: "s2", provider: "idp" },
     new AbortController().signal,
   );

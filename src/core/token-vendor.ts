@@ -47,7 +47,7 @@ import {
 } from "./token.ts";
 import type { RefreshClaim, TokenStore } from "./token-store.ts";
 import { type UpstreamClient, UpstreamError, type UpstreamTokenResponse } from "./upstream.ts";
-import { createWatchHub, LatestValue, type Listener, type WatchHub } from "./watch-hub.ts";
+import { createWatchHub, type Listener, type WatchHub } from "./watch-hub.ts";
 
 export interface ProviderSettings {
   readonly lifetime: LifetimePolicy;
@@ -173,12 +173,12 @@ export interface TokenVendor {
     signal?: AbortSignal,
   ): Promise<{ credentials: Map<string, LiveRecord>; failures: ProviderFailure[] }>;
   getToken(grant: string, minValidityMs?: number, signal?: AbortSignal): Promise<LiveRecord>;
-  watch(target: WatchTarget, signal: AbortSignal): AsyncGenerator<WatchEvent>;
   /**
-   * `watch` by push: events are delivered by calling `listener` (from the
-   * renewal's fan-out), with no promise per event. Returns a cancel.
+   * A stream of a key's tokens, by push: the current token, then every newer
+   * generation, delivered by calling `listener` from the renewal's fan-out.
+   * Returns a cancel.
    */
-  subscribe(target: WatchTarget, listener: WatchListener, signal: AbortSignal): () => void;
+  watch(target: WatchTarget, listener: WatchListener, signal: AbortSignal): () => void;
   revokeSession(
     q: { sessionId: string; provider?: string | undefined; revokeUpstream: boolean },
     signal?: AbortSignal,
@@ -963,7 +963,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       return valid(grantState(grant), minValidityMs ?? 0, {}, signal);
     },
 
-    subscribe(target, listener, signal) {
+    watch(target, listener, signal) {
       let st: KeyState;
       try {
         st =
@@ -1005,20 +1005,6 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         (err: unknown) => stream.finish(err as Error),
       );
       return () => stream.finish(undefined);
-    },
-
-    async *watch(target, signal) {
-      const events = new LatestValue<WatchEvent>();
-      const cancel = vendor.subscribe(target, events, signal);
-      try {
-        for (;;) {
-          const ev = await events.take(signal);
-          if (ev === undefined) return;
-          yield ev;
-        }
-      } finally {
-        cancel();
-      }
     },
 
     async revokeSession(q, signal) {

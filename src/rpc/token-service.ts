@@ -23,7 +23,8 @@ import {
 import type { Clock } from "../core/clock.ts";
 import { systemClock } from "../core/clock.ts";
 import type { LiveRecord, TokenSet } from "../core/token.ts";
-import type { TokenVendor, WatchReason, WatchTarget } from "../core/token-vendor.ts";
+import type { TokenVendor, WatchEvent, WatchReason, WatchTarget } from "../core/token-vendor.ts";
+import { LatestValue } from "../core/watch-hub.ts";
 import { toConnectError } from "./error-mapping.ts";
 import { freeze } from "./frozen-message.ts";
 import { type StreamSink, withPushStream } from "./push-stream.ts";
@@ -185,14 +186,20 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
 
     watchToken: withPushStream(
       async function* watchToken(req, ctx) {
+        const events = new LatestValue<WatchEvent>();
+        const cancel = vendor.watch(watchTarget(req), events, ctx.signal);
         try {
-          for await (const ev of vendor.watch(watchTarget(req), ctx.signal)) {
+          for (;;) {
+            const ev = await events.take(ctx.signal);
+            if (ev === undefined) return;
             yield toWatchResponse(ev.record, ev.reason);
           }
         } catch (err) {
           // A caller that cancelled gets a clean close, not an error.
           if (ctx.signal.aborted) return;
           throw toConnectError(err);
+        } finally {
+          cancel();
         }
       },
       (req: WatchTokenRequest, ctx, sink: StreamSink<WatchTokenResponse>) => {
@@ -203,7 +210,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
           sink.end(toConnectError(err));
           return;
         }
-        vendor.subscribe(
+        vendor.watch(
           target,
           {
             next: (ev) => sink.send(toWatchResponse(ev.record, ev.reason)),
