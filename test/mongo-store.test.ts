@@ -10,12 +10,11 @@ import test from "ava";
 import { BSON, type CommandStartedEvent, type Document, MongoClient } from "mongodb";
 import { startFerretdb } from "../scripts/ferretdb.ts";
 import { grantKey, keyId, type LiveRecord, sessionKey } from "../src/core/token.ts";
+import { KEY_GENERATION_INDEX, SESSION_INDEX } from "../src/store/mongo-indexes.ts";
 import {
   CLAIMS_COLLECTION,
   createMongoStore,
-  KEY_GENERATION_INDEX,
   type MongoStore,
-  SESSION_INDEX,
   TOKENS_COLLECTION,
 } from "../src/store/mongo-store.ts";
 import { createKeyring, type Keyring, SealingError } from "../src/store/sealing.ts";

@@ -1,0 +1,34 @@
+// How the MongoDB adapter runs one database command: under the caller's signal combined with a
+// per-command bound (so nothing waits forever, even without a caller signal), refused once the
+// store is closed, its failures classified once (./mongo-errors.ts). A caller's abort rejects
+// with the signal's reason, unwrapped.
+
+import type { StoreCallOptions } from "../core/token-store.ts";
+import { classifyMongoError } from "./mongo-errors.ts";
+import { StoreError, withDeadline } from "./store-error.ts";
+
+/** Runs one database command, named `what` in errors, with the signal it must pass on. */
+export type MongoRun = <T>(
+  what: string,
+  callOpts: StoreCallOptions | undefined,
+  fn: (signal: AbortSignal) => Promise<T>,
+) => Promise<T>;
+
+export function createMongoRun(timeoutMs: number, isClosed: () => boolean): MongoRun {
+  return (what, callOpts, fn) => {
+    if (isClosed())
+      return Promise.reject(new StoreError("UNAVAILABLE", `mongo ${what}: the store is closed`));
+    return withDeadline(`mongo ${what}`, callOpts?.signal, timeoutMs, fn, (err) =>
+      classifyMongoError(what, err),
+    );
+  };
+}
+
+/**
+ * Driver 7 honours `signal` on every operation at runtime (executeOperation hands
+ * `options.signal` to server selection, pool check-out and the socket), but declares it only on
+ * reads. Its `timeoutMS` is a deprecated no-op in 7.x, so the bound comes from our own signal.
+ */
+export function withSignal<T extends object>(options: T, signal: AbortSignal): T {
+  return { ...options, signal } as T;
+}

@@ -1,0 +1,52 @@
+// The indexes the MongoDB store's correctness rests on, created once per store and shared by
+// every caller that needs them; a caller's abort only ends its own wait. One index per
+// createIndexes command: the portable way (DESIGN.md, "Storage and concurrency", rule 4).
+// Creating an index that exists is a no-op, so every replica may do it.
+
+import type { Collection, Document } from "mongodb";
+import { abandonWait } from "../core/abandon-wait.ts";
+import type { Logger } from "../core/logger.ts";
+import type { StoreCallOptions } from "../core/token-store.ts";
+import { type MongoRun, withSignal } from "./mongo-command.ts";
+
+/** Unique on both collections: exactly one writer creates a generation, one replica claims it. */
+export const KEY_GENERATION_INDEX = "key_generation";
+/** On tokens: getSession's one query. */
+export const SESSION_INDEX = "session_id";
+
+export interface IndexesOptions {
+  readonly tokens: Collection<Document>;
+  readonly claims: Collection<Document>;
+  readonly run: MongoRun;
+  readonly logger: Logger;
+  /** For the log line. */
+  readonly dbName: string;
+  readonly prefix: string;
+}
+
+/** ensureIndexes(): runs once (again after a failure); later calls wait for that one run. */
+export function createEnsureIndexes(
+  opts: IndexesOptions,
+): (callOpts?: StoreCallOptions) => Promise<void> {
+  const { tokens, claims, run, logger } = opts;
+  let indexes: Promise<void> | undefined;
+  return (callOpts) => {
+    indexes ??= (async () => {
+      const specs = [
+        [tokens, { key: 1, generation: 1 }, { name: KEY_GENERATION_INDEX, unique: true }],
+        [tokens, { sessionId: 1 }, { name: SESSION_INDEX }],
+        [claims, { key: 1, generation: 1 }, { name: KEY_GENERATION_INDEX, unique: true }],
+      ] as const;
+      for (const [col, spec, options] of specs) {
+        await run(`createIndex ${col.collectionName}.${options.name}`, undefined, (signal) =>
+          col.createIndex(spec, withSignal({ ...options }, signal)),
+        );
+      }
+      logger.debug({ db: opts.dbName, prefix: opts.prefix }, "mongo store indexes ensured");
+    })().catch((err: unknown) => {
+      indexes = undefined; // the next write tries again
+      throw err;
+    });
+    return abandonWait(indexes, callOpts?.signal);
+  };
+}
