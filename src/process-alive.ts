@@ -1,19 +1,4 @@
-// Whether a process id names a live process: the lock files of the file store
-// and of the build scripts use it to take over locks of dead holders.
+// Kept for scripts/ only, which still import it from here; the file store's lock owns it now
+// (./store/process-alive.ts). Remove this once nothing outside src/store imports it.
 
-import { readFileSync } from "node:fs";
-
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-  // A zombie (exited, not yet reaped by whoever adopted it) still answers signal 0.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return true; // no procfs (not Linux): trust kill(0)
-  }
-}
+export { isAlive } from "./store/process-alive.ts";

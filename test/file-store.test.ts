@@ -11,8 +11,10 @@ import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 import test from "ava";
 import { grantKey, keyId, type LiveRecord, sessionKey } from "../src/core/token.ts";
-import { createFileStore, LOCK_FILE, STATE_FILE } from "../src/store/file-store.ts";
+import { LOCK_FILE } from "../src/store/directory-lock.ts";
+import { createFileStore } from "../src/store/file-store.ts";
 import { createKeyring, generateKey, parseKeyring, SealingError } from "../src/store/sealing.ts";
+import { STATE_FILE } from "../src/store/state-file.ts";
 import { StoreError } from "../src/store/store-error.ts";
 import { claimContract, live, storeContract, uniqueSession } from "./support/store-contract.ts";
 

@@ -2,17 +2,16 @@
 //
 // Everything durable lives in one JSON state file, `<dir>/tokens.json` (mode 0600, directory
 // 0700), holding the same documents as the MongoDB adapter with the token fields sealed the same
-// way (./token-document.ts). Every change rewrites the file atomically: write a temp file, fsync
-// it, rename it over the old one, fsync the directory; a crash at any point leaves either the old
-// or the new state. Changes run one at a time through an in-process queue, and readers only ever
-// see state that is on disk.
+// way (./token-document.ts). Every change rewrites the file atomically (./state-file.ts); a crash
+// at any point leaves either the old or the new state. Changes run one at a time through an
+// in-process queue, and readers only ever see state that is on disk.
 //
-// One process per directory: `<dir>/tokenvend.lock` names the holder's pid. A lock whose process
-// is dead is taken over; a live one is refused. Refresh claims stay in memory: within the one
-// process that holds the lock they coordinate that process's own refreshes, and a claim that
-// survived a crash would only hold the next refresh back until its lease ran out.
+// One process per directory: it holds `<dir>/tokenvend.lock` (./directory-lock.ts) from open to
+// close; a lock whose process is dead is taken over, a live one is refused. Refresh claims stay in
+// memory: within the one process that holds the lock they coordinate that process's own
+// refreshes, and a claim that survived a crash would only hold the next refresh back until its
+// lease ran out.
 
-import { randomUUID } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import { type Logger, noopLogger } from "../core/logger.ts";
@@ -25,16 +24,18 @@ import type {
   SweepResult,
   TokenStore,
 } from "../core/token-store.ts";
-import { isAlive } from "../process-alive.ts";
-import { type Keyring, SealingError } from "./sealing.ts";
-import { StoreError } from "./store-error.ts";
+import { acquireLock } from "./directory-lock.ts";
+import { io } from "./file-io.ts";
+import type { Keyring } from "./sealing.ts";
 import {
-  documentKey,
-  fromDocument,
-  resealDocument,
-  type TokenDocument,
-  toDocument,
-} from "./token-document.ts";
+  loadState,
+  removeTempFiles,
+  STATE_FILE,
+  stateText,
+  writeAtomically,
+} from "./state-file.ts";
+import { StoreError } from "./store-error.ts";
+import { fromDocument, resealDocument, type TokenDocument, toDocument } from "./token-document.ts";
 
 export interface FileStoreOptions {
   /** The store's directory; created (mode 0700) when missing. */
@@ -51,17 +52,6 @@ export interface FileStore extends TokenStore {
   readonly path: string;
   /** Re-seals every document sealed under a non-primary key with the primary; one write. */
   reencrypt(opts?: StoreCallOptions): Promise<number>;
-}
-
-export const STATE_FILE = "tokens.json";
-export const LOCK_FILE = "tokenvend.lock";
-const FORMAT = "tokenvend-file-store";
-const VERSION = 1;
-
-interface StateFile {
-  format: typeof FORMAT;
-  version: typeof VERSION;
-  tokens: TokenDocument[];
 }
 
 /** Opens (or creates) the store in `dir`, taking its lock. Throws StoreError LOCKED when a live process holds it. */
@@ -86,7 +76,7 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
   const claims = new Map<string, RefreshClaim>();
   try {
     await removeTempFiles(dir);
-    for (const doc of await load(statePath, keyring)) add(doc);
+    for (const doc of await loadState(statePath, keyring)) add(doc);
   } catch (err) {
     await lock.release();
     throw err;
@@ -132,8 +122,7 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
   const serialize = (): string => {
     const tokens: TokenDocument[] = [];
     for (const gens of keys.values()) for (const d of gens.values()) tokens.push(d);
-    const state: StateFile = { format: FORMAT, version: VERSION, tokens };
-    return `${JSON.stringify(state)}\n`;
+    return stateText(tokens);
   };
 
   /**
@@ -316,210 +305,4 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
     },
   };
   return store;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Files
-
-async function io<T>(what: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof StoreError || err instanceof SealingError) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new StoreError("IO", `file store: ${what} failed${code ? ` (${code})` : ""}`, {
-      cause: err,
-    });
-  }
-}
-
-let tempSeq = 0;
-
-async function writeAtomically(dir: string, target: string, text: string): Promise<void> {
-  const tmp = `${target}.${process.pid}.${tempSeq++}.tmp`;
-  await io(`write ${target}`, async () => {
-    try {
-      const fh = await fs.open(tmp, "wx", 0o600);
-      try {
-        await fh.writeFile(text, "utf8");
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await fs.rename(tmp, target);
-    } catch (err) {
-      await fs.rm(tmp, { force: true });
-      throw err;
-    }
-    // Make the rename itself durable.
-    const dh = await fs.open(dir, "r");
-    try {
-      await dh.sync();
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== "EINVAL" && code !== "EISDIR" && code !== "EPERM") throw err; // not supported here
-    } finally {
-      await dh.close();
-    }
-  });
-}
-
-/** Temp files left by a writer that died between creating and renaming them. */
-async function removeTempFiles(dir: string): Promise<void> {
-  const names = await io(`list ${dir}`, () => fs.readdir(dir));
-  for (const name of names) {
-    if (name.startsWith(`${STATE_FILE}.`) && name.endsWith(".tmp")) {
-      await fs.rm(path.join(dir, name), { force: true });
-    }
-  }
-}
-
-async function load(statePath: string, keyring: Keyring): Promise<TokenDocument[]> {
-  let text: string;
-  try {
-    text = await fs.readFile(statePath, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw new StoreError("IO", `file store: cannot read ${statePath}`, { cause: err });
-  }
-  const bad = (why: string, cause?: unknown) =>
-    new StoreError("CORRUPT", `file store: ${statePath} ${why}`, { cause });
-  let state: unknown;
-  try {
-    state = JSON.parse(text);
-  } catch (err) {
-    throw bad("is not valid JSON", err);
-  }
-  const s = state as Partial<StateFile> | null;
-  if (typeof s !== "object" || s === null || s.format !== FORMAT)
-    throw bad(`is not a ${FORMAT} file`);
-  if (s.version !== VERSION)
-    throw bad(`has version ${String(s.version)}; this version reads ${VERSION}`);
-  if (!Array.isArray(s.tokens)) throw bad(`has no "tokens" list`);
-  const seen = new Set<string>();
-  for (const [i, doc] of s.tokens.entries()) {
-    try {
-      documentKey(doc as unknown as Record<string, unknown>);
-      if (!Number.isSafeInteger(doc.generation)) throw new StoreError("CORRUPT", "bad generation");
-      const id = `${doc.key}#${doc.generation}`;
-      if (seen.has(id)) throw new StoreError("CORRUPT", "duplicate generation");
-      seen.add(id);
-      // Fail at start, not on some later read, when the keyring cannot open what is stored.
-      fromDocument(doc as unknown as Record<string, unknown>, keyring);
-    } catch (err) {
-      if (err instanceof SealingError) {
-        throw new SealingError(
-          err.code,
-          `file store ${statePath}, token ${i + 1}: ${err.message}`,
-          {
-            cause: err,
-          },
-        );
-      }
-      throw bad(`token ${i + 1} is malformed`, err);
-    }
-  }
-  return s.tokens;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The directory lock
-
-/**
- * Tokens of the locks this process holds or is taking: a lock file naming our own pid is live only
- * when its token is listed (otherwise an earlier process had our pid, as after a container restart).
- */
-const ourTokens = new Set<string>();
-
-interface Lock {
-  release(): Promise<void>;
-}
-
-interface LockContent {
-  pid: number;
-  token: string;
-}
-
-function parseLock(text: string): LockContent | undefined {
-  const [pid, token] = text.trim().split(/\s+/);
-  const n = Number(pid);
-  return Number.isSafeInteger(n) && n > 0 && token !== undefined ? { pid: n, token } : undefined;
-}
-
-/** Whether a lock's holder may still be running. */
-function isLive(content: LockContent | undefined): boolean {
-  if (content === undefined) return false; // unreadable: no process can be named as its holder
-  if (content.pid === process.pid) return ourTokens.has(content.token);
-  return isAlive(content.pid);
-}
-
-/**
- * Takes `<dir>/tokenvend.lock`. The lock file is written in full under a temp name and then
- * hard-linked into place, which, like an O_EXCL create, fails when the lock exists, but never
- * leaves a lock file without its pid. Taking over a stale lock is serialized by a second lock
- * (`tokenvend.lock.takeover`), so of two processes finding the same dead holder only one
- * removes its lock; the other then finds the first one's lock, alive.
- */
-async function acquireLock(dir: string): Promise<Lock> {
-  const lockPath = path.join(dir, LOCK_FILE);
-  const guardPath = `${lockPath}.takeover`;
-  const token = randomUUID();
-  const mine = `${process.pid} ${token}\n`;
-  const tmp = `${lockPath}.${process.pid}.${token}.tmp`;
-  ourTokens.add(token);
-  await io(`create ${tmp}`, () => fs.writeFile(tmp, mine, { mode: 0o600, flag: "wx" }));
-  const refuse = (content: LockContent) =>
-    new StoreError(
-      "LOCKED",
-      `file store directory ${dir} is in use by process ${content.pid}` +
-        `${content.pid === process.pid ? " (this process)" : ""}; stop that process first ` +
-        `(if ${content.pid} is not a tokenvend process, remove ${lockPath})`,
-    );
-  const read = async (p: string) => parseLock(await fs.readFile(p, "utf8").catch(() => ""));
-  let held = false;
-  try {
-    for (let attempt = 0; attempt < 200; attempt++) {
-      if (await linked(tmp, lockPath)) {
-        held = true;
-        return {
-          async release() {
-            // Remove it only while it is still ours.
-            if ((await read(lockPath))?.token === token) await fs.rm(lockPath, { force: true });
-            ourTokens.delete(token);
-          },
-        };
-      }
-      const holder = await read(lockPath);
-      if (isLive(holder) && holder !== undefined) throw refuse(holder);
-      // Stale: take it over under the takeover guard.
-      if (!(await linked(tmp, guardPath))) {
-        const guard = await read(guardPath);
-        if (guard !== undefined && !isLive(guard))
-          await fs.rm(guardPath, { force: true }); // its taker died midway
-        else await new Promise((r) => setTimeout(r, 20));
-        continue;
-      }
-      try {
-        const again = await read(lockPath);
-        if (again?.token === holder?.token && !isLive(again))
-          await fs.rm(lockPath, { force: true });
-      } finally {
-        await fs.rm(guardPath, { force: true });
-      }
-    }
-    throw new StoreError("LOCKED", `file store directory ${dir}: could not take ${lockPath}`);
-  } finally {
-    if (!held) ourTokens.delete(token);
-    await fs.rm(tmp, { force: true });
-  }
-}
-
-async function linked(from: string, to: string): Promise<boolean> {
-  try {
-    await fs.link(from, to);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
-    throw new StoreError("IO", `file store: cannot create ${to}`, { cause: err });
-  }
 }
