@@ -5,20 +5,16 @@
 // browser login. It can be stopped and started again on the same port, keeping
 // every token and grant, to play an outage.
 //
-// Access tokens are opaque everywhere (ask `introspect()` what they carry).
-// An `audience` form parameter on a client_credentials request is taken as the
-// RFC 8707 resource indicator (oidc-provider knows only `resource`); like any
-// resource indicator it must be an absolute URI.
+// Beside it: the provider's configuration (./idp-provider.ts), the request
+// counters (./idp-counters.ts) and the restartable listener (./idp-listener.ts).
 
-import { generateKeyPairSync, randomBytes } from "node:crypto";
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import { randomBytes } from "node:crypto";
 import * as oauth from "oauth4webapi";
-import { type ClientModel, errors, type KoaContextWithOIDC, Provider } from "oidc-provider";
-import { createMemoryAdapter } from "./idp-memory-adapter.ts";
+import { countRequests, type LocalIdpCounters } from "./idp-counters.ts";
+import { startIdpListener } from "./idp-listener.ts";
+import { createIdpProvider, type LocalIdpAuthMethod, type LocalIdpClient } from "./idp-provider.ts";
 
-export type LocalIdpAuthMethod = "client_secret_basic" | "client_secret_post" | "none";
+export type { LocalIdpAuthMethod, LocalIdpClient, LocalIdpCounters };
 
 export interface LocalIdpClientOptions {
   readonly clientId: string;
@@ -29,12 +25,6 @@ export interface LocalIdpClientOptions {
    * client_secret_post interchangeably for a secret client; to see which one a
    * request used, look at `counters.lastTokenRequestHeaders.authorization`.
    */
-  readonly authMethod: LocalIdpAuthMethod;
-}
-
-export interface LocalIdpClient {
-  readonly clientId: string;
-  readonly clientSecret: string | undefined;
   readonly authMethod: LocalIdpAuthMethod;
 }
 
@@ -75,20 +65,6 @@ export interface MintedTokens {
   readonly scopes: readonly string[];
 }
 
-export interface LocalIdpCounters {
-  /** Token endpoint requests by grant_type, rejected ones included ("" when absent). */
-  readonly tokenRequests: Readonly<Record<string, number>>;
-  /** Token endpoint answers with error invalid_grant. */
-  readonly invalidGrant: number;
-  readonly revocationRequests: number;
-  readonly introspectionRequests: number;
-  readonly discoveryRequests: number;
-  /** Headers of the last token endpoint request, names lowercased (Authorization included). */
-  readonly lastTokenRequestHeaders: Readonly<Record<string, string>> | undefined;
-  /** Headers of the last request to any endpoint. */
-  readonly lastRequestHeaders: Readonly<Record<string, string>> | undefined;
-}
-
 export interface LocalIdp extends AsyncDisposable {
   readonly issuer: string;
   readonly port: number;
@@ -114,7 +90,6 @@ export interface LocalIdp extends AsyncDisposable {
 
 const defaultAccessTokenTtlSec = 300;
 const defaultRefreshTokenTtlSec = 14 * 24 * 60 * 60;
-const yearSec = 365 * 24 * 60 * 60;
 
 export async function startLocalIdp(opts: LocalIdpOptions = {}): Promise<LocalIdp> {
   const host = opts.host ?? "127.0.0.1";
@@ -146,122 +121,19 @@ export async function startLocalIdp(opts: LocalIdpOptions = {}): Promise<LocalId
   }));
   if (clients.length === 0) throw new TypeError("startLocalIdp: clients must not be empty");
 
-  let handler: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
-  const server = createServer((req, res) => {
-    if (handler !== undefined) handler(req, res);
-    else res.writeHead(503).end();
+  const listener = await startIdpListener(host, opts.port ?? 0);
+  const issuer = `http://${host.includes(":") ? `[${host}]` : host}:${listener.port}`;
+  const provider = createIdpProvider({
+    issuer,
+    clients,
+    apiScopes,
+    allScopes,
+    audiences,
+    accessTtl,
+    refreshTtl,
   });
-  let port = await listen(server, opts.port ?? 0, host);
-  let running = true;
-  const issuer = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
-
-  const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-  const provider = new Provider(issuer, {
-    adapter: createMemoryAdapter(),
-    jwks: { keys: [{ ...privateKey.export({ format: "jwk" }), use: "sig", alg: "RS256" }] },
-    clients: clients.map((c) => ({
-      client_id: c.clientId,
-      ...(c.clientSecret !== undefined ? { client_secret: c.clientSecret } : {}),
-      token_endpoint_auth_method: c.authMethod,
-      // A public client gets no client_credentials grant.
-      grant_types:
-        c.authMethod === "none" ? ["refresh_token"] : ["client_credentials", "refresh_token"],
-      response_types: [],
-      redirect_uris: [],
-    })),
-    scopes: allScopes,
-    features: {
-      devInteractions: { enabled: false },
-      clientCredentials: { enabled: true },
-      introspection: {
-        enabled: true,
-        allowedPolicy: async (_ctx: unknown, client: ClientModel, token: { clientId: string }) =>
-          client.clientAuthMethod !== "none" || token.clientId === client.clientId,
-      },
-      revocation: {
-        enabled: true,
-        allowedPolicy: async (_ctx: unknown, client: ClientModel, token: { clientId: string }) =>
-          token.clientId === client.clientId,
-      },
-      resourceIndicators: {
-        enabled: true,
-        // `audience` on client_credentials stands for `resource`.
-        defaultResource: async (ctx: KoaContextWithOIDC, _client: unknown, oneOf?: string[]) => {
-          if (oneOf !== undefined) return oneOf;
-          const audience = ctx.oidc?.body?.audience;
-          return ctx.oidc?.params?.grant_type === "client_credentials" &&
-            typeof audience === "string"
-            ? audience
-            : undefined;
-        },
-        useGrantedResource: async () => false,
-        getResourceServerInfo: async (_ctx: unknown, resource: string) => {
-          if (audiences !== undefined && !audiences.has(resource)) {
-            throw new errors.InvalidTarget("unknown audience");
-          }
-          return {
-            scope: apiScopes.join(" "),
-            audience: resource,
-            accessTokenFormat: "opaque",
-            accessTokenTTL: accessTtl,
-          };
-        },
-      },
-    },
-    ttl: {
-      AccessToken: accessTtl,
-      ClientCredentials: accessTtl,
-      IdToken: 3600,
-      RefreshToken: refreshTtl,
-      Grant: Math.max(refreshTtl, yearSec),
-      Session: 24 * 3600,
-      Interaction: 3600,
-    },
-    // Every refresh returns a new refresh token; presenting a used one is
-    // invalid_grant and revokes the whole grant (reuse detection).
-    rotateRefreshToken: true,
-    findAccount: async (_ctx: unknown, sub: string) => ({
-      accountId: sub,
-      claims: async () => ({ sub }),
-    }),
-    clientBasedCORS: () => false,
-    renderError: async (ctx: KoaContextWithOIDC, out: Record<string, string>) => {
-      ctx.type = "json";
-      ctx.body = out;
-    },
-  });
-  provider.silent = true;
-
-  // Counting happens around oidc-provider's own routing, so it sees every
-  // request, the ones rejected before the grant handler runs included.
-  let counts = emptyCounts();
-  provider.use(async (ctx, next) => {
-    const headers = flatHeaders(ctx.req.headers);
-    counts.lastRequestHeaders = headers;
-    await next();
-    switch (ctx.oidc?.route) {
-      case "token": {
-        const grantType = ctx.oidc.params?.grant_type ?? ctx.oidc.body?.grant_type;
-        const key = typeof grantType === "string" ? grantType : "";
-        counts.tokenRequests[key] = (counts.tokenRequests[key] ?? 0) + 1;
-        counts.lastTokenRequestHeaders = headers;
-        if ((ctx.body as { error?: unknown } | undefined)?.error === "invalid_grant") {
-          counts.invalidGrant++;
-        }
-        break;
-      }
-      case "revocation":
-        counts.revocationRequests++;
-        break;
-      case "introspection":
-        counts.introspectionRequests++;
-        break;
-      case "discovery":
-        counts.discoveryRequests++;
-        break;
-    }
-  });
-  handler = provider.callback();
+  const requests = countRequests(provider);
+  listener.serve(provider.callback());
 
   const as: oauth.AuthorizationServer = {
     issuer,
@@ -287,33 +159,24 @@ export async function startLocalIdp(opts: LocalIdpOptions = {}): Promise<LocalId
   };
   const insecure = { [oauth.allowInsecureRequests]: true };
 
-  const stop = async (): Promise<void> => {
-    if (!running) return;
-    running = false;
-    await new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    });
-  };
-
   return {
     issuer,
     get port() {
-      return port;
+      return listener.port;
     },
     tokenEndpoint: as.token_endpoint as string,
     revocationEndpoint: as.revocation_endpoint as string,
     introspectionEndpoint: as.introspection_endpoint as string,
     clients,
     get counters(): LocalIdpCounters {
-      return { ...counts, tokenRequests: { ...counts.tokenRequests } };
+      return requests.counters;
     },
     get running() {
-      return running;
+      return listener.running;
     },
     client: clientOf,
     resetCounters() {
-      counts = emptyCounts();
+      requests.reset();
     },
 
     async mintRefreshToken(m) {
@@ -383,59 +246,10 @@ export async function startLocalIdp(opts: LocalIdpOptions = {}): Promise<LocalId
       return oauth.processIntrospectionResponse(as, client, res);
     },
 
-    stop,
-    async start() {
-      if (running) return;
-      port = await listen(server, port, host);
-      running = true;
-    },
-    [Symbol.asyncDispose]: stop,
+    stop: listener.stop,
+    start: listener.start,
+    [Symbol.asyncDispose]: listener.stop,
   };
-}
-
-function listen(
-  server: ReturnType<typeof createServer>,
-  port: number,
-  host: string,
-): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    server.once("error", onError);
-    server.listen(port, host, () => {
-      server.off("error", onError);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
-}
-
-interface MutableCounts {
-  tokenRequests: Record<string, number>;
-  invalidGrant: number;
-  revocationRequests: number;
-  introspectionRequests: number;
-  discoveryRequests: number;
-  lastTokenRequestHeaders: Readonly<Record<string, string>> | undefined;
-  lastRequestHeaders: Readonly<Record<string, string>> | undefined;
-}
-
-function emptyCounts(): MutableCounts {
-  return {
-    tokenRequests: {},
-    invalidGrant: 0,
-    revocationRequests: 0,
-    introspectionRequests: 0,
-    discoveryRequests: 0,
-    lastTokenRequestHeaders: undefined,
-    lastRequestHeaders: undefined,
-  };
-}
-
-function flatHeaders(h: IncomingHttpHeaders): Readonly<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(h)) {
-    if (v !== undefined) out[k] = Array.isArray(v) ? v.join(", ") : v;
-  }
-  return out;
 }
 
 function positiveInt(v: number | undefined, fallback: number, name: string): number {
