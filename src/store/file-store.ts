@@ -17,13 +17,12 @@ import * as path from "node:path";
 import { type Logger, noopLogger } from "../core/logger.ts";
 import { keyId, type TokenRecord } from "../core/token.ts";
 import type {
-  ClaimResult,
   InsertResult,
-  RefreshClaim,
   StoreCallOptions,
   SweepResult,
   TokenStore,
 } from "../core/token-store.ts";
+import { createClaimTable } from "./claim-table.ts";
 import { acquireLock } from "./directory-lock.ts";
 import { io } from "./file-io.ts";
 import type { Keyring } from "./sealing.ts";
@@ -73,7 +72,7 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
   // keyId -> generation -> document; sessionId -> keyIds
   const keys = new Map<string, Map<number, TokenDocument>>();
   const sessions = new Map<string, Set<string>>();
-  const claims = new Map<string, RefreshClaim>();
+  const claims = createClaimTable();
   try {
     await removeTempFiles(dir);
     for (const doc of await loadState(statePath, keyring)) add(doc);
@@ -183,7 +182,6 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
     callOpts?.signal?.throwIfAborted();
   };
 
-  const claimId = (c: RefreshClaim) => `${keyId(c.key)}#${c.generation}`;
   const decode = (doc: TokenDocument): TokenRecord =>
     fromDocument(doc as unknown as Record<string, unknown>, keyring);
 
@@ -237,25 +235,14 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
       });
     },
 
-    async claim(c, callOpts): Promise<ClaimResult> {
+    async claim(c, callOpts) {
       reading("claim", callOpts);
-      const holder = claims.get(claimId(c));
-      if (holder !== undefined) return { acquired: false, holder };
-      claims.set(claimId(c), {
-        key: c.key,
-        generation: c.generation,
-        owner: c.owner,
-        leaseUntil: c.leaseUntil,
-      });
-      return { acquired: true };
+      return claims.claim(c);
     },
 
     async releaseClaim(c, callOpts) {
       reading("releaseClaim", callOpts);
-      const holder = claims.get(claimId(c));
-      if (holder === undefined || holder.owner !== c.owner || holder.leaseUntil !== c.leaseUntil)
-        return false;
-      return claims.delete(claimId(c));
+      return claims.release(c);
     },
 
     sweep(nowMs, callOpts): Promise<SweepResult> {
@@ -267,9 +254,7 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
             if (t !== undefined && d.generation < t.generation) old.push(d);
         }
         if (old.length > 0) await commit([], old);
-        let dead = 0;
-        for (const [id, c] of claims) if (c.leaseUntil < nowMs && claims.delete(id)) dead++;
-        return { generations: old.length, claims: dead };
+        return { generations: old.length, claims: claims.sweep(nowMs) };
       });
     },
 

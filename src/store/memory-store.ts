@@ -1,16 +1,15 @@
 // The embedded default: one process, nothing to install, nothing kept across restarts.
 
 import { keyId, type TokenKey, type TokenRecord } from "../core/token.ts";
-import type { ClaimResult, InsertResult, RefreshClaim, TokenStore } from "../core/token-store.ts";
+import type { InsertResult, TokenStore } from "../core/token-store.ts";
+import { createClaimTable } from "./claim-table.ts";
 
 export function createMemoryStore(): TokenStore {
   // keyId -> generation -> record
   const keys = new Map<string, Map<number, TokenRecord>>();
   // sessionId -> keyIds of that session, for one-pass session reads
   const sessions = new Map<string, Set<string>>();
-  // `${keyId}#${generation}` -> claim
-  const claims = new Map<string, RefreshClaim>();
-  const claimId = (c: RefreshClaim) => `${keyId(c.key)}#${c.generation}`;
+  const claims = createClaimTable();
 
   const active = (id: string): TokenRecord | undefined => {
     const gens = keys.get(id);
@@ -70,18 +69,11 @@ export function createMemoryStore(): TokenStore {
       for (const g of [...gens.keys()]) if (g < generation && gens.delete(g)) n++;
       return n;
     },
-    async claim(c): Promise<ClaimResult> {
-      const holder = claims.get(claimId(c));
-      if (holder !== undefined) return { acquired: false, holder };
-      claims.set(claimId(c), c);
-      return { acquired: true };
+    async claim(c) {
+      return claims.claim(c);
     },
     async releaseClaim(c) {
-      const holder = claims.get(claimId(c));
-      if (holder === undefined || holder.owner !== c.owner || holder.leaseUntil !== c.leaseUntil) {
-        return false;
-      }
-      return claims.delete(claimId(c));
+      return claims.release(c);
     },
     async sweep(now) {
       let generations = 0;
@@ -89,9 +81,7 @@ export function createMemoryStore(): TokenStore {
         const top = active(id)?.generation ?? 0;
         for (const g of [...gens.keys()]) if (g < top && gens.delete(g)) generations++;
       }
-      let dead = 0;
-      for (const [id, c] of claims) if (c.leaseUntil < now && claims.delete(id)) dead++;
-      return { generations, claims: dead };
+      return { generations, claims: claims.sweep(now) };
     },
     async close() {
       keys.clear();
