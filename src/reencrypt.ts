@@ -13,7 +13,11 @@ try {
   if (config.store.kind === "memory") {
     throw new ConfigError("nothing to re-encrypt: set MONGODB_URI or TOKENVEND_DATA_DIR");
   }
-  const store = await openStore(config, log);
+  const store = await openStore({
+    store: config.store,
+    keys: { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles },
+    logger: log,
+  });
   const reencrypt = (store as { reencrypt?: () => Promise<number> }).reencrypt;
   const n = reencrypt ? await reencrypt.call(store) : 0;
   await store.close();

@@ -63,7 +63,13 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const { config } = opts;
   const log = opts.logger ?? noopLogger;
   const lifecycle = new AbortController();
-  const store = opts.store ?? (await openStore(config, log));
+  const store =
+    opts.store ??
+    (await openStore({
+      store: config.store,
+      keys: { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles },
+      logger: log,
+    }));
   // One process owns a memory store; any other may be shared with other replicas.
   const shared = store.kind !== "memory";
   const upstream =

@@ -1,27 +1,61 @@
-// Picks and opens the store the config names. MongoDB and file stores encrypt
-// tokens at rest and refuse to start without a key.
+// Opens the store a replica (or `npm run reencrypt`) runs on, from plain options: which adapter
+// with its settings, the encryption keys (a keyring already loaded, or where to read one), a
+// logger. The caller maps its configuration to these; nothing here reads config or env. The
+// MongoDB and file stores encrypt tokens at rest and refuse to open without a key
+// (SealingError INVALID_KEY).
 
-import type { Config } from "../config.ts";
-import { ConfigError } from "../config.ts";
-import type { Logger } from "../core/logger.ts";
+import { type Logger, noopLogger } from "../core/logger.ts";
 import type { TokenStore } from "../core/token-store.ts";
 import { createMemoryStore } from "./memory-store.ts";
-import { createKeyring, KEY_HOWTO, type Keyring, parseKeys, readKeyFiles } from "./sealing.ts";
+import {
+  createKeyring,
+  KEY_HOWTO,
+  type Keyring,
+  parseKeys,
+  readKeyFiles,
+  SealingError,
+} from "./sealing.ts";
 
-export async function loadKeyring(config: Config): Promise<Keyring | undefined> {
+export type StoreSettings =
+  | { readonly kind: "memory" }
+  /** `uri` may hold credentials: never log it. */
+  | { readonly kind: "mongo"; readonly uri: string; readonly dbName: string }
+  | { readonly kind: "file"; readonly dir: string };
+
+/** Where the keys come from: the text keys first, then the files; the first key seals. */
+export interface KeySources {
+  /** `kid:base64key` entries, comma-separated. */
+  readonly keyText?: string | undefined;
+  /** One key per file, the file name being the key id. */
+  readonly keyFiles?: readonly string[] | undefined;
+}
+
+export interface OpenStoreOptions {
+  readonly store: StoreSettings;
+  /** Unused by the memory store. */
+  readonly keys: { readonly keyring: Keyring } | KeySources;
+  readonly logger?: Logger | undefined;
+}
+
+/** The keyring of every key the sources name, or undefined when they name none. */
+export async function loadKeyring(sources: KeySources): Promise<Keyring | undefined> {
   const keys = [
-    ...(config.encryptionKeys !== undefined ? parseKeys(config.encryptionKeys) : []),
-    ...(config.encryptionKeyFiles.length > 0 ? await readKeyFiles(config.encryptionKeyFiles) : []),
+    ...(sources.keyText !== undefined ? parseKeys(sources.keyText) : []),
+    ...(sources.keyFiles !== undefined && sources.keyFiles.length > 0
+      ? await readKeyFiles(sources.keyFiles)
+      : []),
   ];
   return keys.length > 0 ? createKeyring(keys) : undefined;
 }
 
-export async function openStore(config: Config, logger: Logger): Promise<TokenStore> {
-  const s = config.store;
+export async function openStore(opts: OpenStoreOptions): Promise<TokenStore> {
+  const s = opts.store;
+  const logger = opts.logger ?? noopLogger;
   if (s.kind === "memory") return createMemoryStore();
-  const keyring = await loadKeyring(config);
+  const keyring = "keyring" in opts.keys ? opts.keys.keyring : await loadKeyring(opts.keys);
   if (keyring === undefined) {
-    throw new ConfigError(
+    throw new SealingError(
+      "INVALID_KEY",
       `the ${s.kind === "mongo" ? "MongoDB" : "file"} store encrypts tokens at rest and needs a key: ` +
         `set TOKENVEND_ENCRYPTION_KEYS=primary:<key> (or TOKENVEND_ENCRYPTION_KEY_FILES); ${KEY_HOWTO}`,
     );
