@@ -70,8 +70,6 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       keys: { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles },
       logger: log,
     }));
-  // One process owns a memory store; any other may be shared with other replicas.
-  const shared = store.kind !== "memory";
   const upstream =
     opts.upstream ??
     createUpstreamClient({
@@ -116,7 +114,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     refreshTimeoutMs: config.refreshTimeoutMs,
     maxStreams: config.maxStreams,
     signal: lifecycle.signal,
-    syncIntervalMs: shared ? config.syncIntervalMs : 0,
+    syncIntervalMs: store.shared ? config.syncIntervalMs : 0,
     claimLeaseMs: config.claimLeaseMs,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
     ...(tracer !== undefined ? { tracer } : {}),

@@ -133,6 +133,7 @@ test("everything survives close and reopen", async (t) => {
 test("a second store on the same directory is refused, naming the pid and the directory", async (t) => {
   const dir = await tempDir();
   const first = await createFileStore({ dir, keyring: ring });
+  t.false(first.shared); // nobody else can write it while it is open
   const err = await t.throwsAsync(createFileStore({ dir, keyring: ring }), {
     instanceOf: StoreError,
   });

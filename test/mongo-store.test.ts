@@ -70,6 +70,12 @@ async function rawDump(): Promise<string> {
   return out.join("\n");
 }
 
+test("a MongoDB store is shared: other replicas write the same collections", async (t) => {
+  const store = storeOn(newPrefix());
+  t.true(store.shared);
+  await store.close();
+});
+
 test("a raw dump of every collection holds no token material", async (t) => {
   const store = storeOn(newPrefix());
   const secrets: string[] = [];

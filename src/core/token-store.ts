@@ -34,6 +34,8 @@ export interface SweepResult {
 export interface TokenStore {
   /** Which adapter, for logs. */
   readonly kind: string;
+  /** Other processes may write it, so cached keys must be synced. */
+  readonly shared: boolean;
   /** The highest generation of a key (possibly a revocation), or undefined. */
   getActive(key: TokenKey, opts?: StoreCallOptions): Promise<TokenRecord | undefined>;
   /** The highest generation of every provider key of a session, in one round trip. */

@@ -11,6 +11,12 @@
 // memory: within the one process that holds the lock they coordinate that process's own
 // refreshes, and a claim that survived a crash would only hold the next refresh back until its
 // lease ran out.
+//
+// Not shared (`shared: false`): the state is read once, at open, under the lock, and every later
+// read is served from this process's copy; while the lock is held no other process (another
+// replica, `npm run reencrypt`) can open the directory, so nobody else writes it and there is
+// nothing to sync. The lock tells processes apart by pid, so this holds for processes that see
+// one pid namespace; two containers must not share a store directory.
 
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
@@ -47,6 +53,7 @@ export interface FileStoreOptions {
 
 export interface FileStore extends TokenStore {
   readonly kind: "file";
+  readonly shared: false;
   /** The state file. */
   readonly path: string;
   /** Re-seals every document sealed under a non-primary key with the primary; one write. */
@@ -187,6 +194,7 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
 
   const store: FileStore = {
     kind: "file",
+    shared: false, // the directory lock keeps every other process out (see the header)
     path: statePath,
 
     async getActive(key, callOpts) {

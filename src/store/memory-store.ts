@@ -22,6 +22,7 @@ export function createMemoryStore(): TokenStore {
 
   return {
     kind: "memory",
+    shared: false, // this process's memory: nobody else writes it
     async getActive(key) {
       return active(keyId(key));
     },

@@ -66,6 +66,7 @@ export interface MongoStoreOptions {
 
 export interface MongoStore extends TokenStore {
   readonly kind: "mongo";
+  readonly shared: true;
   /**
    * Creates the indexes, one createIndexes command each; idempotent. Runs once per store (again
    * after a failure); writes wait for it. Call it at startup to fail fast.
@@ -150,6 +151,7 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
 
   return {
     kind: "mongo",
+    shared: true, // every replica writes the same database
     ensureIndexes,
 
     async getActive(key, callOpts) {
