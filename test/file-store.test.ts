@@ -166,6 +166,42 @@ function child(code: string, env: Record<string, string> = {}) {
   return { proc, lines, exited, stderr: () => stderr };
 }
 
+/**
+ * Resolves at the first line of `c` that `match` accepts. Rejects, with its stderr, when the child
+ * exits first or prints no such line within `timeoutMs`, rather than waiting for AVA's timeout.
+ */
+function waitForLine(
+  c: ReturnType<typeof child>,
+  match: (line: string) => boolean,
+  timeoutMs = 30_000,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const settle = (err?: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      c.lines.off("line", onLine);
+      if (err === undefined) resolve();
+      else reject(err);
+    };
+    const onLine = (line: string) => {
+      if (match(line)) settle();
+    };
+    const timer = setTimeout(
+      () => settle(new Error(`child printed no awaited line in ${timeoutMs} ms; ${c.stderr()}`)),
+      timeoutMs,
+    );
+    c.lines.on("line", onLine);
+    void c.exited.then(() =>
+      settle(new Error(`child exited before the awaited line; ${c.stderr()}`)),
+    );
+  });
+}
+
+/** The lock file names this process and a fresh token of its own. */
+const ourLock = new RegExp(`^${process.pid} [0-9a-f-]{36}\\n$`);
+
 const openInChild = (dir: string) => `
   import { createFileStore } from ${JSON.stringify(FILE_STORE_URL)};
   import { parseKeyring } from ${JSON.stringify(SEALING_URL)};
@@ -179,7 +215,7 @@ test("a store held by another live process is refused with that process's pid", 
   const dir = await tempDir();
   const holder = child(`${openInChild(dir)} console.log("open"); setInterval(() => {}, 1000);`);
   try {
-    for await (const line of holder.lines) if (line === "open") break;
+    await waitForLine(holder, (line) => line === "open");
     const err = await t.throwsAsync(createFileStore({ dir, keyring: ring }), {
       instanceOf: StoreError,
     });
@@ -194,9 +230,10 @@ test("a store held by another live process is refused with that process's pid", 
     await holder.exited;
   }
   // Its holder is dead now: the lock is stale and taken over.
+  t.regex(await fs.readFile(path.join(dir, LOCK_FILE), "utf8"), new RegExp(`^${holder.proc.pid} `));
   const store = await createFileStore({ dir, keyring: ring });
+  t.regex(await fs.readFile(path.join(dir, LOCK_FILE), "utf8"), ourLock);
   await store.close();
-  t.pass();
 });
 
 test("a lock naming this process's pid but not one of its locks (a restarted container) is taken over", async (t) => {
@@ -204,10 +241,7 @@ test("a lock naming this process's pid but not one of its locks (a restarted con
   await fs.mkdir(dir, { recursive: true });
   await fs.writeFile(path.join(dir, LOCK_FILE), `${process.pid} some-earlier-incarnation\n`);
   const store = await createFileStore({ dir, keyring: ring });
-  t.regex(
-    await fs.readFile(path.join(dir, LOCK_FILE), "utf8"),
-    new RegExp(`^${process.pid} [0-9a-f-]{36}\\n$`),
-  );
+  t.regex(await fs.readFile(path.join(dir, LOCK_FILE), "utf8"), ourLock);
   await store.close();
 });
 
@@ -216,8 +250,9 @@ test("a lock with garbage in it is taken over", async (t) => {
   await fs.mkdir(dir, { recursive: true });
   await fs.writeFile(path.join(dir, LOCK_FILE), "");
   const store = await createFileStore({ dir, keyring: ring });
+  t.regex(await fs.readFile(path.join(dir, LOCK_FILE), "utf8"), ourLock);
   await store.close();
-  t.pass();
+  await t.throwsAsync(fs.access(path.join(dir, LOCK_FILE))); // and released on close
 });
 
 test("a writer killed with SIGKILL mid-write leaves the last completed state readable", async (t) => {
@@ -247,13 +282,15 @@ test("a writer killed with SIGKILL mid-write leaves the last completed state rea
     rounds++;
     const w = child(writer);
     let lastDone = -1;
-    const ready = new Promise<void>((resolve) => {
-      w.lines.on("line", (line) => {
-        lastDone = Number(line.replace(/^ready /, ""));
-        if (line.startsWith("ready")) resolve();
-      });
+    w.lines.on("line", (line) => {
+      lastDone = Number(line.replace(/^ready /, ""));
     });
-    await Promise.race([ready, w.exited]);
+    try {
+      await waitForLine(w, (line) => line.startsWith("ready"));
+    } catch (err) {
+      w.proc.kill("SIGKILL");
+      throw err;
+    }
     t.true(lastDone >= 0, w.stderr());
     await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 100));
     w.proc.kill("SIGKILL");
