@@ -5,7 +5,7 @@
 
 import type { StoreCallOptions } from "../core/token-store.ts";
 import { classifyMongoError } from "./mongo-errors.ts";
-import { StoreError, withDeadline } from "./store-error.ts";
+import { StoreError } from "./store-error.ts";
 
 /** Runs one database command, named `what` in errors, with the signal it must pass on. */
 export type MongoRun = <T>(
@@ -31,4 +31,32 @@ export function createMongoRun(timeoutMs: number, isClosed: () => boolean): Mong
  */
 export function withSignal<T extends object>(options: T, signal: AbortSignal): T {
   return { ...options, signal } as T;
+}
+
+/**
+ * Runs `fn` under the caller's signal combined with an upper bound of `timeoutMs`, so no store
+ * call waits forever even when the caller passed no signal. A caller's abort surfaces as its
+ * `signal.reason`; the bound surfaces as StoreError UNAVAILABLE; other errors go to `classify`.
+ */
+async function withDeadline<T>(
+  what: string,
+  callerSignal: AbortSignal | undefined,
+  timeoutMs: number,
+  fn: (signal: AbortSignal) => Promise<T>,
+  classify: (err: unknown) => unknown,
+): Promise<T> {
+  callerSignal?.throwIfAborted();
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const signal = callerSignal === undefined ? timeout : AbortSignal.any([callerSignal, timeout]);
+  try {
+    return await fn(signal);
+  } catch (err) {
+    if (callerSignal?.aborted) throw callerSignal.reason;
+    if (timeout.aborted) {
+      throw new StoreError("UNAVAILABLE", `${what}: no answer within ${timeoutMs} ms`, {
+        cause: err,
+      });
+    }
+    throw classify(err);
+  }
 }

@@ -33,31 +33,3 @@ export class StoreError extends Error {
 export function isStoreError(err: unknown, code?: StoreErrorCode): err is StoreError {
   return err instanceof StoreError && (code === undefined || err.code === code);
 }
-
-/**
- * Runs `fn` under the caller's signal combined with an upper bound of `timeoutMs`, so no store
- * call waits forever even when the caller passed no signal. A caller's abort surfaces as its
- * `signal.reason`; the bound surfaces as StoreError UNAVAILABLE; other errors go to `classify`.
- */
-export async function withDeadline<T>(
-  what: string,
-  callerSignal: AbortSignal | undefined,
-  timeoutMs: number,
-  fn: (signal: AbortSignal) => Promise<T>,
-  classify: (err: unknown) => unknown,
-): Promise<T> {
-  callerSignal?.throwIfAborted();
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const signal = callerSignal === undefined ? timeout : AbortSignal.any([callerSignal, timeout]);
-  try {
-    return await fn(signal);
-  } catch (err) {
-    if (callerSignal?.aborted) throw callerSignal.reason;
-    if (timeout.aborted) {
-      throw new StoreError("UNAVAILABLE", `${what}: no answer within ${timeoutMs} ms`, {
-        cause: err,
-      });
-    }
-    throw classify(err);
-  }
-}
