@@ -67,3 +67,14 @@ test("sync: a key unused for longer than idleEvictMs and not watched is dropped 
   await h.vendor.close();
   t.is(h.clock.pendingTimers(), 0);
 });
+
+test("sync: stops when the service's signal aborts, with nothing left armed", async (t) => {
+  const h = setup({ extra: { syncIntervalMs: 1_000 } });
+  await h.vendor.storeUpstreamTokens({ ...q, tokens: tokens() });
+  await h.clock.advance(1_000);
+  t.is(h.vendor.stats().syncs, 1);
+  h.service.abort();
+  await h.clock.advance(5_000);
+  t.is(h.vendor.stats().syncs, 1);
+  t.is(h.clock.pendingTimers(), 0);
+});

@@ -68,13 +68,16 @@ export function startGenerationSync(opts: GenerationSyncOptions): GenerationSync
         .finally(arm);
     });
   };
+  const stop = () => {
+    stopped = true;
+    timer?.cancel();
+    signal.removeEventListener("abort", stop);
+  };
+  signal.addEventListener("abort", stop, { once: true });
   arm();
 
   return {
-    stop() {
-      stopped = true;
-      timer?.cancel();
-    },
+    stop,
     get count() {
       return count;
     },

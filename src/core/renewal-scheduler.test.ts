@@ -2,7 +2,7 @@
 // backoff, for watched keys and grants in use.
 
 import test from "ava";
-import { T0 } from "../../test/support/fake-clock.ts";
+import { createFakeClock, T0 } from "../../test/support/fake-clock.ts";
 import { ok, permanent, transient } from "../../test/support/scripted-upstream.ts";
 import {
   hour,
@@ -18,6 +18,9 @@ import {
   watchQ,
 } from "../../test/support/vendor-harness.ts";
 import { watchStream } from "../../test/support/watch-stream.ts";
+import { TokenVendError } from "./errors.ts";
+import { createKeyCache } from "./key-cache.ts";
+import { createRenewalScheduler } from "./renewal-scheduler.ts";
 import { sessionKey } from "./token.ts";
 
 test("grant: client_credentials with the grant's scopes and audience, cached, renewed when stale", async (t) => {
@@ -217,4 +220,92 @@ test("watch: a token shorter than the refresh margin is not renewed in a hot loo
   ac.abort();
   t.is(runaway, undefined);
   t.true(calls <= 2, `${calls} token endpoint calls within 1 s of fake time`);
+});
+
+// ---------------------------------------------------------------- the scheduler alone
+
+function scheduler(needed = true) {
+  const clock = createFakeClock({ nowMs: T0 });
+  const due: number[] = [];
+  const state = { needed, holds: true };
+  const s = createRenewalScheduler({
+    clock,
+    minRefreshIntervalMs: 5_000,
+    needed: () => state.needed,
+    holds: () => state.holds,
+    onDue: () => due.push(clock.now()),
+  });
+  const cache = createKeyCache({ clock, idleEvictMs: hour, pinned: () => true, onDrop: () => {} });
+  const entry = cache.entry(sessionKey("s1", "idp"), "idp");
+  entry.record = { key: entry.key, generation: 1, reason: "stored", tokens: tokens() };
+  return { clock, s, due, state, entry };
+}
+
+test("scheduler: one timer per key, at the refresh time, or the backoff's next attempt after failures", async (t) => {
+  const { clock, s, due, entry } = scheduler();
+  entry.refreshAt = T0 + 60_000;
+  s.update(entry);
+  s.update(entry);
+  t.is(s.count, 1);
+  t.is(clock.pendingTimers(), 1);
+  t.is(clock.nextDueInMs(), 60_000);
+  entry.refresh.failures = 1;
+  entry.refresh.nextAttemptAt = T0 + 2_000;
+  s.update(entry);
+  t.is(clock.nextDueInMs(), 2_000);
+  await clock.advance(2_000);
+  t.deepEqual(due, [T0 + 2_000]);
+  t.is(s.count, 0, "a fired timer is no longer counted");
+});
+
+test("scheduler: renewals at least minRefreshIntervalMs apart; none for a permanent failure, a dropped key or a key nobody needs", async (t) => {
+  const { clock, s, state, entry } = scheduler();
+  entry.refreshAt = T0;
+  entry.renewedAt = T0;
+  s.update(entry);
+  t.is(clock.nextDueInMs(), 5_000);
+  entry.refresh.permanent = new TokenVendError("REFRESH_FAILED", "rejected");
+  s.update(entry);
+  t.is(s.count, 0);
+  entry.refresh.permanent = undefined;
+  state.holds = false;
+  s.update(entry);
+  t.is(s.count, 0);
+  state.holds = true;
+  state.needed = false;
+  s.update(entry);
+  t.is(s.count, 0);
+  t.is(clock.pendingTimers(), 0);
+});
+
+test("scheduler: a key no longer needed when its timer fires is not renewed", async (t) => {
+  const { clock, s, due, state, entry } = scheduler();
+  entry.refreshAt = T0 + 1_000;
+  s.update(entry);
+  state.needed = false;
+  await clock.advance(1_000);
+  t.deepEqual(due, []);
+});
+
+test("scheduler: a wait beyond setTimeout's ~24.8 days is re-armed in steps, then fires on time", async (t) => {
+  const { clock, s, due, entry } = scheduler();
+  const maxTimerMs = 2 ** 31 - 1;
+  entry.refreshAt = T0 + maxTimerMs + 10;
+  s.update(entry);
+  t.is(clock.nextDueInMs(), maxTimerMs);
+  await clock.advance(maxTimerMs);
+  t.deepEqual(due, []);
+  t.is(clock.nextDueInMs(), 10);
+  await clock.advance(10);
+  t.deepEqual(due, [T0 + maxTimerMs + 10]);
+});
+
+test("scheduler: stop disarms everything and arms nothing more", async (t) => {
+  const { clock, s, entry } = scheduler();
+  entry.refreshAt = T0 + 1_000;
+  s.update(entry);
+  s.stop();
+  s.update(entry);
+  t.is(s.count, 0);
+  t.is(clock.pendingTimers(), 0);
 });

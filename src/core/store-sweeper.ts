@@ -24,14 +24,14 @@ export interface StoreSweeper {
 }
 
 export function startStoreSweeper(opts: StoreSweeperOptions): StoreSweeper {
-  const { store, clock, logger: log } = opts;
+  const { store, clock, signal, logger: log } = opts;
   const metrics = createSweepMetrics(opts.meter);
   let timer: Timer | undefined;
   let stopped = false;
 
   const sweep = async () => {
     try {
-      const r = await store.sweep(clock.now(), { signal: opts.signal });
+      const r = await store.sweep(clock.now(), { signal });
       metrics.runs.add(1, { [attr.sweepOutcome]: "ok" });
       metrics.removed.add(r.generations, { [attr.sweepKind]: "generation" });
       metrics.removed.add(r.claims, { [attr.sweepKind]: "claim" });
@@ -43,17 +43,20 @@ export function startStoreSweeper(opts: StoreSweeperOptions): StoreSweeper {
   };
 
   const arm = () => {
-    if (stopped || opts.signal.aborted) return;
+    if (stopped || signal.aborted) return;
     timer = clock.setTimer(opts.intervalMs, () => {
       void sweep().finally(arm);
     });
   };
+  const stop = () => {
+    stopped = true;
+    timer?.cancel();
+    signal.removeEventListener("abort", stop);
+  };
+  signal.addEventListener("abort", stop, { once: true });
   arm();
 
   return {
-    stop() {
-      stopped = true;
-      timer?.cancel();
-    },
+    stop,
   };
 }
