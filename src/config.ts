@@ -2,8 +2,8 @@
 // defaults. An invalid value throws a ConfigError naming the option.
 
 import { parse as parseYaml } from "yaml";
-import { type BackoffPolicy, defaultBackoffPolicy } from "./core/backoff.ts";
-import { defaultLifetimePolicy, type LifetimePolicy } from "./core/lifetime.ts";
+import type { BackoffPolicy } from "./core/backoff.ts";
+import type { LifetimePolicy } from "./core/lifetime.ts";
 import type { UpstreamAuthMethod, UpstreamProviderConfig } from "./idp/upstream-client.ts";
 
 export type AuthMethod = UpstreamAuthMethod;
@@ -44,6 +44,14 @@ export interface Config {
   readonly syncIntervalMs: number;
   /** How long a refresh claim holds before another replica may take it over. */
   readonly claimLeaseMs: number;
+  /** How often a replica waiting on another's claim looks for the new generation. */
+  readonly claimPollMs: number;
+  /** A cached key unused this long, with no stream or refresh, is dropped from memory. */
+  readonly idleEvictMs: number;
+  /** Background renewals of one key are at least this far apart (no hot loop on short tokens). */
+  readonly minRefreshIntervalMs: number;
+  /** A grant used within this long is renewed in the background, so its callers find it fresh. */
+  readonly grantKeepFreshMs: number;
   /** How often old generations and dead claims are swept from the store. */
   readonly sweepIntervalMs: number;
   readonly grpcListen: string;
@@ -77,8 +85,28 @@ export const configDefaults = {
   providerTimeoutMs: 10_000,
   syncIntervalMs: 1_000,
   claimLeaseMs: 30_000,
+  claimPollMs: 50,
+  idleEvictMs: 600_000,
+  minRefreshIntervalMs: 5_000,
+  grantKeepFreshMs: 600_000,
   sweepIntervalMs: 60_000,
   mongoDbName: "tokenvend",
+  /** Per provider (providers.NAME.lifetime). */
+  lifetime: {
+    freshness: 0.75,
+    refreshMarginMs: 60_000,
+    clockSkewMs: 30_000,
+    refreshJitter: 0.1,
+    defaultLifetimeMs: 3_600_000,
+  } satisfies LifetimePolicy as LifetimePolicy,
+  /** Per provider (providers.NAME.backoff). */
+  backoff: {
+    initialMs: 1_000,
+    multiplier: 2,
+    maxMs: 60_000,
+    jitter: 0.2,
+    maxRetryAfterMs: 600_000,
+  } satisfies BackoffPolicy as BackoffPolicy,
 };
 
 const logLevels: readonly LogLevel[] = [
@@ -135,6 +163,10 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "maxMessageBytes",
     "syncInterval",
     "claimLease",
+    "claimPoll",
+    "idleEvict",
+    "minRefreshInterval",
+    "grantKeepFresh",
     "sweepInterval",
     "providers",
     "grants",
@@ -211,6 +243,18 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     encryptionKeyFiles: (env.TOKENVEND_ENCRYPTION_KEY_FILES ?? "").split(",").filter(Boolean),
     syncIntervalMs: duration(root.syncInterval, "syncInterval", configDefaults.syncIntervalMs),
     claimLeaseMs: duration(root.claimLease, "claimLease", configDefaults.claimLeaseMs),
+    claimPollMs: duration(root.claimPoll, "claimPoll", configDefaults.claimPollMs),
+    idleEvictMs: duration(root.idleEvict, "idleEvict", configDefaults.idleEvictMs),
+    minRefreshIntervalMs: duration(
+      root.minRefreshInterval,
+      "minRefreshInterval",
+      configDefaults.minRefreshIntervalMs,
+    ),
+    grantKeepFreshMs: duration(
+      root.grantKeepFresh,
+      "grantKeepFresh",
+      configDefaults.grantKeepFreshMs,
+    ),
     sweepIntervalMs: duration(root.sweepInterval, "sweepInterval", configDefaults.sweepIntervalMs),
     grpcListen,
     httpListen,
@@ -304,7 +348,7 @@ function parseProvider(name: string, value: unknown, opts: LoadConfigOptions): P
     "refreshJitter",
     "defaultLifetime",
   ]);
-  const d = defaultLifetimePolicy;
+  const d = configDefaults.lifetime;
   const lifetime: LifetimePolicy = {
     freshness: fraction(lt.freshness, `${at}.lifetime.freshness`, d.freshness, false),
     refreshMarginMs: duration(lt.refreshMargin, `${at}.lifetime.refreshMargin`, d.refreshMarginMs),
@@ -323,7 +367,7 @@ function parseProvider(name: string, value: unknown, opts: LoadConfigOptions): P
   };
   const bo = obj(p.backoff ?? {}, `${at}.backoff`);
   known(bo, `${at}.backoff`, ["initial", "multiplier", "max", "jitter", "maxRetryAfter"]);
-  const b = defaultBackoffPolicy;
+  const b = configDefaults.backoff;
   const backoff: BackoffPolicy = {
     initialMs: duration(bo.initial, `${at}.backoff.initial`, b.initialMs),
     multiplier: num(bo.multiplier, `${at}.backoff.multiplier`, b.multiplier, 1, 10),

@@ -5,9 +5,11 @@ import { readFileSync } from "node:fs";
 import type { MeterProvider, TracerProvider } from "@opentelemetry/api";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
 import type { Config } from "./config.ts";
-import type { Clock } from "./core/clock.ts";
+import { type Clock, systemClock } from "./core/clock.ts";
+import { shuttingDownError } from "./core/errors.ts";
 import type { Logger } from "./core/logger.ts";
 import { noopLogger } from "./core/logger.ts";
+import { startStoreSweeper } from "./core/store-sweeper.ts";
 import type { TokenStore } from "./core/token-store.ts";
 import { createTokenVendor, type TokenVendor } from "./core/token-vendor.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
@@ -18,11 +20,9 @@ import { createTokenService } from "./rpc/token-service.ts";
 import { openStore } from "./store/open-store.ts";
 import {
   createRpcMetrics,
-  createSweepMetrics,
   instrumentationScope,
   noopMeter,
   teeMeter,
-  attr as telemetryAttr,
 } from "./telemetry/metrics.ts";
 import { createRpcTelemetry } from "./telemetry/rpc-interceptor.ts";
 
@@ -99,23 +99,21 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       ? createRpcTelemetry({ tracer, metrics: createRpcMetrics(meter ?? noopMeter) })
       : undefined;
   const interceptors = rpcTelemetry !== undefined ? [rpcTelemetry.interceptor] : [];
-  const sweepMetrics = createSweepMetrics(meter ?? noopMeter);
   const vendor = createTokenVendor({
     store,
     upstream,
-    providers: new Map(
-      [...config.providers].map(([name, p]) => [
-        name,
-        { lifetime: p.lifetime, backoff: p.backoff, refreshScopes: p.refreshScopes },
-      ]),
-    ),
+    providers: config.providers,
     grants: config.grants,
     logger: log,
+    signal: lifecycle.signal,
     refreshTimeoutMs: config.refreshTimeoutMs,
     maxStreams: config.maxStreams,
-    signal: lifecycle.signal,
-    syncIntervalMs: store.shared ? config.syncIntervalMs : 0,
     claimLeaseMs: config.claimLeaseMs,
+    claimPollMs: config.claimPollMs,
+    syncIntervalMs: store.shared ? config.syncIntervalMs : 0,
+    idleEvictMs: config.idleEvictMs,
+    minRefreshIntervalMs: config.minRefreshIntervalMs,
+    grantKeepFreshMs: config.grantKeepFreshMs,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
     ...(tracer !== undefined ? { tracer } : {}),
     ...(meter !== undefined ? { meter } : {}),
@@ -151,21 +149,14 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       ? await prometheus.listen(config.prometheusListen)
       : undefined;
   grpc.setServing(true);
-  const sweeper = setInterval(() => {
-    store.sweep(Date.now(), { signal: lifecycle.signal }).then(
-      (r) => {
-        sweepMetrics.runs.add(1, { [telemetryAttr.sweepOutcome]: "ok" });
-        sweepMetrics.removed.add(r.generations, { [telemetryAttr.sweepKind]: "generation" });
-        sweepMetrics.removed.add(r.claims, { [telemetryAttr.sweepKind]: "claim" });
-        if (r.generations + r.claims > 0) log.debug({ ...r }, "swept the store");
-      },
-      (err: unknown) => {
-        sweepMetrics.runs.add(1, { [telemetryAttr.sweepOutcome]: "error" });
-        log.warn({ err: err instanceof Error ? err.message : String(err) }, "sweep failed");
-      },
-    );
-  }, config.sweepIntervalMs);
-  sweeper.unref();
+  const sweeper = startStoreSweeper({
+    store,
+    clock: opts.clock ?? systemClock,
+    intervalMs: config.sweepIntervalMs,
+    logger: log,
+    meter: meter ?? noopMeter,
+    signal: lifecycle.signal,
+  });
   log.info(
     {
       grpc: `${grpcAddr.host}:${grpcAddr.port}`,
@@ -186,14 +177,14 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     shutdown() {
       drained ??= (async () => {
         log.info({ graceMs: config.shutdownGraceMs }, "draining");
-        clearInterval(sweeper);
+        sweeper.stop();
         grpc.setServing(false);
         await vendor.close();
         await Promise.all([
           grpc.shutdown(config.shutdownGraceMs),
           http.close(config.shutdownGraceMs),
         ]);
-        lifecycle.abort();
+        lifecycle.abort(shuttingDownError());
         await store.close();
         await prometheus?.close();
         log.info({}, "stopped");

@@ -49,6 +49,7 @@ test.serial(
         const got: { generation: bigint; token: string }[] = [];
         while (got.length < 2) {
           const m = await s.it.next();
+          if (m.done === true) throw new Error(`the stream ended after ${got.length} renewals`);
           const cred = m.value?.credential;
           if (cred !== undefined)
             got.push({ generation: cred.generation, token: cred.accessToken });

@@ -39,6 +39,7 @@ test("a paused subscriber does not delay a fast one, and ends up holding the lat
   const seen: bigint[] = [];
   while (last !== 21n) {
     const m = await si.next();
+    if (m.done === true) return t.fail(`the stream ended after generation ${last}`);
     last = m.value?.credential?.generation;
     token = m.value?.credential?.accessToken;
     if (last !== undefined) seen.push(last);

@@ -13,14 +13,6 @@ export interface BackoffPolicy {
   readonly maxRetryAfterMs: number;
 }
 
-export const defaultBackoffPolicy: BackoffPolicy = {
-  initialMs: 1_000,
-  multiplier: 2,
-  maxMs: 60_000,
-  jitter: 0.2,
-  maxRetryAfterMs: 600_000,
-};
-
 /**
  * Delay before retry number `attempt` (1 = the first retry after one failure):
  * exponential, capped, with jitter; never shorter than the provider's Retry-After.
@@ -35,9 +27,4 @@ export function backoffDelayMs(
   const jittered = exp * (1 - p.jitter * random());
   if (retryAfterMs === undefined) return Math.round(jittered);
   return Math.round(Math.max(jittered, Math.min(retryAfterMs, p.maxRetryAfterMs)));
-}
-
-/** Whether a retry scheduled at `retryAt` still lands before `deadline`. */
-export function retryFitsDeadline(retryAt: number, deadline: number | undefined): boolean {
-  return deadline === undefined || retryAt < deadline;
 }

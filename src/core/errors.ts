@@ -1,6 +1,8 @@
 // The domain's error set: small, flat, with stable string codes. Messages are
 // factual and never contain token material. The wire mapping lives in src/rpc.
 
+import type { TokenKey } from "./token.ts";
+
 export const errorCodes = [
   "SESSION_NOT_FOUND",
   "GRANT_NOT_FOUND",
@@ -49,4 +51,18 @@ export function invalidArgument(violations: readonly FieldViolation[]): TokenVen
 
 export function isTokenVendError(err: unknown, code?: ErrorCode): err is TokenVendError {
   return err instanceof TokenVendError && (code === undefined || err.code === code);
+}
+
+/** Whatever was asked for has no token (never stored, or revoked). */
+export function notFoundError(key: TokenKey): TokenVendError {
+  return key.kind === "session"
+    ? new TokenVendError(
+        "SESSION_NOT_FOUND",
+        `no tokens for this session at provider "${key.provider}"`,
+      )
+    : new TokenVendError("GRANT_NOT_FOUND", `grant "${key.grant}" has no token`);
+}
+
+export function shuttingDownError(): TokenVendError {
+  return new TokenVendError("SHUTTING_DOWN", "this replica is shutting down; reconnect to another");
 }

@@ -2,8 +2,8 @@
 
 import test from "ava";
 import { almostOne, scriptedRandom, T0 } from "../../test/support/fake-clock.ts";
+import { configDefaults } from "../config.ts";
 import {
-  defaultLifetimePolicy,
   freshUntil,
   type LifetimePolicy,
   refreshAt,
@@ -15,6 +15,7 @@ import {
 const hour = 3_600_000;
 /** A one-hour token issued at T0. */
 const oneHour: TokenTimes = { issuedAt: T0, expiresAt: T0 + hour };
+const defaultLifetimePolicy = configDefaults.lifetime;
 const p = defaultLifetimePolicy;
 const noJitter = scriptedRandom(0);
 

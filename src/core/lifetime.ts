@@ -16,14 +16,6 @@ export interface LifetimePolicy {
   readonly defaultLifetimeMs: number;
 }
 
-export const defaultLifetimePolicy: LifetimePolicy = {
-  freshness: 0.75,
-  refreshMarginMs: 60_000,
-  clockSkewMs: 30_000,
-  refreshJitter: 0.1,
-  defaultLifetimeMs: 3_600_000,
-};
-
 export interface TokenTimes {
   /** When the token was obtained. */
   readonly issuedAt: number;

@@ -9,3 +9,9 @@ export interface Logger {
 
 const noop = () => {};
 export const noopLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
+
+/** An error as a log field: its message, and its cause's when it wraps one. */
+export function errorText(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  return err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message;
+}

@@ -2,9 +2,17 @@
 
 import { getEventListeners } from "node:events";
 import test from "ava";
-import { createWatchHub } from "./watch-hub.ts";
+import { LatestValue } from "../../test/support/watch-stream.ts";
+import { createWatchHub, type WatchHub } from "./watch-hub.ts";
 
 const never = () => new AbortController().signal;
+
+/** A listener of `id` read by pulling, as a slow stream reads it. */
+function subscribe<E>(hub: WatchHub<E>, id: string) {
+  const queue = new LatestValue<E>();
+  const off = hub.listen(id, queue);
+  return { next: (signal: AbortSignal) => queue.take(signal), close: off };
+}
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Whether `p` has settled after pending callbacks ran. */
@@ -24,9 +32,9 @@ async function settled(p: Promise<unknown>): Promise<boolean> {
 
 test("a published event reaches every subscriber of its id and no other", async (t) => {
   const hub = createWatchHub<number>();
-  const a = hub.subscribe("k");
-  const b = hub.subscribe("k");
-  const other = hub.subscribe("j");
+  const a = subscribe(hub, "k");
+  const b = subscribe(hub, "k");
+  const other = subscribe(hub, "j");
   hub.publish("k", 1);
   t.is(await a.next(never()), 1);
   t.is(await b.next(never()), 1);
@@ -39,7 +47,7 @@ test("a published event reaches every subscriber of its id and no other", async 
 
 test("next() waits for the next publish", async (t) => {
   const hub = createWatchHub<string>();
-  const sub = hub.subscribe("k");
+  const sub = subscribe(hub, "k");
   const p = sub.next(never());
   t.false(await settled(p));
   hub.publish("k", "a");
@@ -48,8 +56,8 @@ test("next() waits for the next publish", async (t) => {
 
 test("a slow subscriber only sees the latest event", async (t) => {
   const hub = createWatchHub<number>();
-  const slow = hub.subscribe("k");
-  const fast = hub.subscribe("k");
+  const slow = subscribe(hub, "k");
+  const fast = subscribe(hub, "k");
   const seen: number[] = [];
   for (let i = 1; i <= 5; i++) {
     hub.publish("k", i);
@@ -67,7 +75,7 @@ test("a slow subscriber only sees the latest event", async (t) => {
 
 test("next() with an aborted signal returns undefined at once, keeping a pending event for later", async (t) => {
   const hub = createWatchHub<number>();
-  const sub = hub.subscribe("k");
+  const sub = subscribe(hub, "k");
   t.is(await sub.next(AbortSignal.abort()), undefined);
   hub.publish("k", 7);
   // An event already there is returned even if the signal has aborted.
@@ -76,7 +84,7 @@ test("next() with an aborted signal returns undefined at once, keeping a pending
 
 test("aborting a waiting next() resolves undefined and removes its abort listener", async (t) => {
   const hub = createWatchHub<number>();
-  const sub = hub.subscribe("k");
+  const sub = subscribe(hub, "k");
   const ac = new AbortController();
   const p = sub.next(ac.signal);
   await tick();
@@ -88,7 +96,7 @@ test("aborting a waiting next() resolves undefined and removes its abort listene
 
 test("a next() woken by publish removes its abort listener", async (t) => {
   const hub = createWatchHub<number>();
-  const sub = hub.subscribe("k");
+  const sub = subscribe(hub, "k");
   const ac = new AbortController();
   for (let i = 0; i < 1000; i++) {
     const p = sub.next(ac.signal);
@@ -100,7 +108,7 @@ test("a next() woken by publish removes its abort listener", async (t) => {
 
 test("end() throws its reason from a waiting next() and unsubscribes", async (t) => {
   const hub = createWatchHub<number>();
-  const sub = hub.subscribe("k");
+  const sub = subscribe(hub, "k");
   const p = sub.next(never());
   const reason = new Error("revoked");
   hub.end("k", reason);
@@ -113,7 +121,7 @@ test("end() throws its reason from a waiting next() and unsubscribes", async (t)
 
 test("end() delivers an event published before it, then the reason", async (t) => {
   const hub = createWatchHub<number>();
-  const sub = hub.subscribe("k");
+  const sub = subscribe(hub, "k");
   hub.publish("k", 3);
   const reason = new Error("gone");
   hub.end("k", reason);
@@ -123,9 +131,9 @@ test("end() delivers an event published before it, then the reason", async (t) =
 
 test("end() of one id leaves the others; endAll() ends all", async (t) => {
   const hub = createWatchHub<number>();
-  const a = hub.subscribe("a");
-  const b = hub.subscribe("b");
-  const c = hub.subscribe("c");
+  const a = subscribe(hub, "a");
+  const b = subscribe(hub, "b");
+  const c = subscribe(hub, "c");
   hub.end("a", new Error("a"));
   t.deepEqual([...hub.ids()].sort(), ["b", "c"]);
   const reason = new Error("shutdown");
@@ -147,9 +155,9 @@ test("publish and end of an id without subscribers do nothing", (t) => {
 
 test("a subscriber that arrives after a publish does not see it", async (t) => {
   const hub = createWatchHub<number>();
-  hub.subscribe("k");
+  subscribe(hub, "k");
   hub.publish("k", 1);
-  const late = hub.subscribe("k");
+  const late = subscribe(hub, "k");
   const ac = new AbortController();
   const p = late.next(ac.signal);
   t.false(await settled(p));
@@ -163,9 +171,9 @@ test("onFirst and onLast fire once per id as it gains its first and loses its la
     onFirst: (id) => calls.push(`first ${id}`),
     onLast: (id) => calls.push(`last ${id}`),
   });
-  const a1 = hub.subscribe("a");
-  const a2 = hub.subscribe("a");
-  const b = hub.subscribe("b");
+  const a1 = subscribe(hub, "a");
+  const a2 = subscribe(hub, "a");
+  const b = subscribe(hub, "b");
   t.deepEqual(calls, ["first a", "first b"]);
   a1.close();
   t.deepEqual(calls, ["first a", "first b"]);
@@ -175,19 +183,19 @@ test("onFirst and onLast fire once per id as it gains its first and loses its la
   hub.end("b", new Error("x"));
   b.close(); // after end: nothing more
   t.deepEqual(calls, ["first a", "first b", "last a", "last b"]);
-  hub.subscribe("a");
+  subscribe(hub, "a");
   t.deepEqual(calls, ["first a", "first b", "last a", "last b", "first a"]);
 });
 
 test("counts follow subscribe and close; 1,000 cycles leave nothing", (t) => {
   const hub = createWatchHub<number>();
-  const subs = [hub.subscribe("a"), hub.subscribe("a"), hub.subscribe("b")];
+  const subs = [subscribe(hub, "a"), subscribe(hub, "a"), subscribe(hub, "b")];
   t.is(hub.idCount(), 2);
   t.is(hub.subscriberCount(), 3);
   for (const s of subs) s.close();
   t.is(hub.idCount(), 0);
   t.is(hub.subscriberCount(), 0);
-  for (let i = 0; i < 1000; i++) hub.subscribe(`k${i % 7}`).close();
+  for (let i = 0; i < 1000; i++) subscribe(hub, `k${i % 7}`).close();
   t.is(hub.idCount(), 0);
   t.is(hub.subscriberCount(), 0);
   t.deepEqual([...hub.ids()], []);

@@ -6,26 +6,22 @@
 // A large fan-out runs in chunks, yielding between them, so the first streams'
 // bytes leave (and other I/O, like the publisher's own reply, goes on) while
 // the rest are written; a newer event for the same id takes over the rest of an
-// older one's fan-out. Pull (`subscribe`) is a latest-value queue on top.
+// older one's fan-out.
 
+/** Receives one stream's events, by plain calls. */
 export interface Listener<E> {
-  /** A newer event. Called from `publish`'s fan-out; must not throw. */
+  /** A newer event. Called from a fan-out; must not throw. */
   next(event: E): void;
-  /** The end: the listener is already removed and gets no more calls. */
-  end(reason: Error): void;
-}
-
-export interface Subscription<E> {
-  /** Next event newer than the last one taken; undefined when `signal` aborts. Throws the end reason. */
-  next(signal: AbortSignal): Promise<E | undefined>;
-  close(): void;
+  /**
+   * The end, once; no call follows. An error (revoked, no longer renewable,
+   * shutting down, refused), or undefined for a clean end (the caller left).
+   */
+  end(error: Error | undefined): void;
 }
 
 export interface WatchHub<E> {
   /** Adds a push listener of `id`; returns its removal (idempotent). */
   listen(id: string, listener: Listener<E>): () => void;
-  /** A pull subscription of `id`. */
-  subscribe(id: string): Subscription<E>;
   publish(id: string, event: E): void;
   /** Ends every listener of `id` with `reason`. */
   end(id: string, reason: Error): void;
@@ -94,11 +90,6 @@ export function createWatchHub<E>(opts: WatchHubOptions = {}): WatchHub<E> {
 
   return {
     listen,
-    subscribe(id) {
-      const queue = new LatestValue<E>();
-      const off = listen(id, queue);
-      return { next: (signal) => queue.take(signal), close: off };
-    },
     publish(id, event) {
       const entry = byId.get(id);
       if (entry === undefined) return;
@@ -132,53 +123,4 @@ export function createWatchHub<E>(opts: WatchHubOptions = {}): WatchHub<E> {
     idCount: () => byId.size,
     subscriberCount: () => count,
   };
-}
-
-/**
- * A listener read by pulling: keeps only the newest event not yet taken, and
- * the end (taken after that event): an error, or undefined for a clean end.
- */
-export class LatestValue<E> implements Listener<E> {
-  #pending: E | undefined;
-  #ended = false;
-  #reason: Error | undefined;
-  #wake: (() => void) | undefined;
-
-  next(event: E): void {
-    this.#pending = event;
-    this.#wake?.();
-  }
-
-  end(reason?: Error): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#reason = reason;
-    this.#wake?.();
-  }
-
-  /**
-   * The newest event not yet taken; undefined when `signal` aborts first or the
-   * end was clean. Throws the end reason.
-   */
-  async take(signal: AbortSignal): Promise<E | undefined> {
-    while (this.#pending === undefined && !this.#ended) {
-      if (signal.aborted) return undefined;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          signal.removeEventListener("abort", done);
-          this.#wake = undefined;
-          resolve();
-        };
-        this.#wake = done;
-        signal.addEventListener("abort", done, { once: true });
-      });
-    }
-    const e = this.#pending;
-    if (e !== undefined) {
-      this.#pending = undefined;
-      return e;
-    }
-    if (this.#reason !== undefined) throw this.#reason;
-    return undefined;
-  }
 }

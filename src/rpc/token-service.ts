@@ -23,8 +23,9 @@ import {
 import type { Clock } from "../core/clock.ts";
 import { systemClock } from "../core/clock.ts";
 import type { LiveRecord, TokenSet } from "../core/token.ts";
-import type { TokenVendor, WatchEvent, WatchReason, WatchTarget } from "../core/token-vendor.ts";
-import { LatestValue } from "../core/watch-hub.ts";
+import type { WatchEvent, WatchReason, WatchTarget } from "../core/token-stream.ts";
+import type { TokenVendor } from "../core/token-vendor.ts";
+import { LatestValue } from "../../test/support/watch-stream.ts";
 import { toConnectError } from "./error-mapping.ts";
 import { freeze } from "./frozen-message.ts";
 import { type StreamSink, withPushStream } from "./push-stream.ts";
@@ -187,8 +188,9 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
     watchToken: withPushStream(
       async function* watchToken(req, ctx) {
         const events = new LatestValue<WatchEvent>();
-        const cancel = vendor.watch(watchTarget(req), events, ctx.signal);
+        let cancel = () => {};
         try {
+          cancel = vendor.watch(watchTarget(req), events, ctx.signal);
           for (;;) {
             const ev = await events.take(ctx.signal);
             if (ev === undefined) return;

@@ -37,6 +37,8 @@ export interface StackOptions {
   /** Token endpoint base to use instead of the IdP's own (a proxy in front of it). */
   readonly tokenEndpoint?: string;
   readonly store?: TokenStore;
+  /** More top-level options of the config (YAML shape, e.g. { syncInterval: "1h" }). */
+  readonly config?: Record<string, unknown>;
   /** Passed on to startServer (telemetry providers, a logger). */
   readonly server?: Pick<StartServerOptions, "telemetry" | "logger">;
 }
@@ -90,6 +92,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       http: { listen: "127.0.0.1:0" },
       logLevel: "silent",
       shutdownGrace: "3s",
+      ...opts.config,
       providers: {
         idp: provider(client.clientId, "IDP_SECRET", "client_secret_basic"),
         idp2: provider(post.clientId, "IDP_POST_SECRET", "client_secret_post"),

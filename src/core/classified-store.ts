@@ -1,0 +1,42 @@
+// The store as the core uses it: an adapter's failure becomes STORE_UNAVAILABLE
+// here, once, with the adapter's error kept as the cause. A call whose own
+// signal was aborted by its caller (a cancel, a deadline) rejects with that
+// reason instead: the caller left, the store did not fail. A timeout of the
+// core's own (AbortSignal.timeout on a refresh) is a store that did not answer.
+
+import { isTokenVendError, TokenVendError } from "./errors.ts";
+import type { StoreCallOptions, TokenStore } from "./token-store.ts";
+
+export function classifiedStore(store: TokenStore): TokenStore {
+  const guard = async <T>(opts: StoreCallOptions | undefined, run: () => Promise<T>) => {
+    try {
+      return await run();
+    } catch (err) {
+      throw storeFailure(err, opts?.signal);
+    }
+  };
+  return {
+    kind: store.kind,
+    shared: store.shared,
+    getActive: (key, o) => guard(o, () => store.getActive(key, o)),
+    getSession: (id, o) => guard(o, () => store.getSession(id, o)),
+    insert: (record, o) => guard(o, () => store.insert(record, o)),
+    activeGenerations: (keys, o) => guard(o, () => store.activeGenerations(keys, o)),
+    pruneBelow: (key, generation, o) => guard(o, () => store.pruneBelow(key, generation, o)),
+    claim: (claim, o) => guard(o, () => store.claim(claim, o)),
+    releaseClaim: (claim, o) => guard(o, () => store.releaseClaim(claim, o)),
+    sweep: (now, o) => guard(o, () => store.sweep(now, o)),
+    close: () => store.close(),
+  };
+}
+
+/** What a failed store call rejects with, given the signal it ran under. */
+export function storeFailure(err: unknown, signal: AbortSignal | undefined): unknown {
+  if (isTokenVendError(err)) return err;
+  if (signal?.aborted && !isTimeout(signal.reason)) return signal.reason;
+  return new TokenVendError("STORE_UNAVAILABLE", "the token store is unavailable", { cause: err });
+}
+
+function isTimeout(reason: unknown): boolean {
+  return reason instanceof DOMException && reason.name === "TimeoutError";
+}
