@@ -7,7 +7,6 @@
 // before anyone gets it, and a renewal whose write failed is kept and written
 // before anything else (a rotated refresh token is never dropped).
 
-import type { Meter } from "@opentelemetry/api";
 import { attr, type VendorMetrics } from "../telemetry/metrics.ts";
 import type { Catalog, ProviderSettings } from "./catalog.ts";
 import type { Clock } from "./clock.ts";

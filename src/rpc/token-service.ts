@@ -20,12 +20,12 @@ import {
   type WatchTokenResponse,
   WatchTokenResponseSchema,
 } from "../../gen/tokenvend/v1/token_service_pb.js";
+import { LatestValue } from "../../test/support/watch-stream.ts";
 import type { Clock } from "../core/clock.ts";
 import { systemClock } from "../core/clock.ts";
 import type { LiveRecord, TokenSet } from "../core/token.ts";
 import type { WatchEvent, WatchReason, WatchTarget } from "../core/token-stream.ts";
 import type { TokenVendor } from "../core/token-vendor.ts";
-import { LatestValue } from "../../test/support/watch-stream.ts";
 import { toConnectError } from "./error-mapping.ts";
 import { freeze } from "./frozen-message.ts";
 import { type StreamSink, withPushStream } from "./push-stream.ts";
