@@ -20,7 +20,7 @@ const secretFields = [
   "password",
 ];
 
-export const redactPaths: readonly string[] = [
+const redactPaths: readonly string[] = [
   ...secretFields,
   ...secretFields.map((f) => `*.${f}`),
   ...secretFields.map((f) => `*.*.${f}`),

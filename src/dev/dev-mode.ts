@@ -5,7 +5,7 @@ import type { Config } from "../config.ts";
 import type { TokenVendor } from "../core/token-vendor.ts";
 import { startLocalIdp } from "./local-idp.ts";
 
-export const demoSessionId = "demo-session";
+const demoSessionId = "demo-session";
 export const demoProvider = "local";
 
 export interface DevIdentity {

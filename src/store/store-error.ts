@@ -29,7 +29,3 @@ export class StoreError extends Error {
     this.code = code;
   }
 }
-
-export function isStoreError(err: unknown, code?: StoreErrorCode): err is StoreError {
-  return err instanceof StoreError && (code === undefined || err.code === code);
-}

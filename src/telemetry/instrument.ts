@@ -100,7 +100,7 @@ export function recordError(
 }
 
 /** An error nothing is known about: its class name only, and it is a failure. */
-export const describeUnknown: DescribeError = (err) => ({
+const describeUnknown: DescribeError = (err) => ({
   type: err instanceof Error ? err.name : typeof err,
   expected: false,
 });
