@@ -36,7 +36,8 @@ import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { ensureFerretdbBinary } from "./ferretdb.ts";
-import { ensureAllTools, REPO_ROOT, toolEnv } from "./tools.ts";
+import { REPO_ROOT } from "./lib/run.ts";
+import { ensureAllTools, toolEnv } from "./tools.ts";
 
 const NODE_BIN = path.join(REPO_ROOT, "node_modules", ".bin");
 const AVA_CLI = path.join(REPO_ROOT, "node_modules", "ava", "entrypoints", "cli.mjs");
@@ -211,14 +212,11 @@ async function checkGenerated(): Promise<void> {
 // Step 5
 
 async function installTools(): Promise<void> {
-  const log = (line: string) => say(line);
   try {
-    const [tools] = await Promise.all([
-      ensureAllTools(log),
+    await Promise.all([
+      ensureAllTools(),
       process.env.MONGODB_URI ? Promise.resolve(undefined) : ensureFerretdbBinary(),
     ]);
-    for (const [name, bin] of Object.entries(tools.goTools)) say(`${name}: ${bin}`);
-    say(`python: ${tools.python}`);
     if (!process.env.MONGODB_URI)
       say("ferretdb: built (tests start it; MONGODB_URI to use a MongoDB)");
   } catch (err) {
