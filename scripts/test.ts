@@ -37,9 +37,10 @@ const say = (line: string) => process.stdout.write(`${line}\n`);
 const seconds = (startedMs: number) => `${((performance.now() - startedMs) / 1000).toFixed(1)}s`;
 
 /**
- * buf's git input for main's tip; on main itself (CI runs on a clone of main) comparing main with
- * itself checks nothing, so HEAD~1 there: the last commit and any uncommitted change. Skipped,
- * saying why, when there is nothing earlier (first commit, shallow clone, no git).
+ * buf's git input for main's tip (local, else origin's). On main itself (CI runs on a clone of
+ * main) comparing main with itself checks nothing: HEAD~1 there, so the last commit and any
+ * uncommitted change. Skipped, saying why, when there is nothing earlier (first commit, shallow
+ * clone, no git).
  */
 async function breakingAgainst(): Promise<string | undefined> {
   const commit = (rev: string) =>
@@ -47,16 +48,18 @@ async function breakingAgainst(): Promise<string | undefined> {
       (out) => out.trim(),
       () => undefined,
     );
-  const [head, main, parent] = await Promise.all(["HEAD", "main", "HEAD~1"].map(commit));
-  if (main !== undefined && main !== head) {
-    say("buf breaking: against main");
-    return ".git#branch=main";
+  const mains = ["main", "origin/main"];
+  const [head, parent, ...tips] = await Promise.all(["HEAD", "HEAD~1", ...mains].map(commit));
+  const i = tips.findIndex((tip) => tip !== undefined);
+  if (i >= 0 && tips[i] !== head) {
+    say(`buf breaking: against ${mains[i]}`);
+    return `.git#branch=${mains[i]}`;
   }
   if (parent === undefined) {
     say("buf breaking: skipped: no earlier commit here (first commit, shallow clone or no git)");
     return undefined;
   }
-  say(`buf breaking: against HEAD~1 (${main === undefined ? "no main branch here" : "on main"})`);
+  say(`buf breaking: against HEAD~1 (${i < 0 ? "no main branch here" : "HEAD is main"})`);
   return ".git#ref=HEAD~1";
 }
 
@@ -72,9 +75,10 @@ async function checkGenerated(): Promise<void> {
     // package.json's "generate", with buf.gen.yaml's gen/ under tmp.
     await run("buf", ["generate", "--output", tmp]);
     await run("buf", ["build", "-o", path.join(tmp, "gen", "tokenvend.binpb")]);
-    await run("diff", ["-r", "-q", path.join(tmp, "gen"), "gen"]).catch((err: Error) => {
-      throw new Error(
-        `gen/ is not what proto/ generates: run \`npm run generate\`; ${err.message}`,
+    await run("diff", ["-r", "-q", path.join(tmp, "gen"), "gen"]).catch((err: RunError) => {
+      throw new RunError(
+        `gen/ is not what proto/ generates (npm run generate): ${err.message}`,
+        "",
       );
     });
   } finally {

@@ -36,7 +36,11 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       env,
       stdio: ["ignore", "pipe", echo ? "inherit" : "pipe"],
     });
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs).unref();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, timeoutMs).unref();
     let stdout = "";
     let output = "";
     child.stdout?.setEncoding("utf8").on("data", (d: string) => {
@@ -60,7 +64,8 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       if (code === 0) resolve(stdout);
-      else fail(`failed (${signal ?? `exit ${code}`})`);
+      else
+        fail(timedOut ? `timed out after ${timeoutMs} ms` : `failed (${signal ?? `exit ${code}`})`);
     });
   });
 }
