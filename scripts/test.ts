@@ -132,8 +132,8 @@ async function runAva(avaArgs: string[]): Promise<Counts> {
   if (closing === undefined)
     say(
       red(
-        "AVA stopped before its closing counts: AVA 7's TAP reporter crashes on a timeout or a" +
-          " test's process.exit (`npx ava FILE` names the test)",
+        "AVA stopped before its closing counts: bad arguments, or its TAP reporter crashed (AVA 7's" +
+          " does on a timeout or a test's process.exit; `npx ava FILE` names the test)",
       ),
     );
   if (counts.failed === 0) {

@@ -62,17 +62,15 @@ function readGoTools(goMod: string): Record<GoToolName, GoTool> {
   return Object.fromEntries(entries) as Record<GoToolName, GoTool>;
 }
 
-/** The same build flags for every Go program; -mod=readonly: a committed go.sum is complete. */
-function go(dir: string, args: string[]): Promise<string> {
-  const [command = "", ...rest] = args;
-  return run("go", [command, "-trimpath", "-mod=readonly", "-buildvcs=false", ...rest], {
+/** The same flags for every Go build; -mod=readonly: a committed go.sum is complete. */
+function go(command: "build" | "install", dir: string, args: string[]): Promise<string> {
+  return run("go", [command, "-trimpath", "-mod=readonly", "-buildvcs=false", ...args], {
     cwd: path.join(REPO_ROOT, dir),
     env: { ...process.env, GOBIN: GO_BIN_DIR },
   });
 }
 
 export async function ensureGoTools(): Promise<void> {
-  const tools = Object.values(GO_TOOLS);
   await buildOnce({
     name: "devtools",
     inputs: ["tools/devtools/go.{mod,sum}"],
@@ -80,9 +78,10 @@ export async function ensureGoTools(): Promise<void> {
     // `go install` stamps no version: -X main.version, as the projects' release builds do
     // (the protoc plugins carry theirs in the code; -X is a no-op there).
     build: () =>
-      go("tools/devtools", [
-        "install",
-        ...tools.map((t) => `-ldflags=${t.pkg}=-s -w -X main.version=${t.version}`),
+      go("install", "tools/devtools", [
+        ...Object.values(GO_TOOLS).map(
+          (t) => `-ldflags=${t.pkg}=-s -w -X main.version=${t.version}`,
+        ),
         "tool",
       ]),
   });
@@ -102,7 +101,7 @@ export async function ensureGoProgram(
     outputs: [bin],
     build: async () => {
       await opts.before?.();
-      await go(`tools/${name}`, ["build", ...flags, "-o", bin, "."]);
+      await go("build", `tools/${name}`, [...flags, "-o", bin, "."]);
     },
   });
   return bin;
@@ -142,7 +141,7 @@ export async function ensurePythonVenv(): Promise<string> {
   return PY_VENV_PYTHON;
 }
 
-/** Everything but FerretDB; the venv beside the Go builds (each of which uses every core). */
+/** Everything but FerretDB (scripts/ferretdb.ts); the venv is made beside the Go builds. */
 export async function ensureAllTools(): Promise<void> {
   await Promise.all([ensureGoClient(), ensurePythonVenv()]);
 }
