@@ -11,6 +11,7 @@ import test from "ava";
 import { parse as parseYaml } from "yaml";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
 import { type Config, parseConfig, splitHostPort } from "../src/config.ts";
+import { npmStartArgv } from "./support/server-process.ts";
 
 const repo = new URL("..", import.meta.url).pathname;
 const read = (p: string) => readFileSync(join(repo, p), "utf8");
@@ -249,8 +250,7 @@ const metricsPort =
 const containerPort = (name: string) =>
   container.ports?.find((p) => p.name === name)?.containerPort;
 
-const startCommand = (JSON.parse(read("package.json")) as { scripts: { start: string } }).scripts
-  .start;
+const startArgv = npmStartArgv();
 
 // ---------------------------------------------------------------------------------------------
 
@@ -332,13 +332,12 @@ test("probes are native gRPC health probes on the gRPC port, for services the se
 });
 
 test("the container runs `npm start`'s command, and so does the image's CMD", (t) => {
-  const argv = startCommand.split(/\s+/);
-  t.deepEqual(argv.slice(0, 1), ["node"]);
-  t.true(argv.includes("--max-semi-space-size=4"), "npm start keeps the young-generation cap");
-  t.deepEqual([...(container.command ?? []), ...(container.args ?? [])], argv);
+  t.deepEqual(startArgv.slice(0, 1), ["node"]);
+  t.true(startArgv.includes("--max-semi-space-size=4"), "npm start keeps the young-generation cap");
+  t.deepEqual([...(container.command ?? []), ...(container.args ?? [])], startArgv);
   const cmd = dockerArgs(runtimeStage, "CMD");
   t.is(cmd.length, 1);
-  t.deepEqual(JSON.parse(cmd[0] ?? "null"), argv, "CMD in exec form: no shell");
+  t.deepEqual(JSON.parse(cmd[0] ?? "null"), startArgv, "CMD in exec form: no shell");
   t.deepEqual(dockerArgs(runtimeStage, "ENTRYPOINT"), []);
 });
 
@@ -567,10 +566,7 @@ test("the image has what `npm start` loads, and that needs only production depen
   const seen = new Set<string>();
   // From the start command's modules, follow every import: each one is in the image or a
   // production dependency. main.ts's dynamic import of src/dev (--dev only) is left out.
-  const queue = startCommand
-    .split(/\s+/)
-    .filter((a) => /\.ts$/.test(a))
-    .map((a) => normalize(a));
+  const queue = startArgv.filter((a) => /\.ts$/.test(a)).map((a) => normalize(a));
   while (queue.length > 0) {
     const file = queue.pop() as string;
     if (seen.has(file)) continue;

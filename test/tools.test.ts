@@ -1,18 +1,37 @@
 // The external tools the tests drive are installed, runnable, and the pinned versions.
 
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import test from "ava";
-import { GO_TOOLS, PYTHON_REQUIREMENTS } from "../scripts/tools.ts";
+import { GO_TOOLS } from "../scripts/tools.ts";
 import { pythonPath, toolPath } from "./support/tools.ts";
 
 const exec = promisify(execFile);
 
+const requirements = readFileSync(
+  new URL("../tools/python/requirements.txt", import.meta.url),
+  "utf8",
+);
 const pinned = (pkg: string): string => {
-  const req = PYTHON_REQUIREMENTS.find((r) => r.startsWith(`${pkg}==`));
-  if (!req) throw new Error(`${pkg} is not pinned`);
-  return req.slice(pkg.length + 2);
+  const version = new RegExp(`^${pkg}==(\\S+)$`, "m").exec(requirements)?.[1];
+  if (!version) throw new Error(`${pkg} is not pinned in tools/python/requirements.txt`);
+  return version;
 };
+
+test("GO_TOOLS reads tools/devtools/go.mod as Go does: each tool with its module's version", async (t) => {
+  const { stdout } = await exec(
+    "go",
+    ["list", "-mod=readonly", "-f", "{{.ImportPath}} {{.Module.Version}}", "tool"],
+    { cwd: new URL("../tools/devtools", import.meta.url) },
+  );
+  t.deepEqual(
+    Object.values(GO_TOOLS)
+      .map((tool) => `${tool.pkg} ${tool.version}`)
+      .sort(),
+    stdout.trim().split("\n").sort(),
+  );
+});
 
 test("grpcurl -version prints the pinned version", async (t) => {
   // grpcurl prints its version on stderr.

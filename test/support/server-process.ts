@@ -1,13 +1,28 @@
 // A real `npm start` replica in its own process, configured by a YAML file,
-// reporting its listen addresses from its own JSON log.
+// reporting its listen addresses from its own JSON log. It runs npm start's
+// exact command (package.json's `scripts.start`) on this pinned Node, without
+// npm in between: npm does not pass SIGTERM on, and the tests send it.
 
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 
 const repo = new URL("../..", import.meta.url).pathname;
+
+/** package.json's `scripts.start` as argv; it must be a plain `node …` command (no shell). */
+export function npmStartArgv(): string[] {
+  const pkg = JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as {
+    scripts: { start: string };
+  };
+  const argv = pkg.scripts.start.trim().split(/\s+/);
+  if (argv[0] !== "node" || /["'`$\\|&;<>()*?~]/.test(pkg.scripts.start)) {
+    throw new Error(`npm start is not a plain node command: ${pkg.scripts.start}`);
+  }
+  return argv;
+}
 
 export interface ServerProcess {
   readonly child: ChildProcess;
@@ -28,7 +43,8 @@ export async function spawnServer(
   const dir = await mkdtemp(join(tmpdir(), "tokenvend-replica-"));
   const configPath = join(dir, "config.yaml");
   await writeFile(configPath, yaml);
-  const child = spawn(process.execPath, ["src/main.ts"], {
+  // process.execPath: the pinned Node (node_modules/.bin/node), the one `npm start` runs.
+  const child = spawn(process.execPath, npmStartArgv().slice(1), {
     cwd: repo,
     env: { ...process.env, TOKENVEND_CONFIG: configPath, ...env },
     stdio: ["ignore", "pipe", "pipe"],
