@@ -12,8 +12,7 @@ import type { TokenStore } from "./core/token-store.ts";
 import { createTokenVendor, type TokenVendor } from "./core/token-vendor.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
 import { createUpstreamClient } from "./idp/upstream-client.ts";
-import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
-import { createHttpServer } from "./rpc/http-server.ts";
+import { createRpcTelemetry } from "./rpc/rpc-interceptor.ts";
 import { createTokenService } from "./rpc/token-service.ts";
 import { openStore } from "./store/open-store.ts";
 import {
@@ -24,7 +23,8 @@ import {
   teeMeter,
   attr as telemetryAttr,
 } from "./telemetry/metrics.ts";
-import { createRpcTelemetry } from "./telemetry/rpc-interceptor.ts";
+import { createGrpcServer, type GrpcServer } from "./transport/grpc-server.ts";
+import { createHttpServer } from "./transport/http-server.ts";
 
 export interface StartServerOptions {
   readonly config: Config;

@@ -1,4 +1,4 @@
-// Push streams on the gRPC listener (src/rpc/push-stream.ts, GrpcSink): what a
+// Push streams on the gRPC listener (src/transport/push-stream.ts, GrpcSink): what a
 // handler sends arrives in order and intact, a reader that stops reading gets
 // the newest message rather than a backlog, the end status follows the last
 // message, and the direct write path (one shared frame per message, written
@@ -21,15 +21,15 @@ import {
   type WatchTokenResponse,
   WatchTokenResponseSchema,
 } from "../gen/tokenvend/v1/token_service_pb.js";
-import { freeze } from "../src/rpc/frozen-message.ts";
+import { createRpcTelemetry } from "../src/rpc/rpc-interceptor.ts";
+import { createRpcMetrics } from "../src/telemetry/metrics.ts";
+import { freeze } from "../src/transport/frozen-message.ts";
 import {
   createGrpcServer,
   directStreamOf,
   type GrpcServerOptions,
-} from "../src/rpc/grpc-server.ts";
-import { type StreamSink, withPushStream } from "../src/rpc/push-stream.ts";
-import { createRpcMetrics } from "../src/telemetry/metrics.ts";
-import { createRpcTelemetry } from "../src/telemetry/rpc-interceptor.ts";
+} from "../src/transport/grpc-server.ts";
+import { type StreamSink, withPushStream } from "../src/transport/push-stream.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
 import { countOf, createTestMeter, finishedSpans, points, tracerProvider } from "./support/otel.ts";
 

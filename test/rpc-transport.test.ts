@@ -48,9 +48,9 @@ import {
   type WatchTokenResponse,
   WatchTokenResponseSchema,
 } from "../gen/tokenvend/v1/token_service_pb.js";
-import { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "../src/rpc/error-details.ts";
-import { createGrpcServer, type GrpcServer } from "../src/rpc/grpc-server.ts";
-import { createHttpServer, type HttpServer } from "../src/rpc/http-server.ts";
+import { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "../src/transport/error-details.ts";
+import { createGrpcServer, type GrpcServer } from "../src/transport/grpc-server.ts";
+import { createHttpServer, type HttpServer } from "../src/transport/http-server.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
 
 const exec = promisify(execFile);

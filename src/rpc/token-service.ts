@@ -25,9 +25,9 @@ import { systemClock } from "../core/clock.ts";
 import type { LiveRecord, TokenSet } from "../core/token.ts";
 import type { TokenVendor, WatchEvent, WatchReason, WatchTarget } from "../core/token-vendor.ts";
 import { LatestValue } from "../core/watch-hub.ts";
+import { freeze } from "../transport/frozen-message.ts";
+import { type StreamSink, withPushStream } from "../transport/push-stream.ts";
 import { toConnectError } from "./error-mapping.ts";
-import { freeze } from "./frozen-message.ts";
-import { type StreamSink, withPushStream } from "./push-stream.ts";
 import { limits, Violations } from "./validate.ts";
 
 export interface TokenServiceOptions {

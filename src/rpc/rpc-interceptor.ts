@@ -27,10 +27,10 @@ import {
   type Tracer,
   trace,
 } from "@opentelemetry/api";
-import { toWireError } from "../rpc/error-details.ts";
-import type { PushStreamObservation, PushStreamObserver } from "../rpc/push-stream.ts";
-import { type DescribeError, recordError } from "./instrument.ts";
-import type { RpcMetrics } from "./metrics.ts";
+import { type DescribeError, recordError } from "../telemetry/instrument.ts";
+import type { RpcMetrics } from "../telemetry/metrics.ts";
+import { toWireError } from "../transport/error-details.ts";
+import type { PushStreamObservation, PushStreamObserver } from "../transport/push-stream.ts";
 
 export interface RpcTelemetryOptions {
   /** Without one, only the metric is recorded (a Prometheus endpoint and no OTEL_*). */
