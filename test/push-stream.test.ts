@@ -24,11 +24,8 @@ import {
 import { createRpcTelemetry } from "../src/rpc/rpc-interceptor.ts";
 import { createRpcMetrics } from "../src/telemetry/metrics.ts";
 import { freeze } from "../src/transport/frozen-message.ts";
-import {
-  createGrpcServer,
-  directStreamOf,
-  type GrpcServerOptions,
-} from "../src/transport/grpc-server.ts";
+import { directStreamOf } from "../src/transport/grpc-push-stream.ts";
+import { createGrpcServer, type GrpcServerOptions } from "../src/transport/grpc-server.ts";
 import { type StreamSink, withPushStream } from "../src/transport/push-stream.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
 import { countOf, createTestMeter, finishedSpans, points, tracerProvider } from "./support/otel.ts";

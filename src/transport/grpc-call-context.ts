@@ -131,3 +131,8 @@ export class GrpcCallContext implements HandlerContext {
     if (reason !== undefined) this.onAbort?.(reason);
   }
 }
+
+/** The reason a call's signal carries when its client cancelled it. */
+export function cancelledByClient(): ConnectError {
+  return new ConnectError("the client cancelled the call", Code.Canceled);
+}

@@ -13,7 +13,11 @@ import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type InternalErrorHandler, toWireError } from "./error-details.ts";
-import type { ListenAddress, ServiceRegistration, ServiceRegistrations } from "./grpc-server.ts";
+import type {
+  ListenAddress,
+  ServiceRegistration,
+  ServiceRegistrations,
+} from "./service-registration.ts";
 import { within } from "./within.ts";
 
 export interface HttpServerOptions<T extends readonly DescService[]> {
