@@ -1,8 +1,8 @@
 // Push streams on the gRPC listener (src/transport/push-stream.ts, GrpcSink): what a
 // handler sends arrives in order and intact, a reader that stops reading gets
 // the newest message rather than a backlog, the end status follows the last
-// message, and the direct write path (one shared frame per message, written
-// straight to the HTTP/2 stream) still finds the grpc-js internals it needs.
+// message (the grpc-js internals of its direct write path are pinned in
+// test/library-internals.test.ts).
 // Under the telemetry interceptor, the push form is kept only with the
 // telemetry's push-stream observer, and gives the span and the metric the
 // interceptor gives the async generator form, status for status.
@@ -24,7 +24,6 @@ import {
 import { createRpcTelemetry } from "../src/rpc/rpc-interceptor.ts";
 import { createRpcMetrics } from "../src/telemetry/metrics.ts";
 import { freeze } from "../src/transport/frozen-message.ts";
-import { directStreamOf } from "../src/transport/grpc-push-stream.ts";
 import { createGrpcServer, type GrpcServerOptions } from "../src/transport/grpc-server.ts";
 import { type StreamSink, withPushStream } from "../src/transport/push-stream.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
@@ -179,51 +178,6 @@ test("a reader that stops reading gets the newest message next, not the backlog"
   );
   // What the 64 KiB receive window held, then the newest: far fewer than were sent.
   t.true(got.length < total / 4, `${got.length} of ${total} delivered`);
-});
-
-test("the direct write path still finds grpc-js's call.stream and metadataSent", async (t) => {
-  const server = new grpc.Server();
-  const seen: string[] = [];
-  const definition = {
-    Stream: {
-      path: "/test.Push/Stream",
-      requestStream: false,
-      responseStream: true,
-      requestSerialize: (b: Buffer) => b,
-      requestDeserialize: (b: Buffer) => b,
-      responseSerialize: (b: Buffer) => b,
-      responseDeserialize: (b: Buffer) => b,
-    },
-  } satisfies grpc.ServiceDefinition;
-  server.addService(definition, {
-    Stream: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
-      seen.push(`before headers: ${directStreamOf(call) === undefined ? "none" : "stream"}`);
-      call.write(Buffer.from("a"), () => {
-        const direct = directStreamOf(call);
-        seen.push(`after headers: ${direct === undefined ? "none" : "stream"}`);
-        direct?.write(Buffer.from([0, 0, 0, 0, 1, 0x62]), () => call.end());
-      });
-    },
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  t.teardown(() => server.forceShutdown());
-  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  t.teardown(() => client.close());
-  const call = client.makeServerStreamRequest(
-    "/test.Push/Stream",
-    (b: Buffer) => b,
-    (b: Buffer) => b,
-    Buffer.alloc(0),
-  );
-  const got: string[] = [];
-  for await (const b of call as AsyncIterable<Buffer>) got.push(b.toString());
-  t.deepEqual(seen, ["before headers: none", "after headers: stream"]);
-  // The frame written straight to the HTTP/2 stream reaches the client as a message.
-  t.deepEqual(got, ["a", "b"]);
 });
 
 /**

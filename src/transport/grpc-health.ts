@@ -5,6 +5,7 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
+import { addHealthService } from "./library-internals.ts";
 
 export interface GrpcHealth {
   /** Every name SERVING or NOT_SERVING. They start NOT_SERVING. */
@@ -18,21 +19,12 @@ export function createGrpcHealth(server: grpc.Server, names: readonly string[]):
     Object.fromEntries(names.map((n) => [n, "NOT_SERVING" as const])),
   );
   const healthWatches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
-  health.addToServer({
-    addService(definition: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) {
-      const watch = impl.watch as grpc.handleServerStreamingCall<unknown, unknown>;
-      server.addService(definition, {
-        ...impl,
-        watch(call: grpc.ServerWritableStream<unknown, unknown>) {
-          healthWatches.add(call);
-          const forget = () => healthWatches.delete(call);
-          call.on("cancelled", forget);
-          call.on("finish", forget);
-          watch(call);
-        },
-      });
-    },
-  } as grpc.Server);
+  addHealthService(health, server, (call) => {
+    healthWatches.add(call);
+    const forget = () => healthWatches.delete(call);
+    call.on("cancelled", forget);
+    call.on("finish", forget);
+  });
   return {
     setServing(serving) {
       for (const n of names) health.setStatus(n, serving ? "SERVING" : "NOT_SERVING");

@@ -1,7 +1,7 @@
 // A server stream on the gRPC listener served from the handler's push form:
 // the handler calls send() per message on a GrpcSink.
 
-import { Duplex, type Writable } from "node:stream";
+import type { Writable } from "node:stream";
 import type { DescMessage } from "@bufbuild/protobuf";
 import type { ConnectError, MethodImplSpec } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
@@ -11,6 +11,7 @@ import { cancelledByClient, GrpcCallContext } from "./grpc-call-context.ts";
 import { type DescMessageShape, decode, encode } from "./grpc-codec.ts";
 import { sendHeaders, toMetadata, toServiceError } from "./grpc-metadata.ts";
 import type { GrpcServiceOptions } from "./grpc-service.ts";
+import { directStreamOf } from "./library-internals.ts";
 import type { PushStreamImpl, PushStreamObservation, StreamSink } from "./push-stream.ts";
 
 export type ServerStreamSpec = Extract<MethodImplSpec, { kind: "server_streaming" }>;
@@ -66,7 +67,7 @@ class GrpcSink implements StreamSink<DescMessageShape> {
   #headersSent = false;
   #writing = false;
   #waiting: DescMessageShape | undefined;
-  /** The call's HTTP/2 stream once its headers went out (see directStreamOf). */
+  /** The call's HTTP/2 stream once its headers went out (see directStreamOf in library-internals.ts). */
   #direct: Writable | undefined;
   readonly #written = () => {
     this.#writing = false;
@@ -154,24 +155,4 @@ class GrpcSink implements StreamSink<DescMessageShape> {
     // Completion aborts the signal too, as on Connect: the handler lets go.
     this.#ctx.abort();
   }
-}
-
-/**
- * grpc-js copies every message it sends into a new length-prefixed frame: for
- * one renewal pushed to 10,000 streams, 21 MB of buffers (enough to set off a
- * full GC of every stream's state) and ~8 µs per stream. Once a call's headers
- * went out, its later messages can go straight to its HTTP/2 stream as one
- * frame built once and shared by all streams, in order with what grpc-js
- * writes (both land on the same stream, synchronously). This reads two
- * grpc-js internals, the call's `call.stream` and `call.metadataSent`; when
- * they are not there (another grpc-js version, a server interceptor wrapping
- * the call) the call is written the public way, and test/push-stream.test.ts
- * fails if the pinned grpc-js stops offering them.
- */
-export function directStreamOf(
-  call: grpc.ServerWritableStream<Buffer, Buffer>,
-): Writable | undefined {
-  const inner = (call as unknown as { call?: { metadataSent?: unknown; stream?: unknown } }).call;
-  if (inner?.metadataSent !== true) return undefined;
-  return inner.stream instanceof Duplex ? inner.stream : undefined;
 }

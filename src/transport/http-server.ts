@@ -13,6 +13,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type InternalErrorHandler, toWireError } from "./error-details.ts";
+import { closeWhenBodyUnread } from "./library-internals.ts";
 import type {
   ListenAddress,
   ServiceRegistration,
@@ -83,13 +84,7 @@ export function createHttpServer<const T extends readonly DescService[]>(
     socket.setTimeout(0); // headers are in; from here Node's keep-alive timeout applies
     h1Sockets.set(socket, (h1Sockets.get(socket) ?? 0) + 1);
     if (draining) res.setHeader("connection", "close");
-    // A request rejected before its body was read (readMaxBytes) is destroyed by
-    // connect-node, which resets the connection: tell the client not to reuse it.
-    const writeHead = res.writeHead;
-    res.writeHead = function (this: typeof res, ...args: Parameters<typeof writeHead>) {
-      if (!req.complete && !res.headersSent) res.setHeader("connection", "close");
-      return writeHead.apply(this, args);
-    } as typeof writeHead;
+    closeWhenBodyUnread(req, res);
     res.once("close", () => {
       const n = (h1Sockets.get(socket) ?? 1) - 1;
       if (h1Sockets.has(socket)) h1Sockets.set(socket, n);

@@ -3,8 +3,9 @@
 
 import { create, type DescFile, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
-import * as protoLoader from "@grpc/proto-loader";
+import type * as protoLoader from "@grpc/proto-loader";
 import { healthFile } from "./health-descriptor.ts";
+import { packageWithFiles } from "./library-internals.ts";
 import type { ServiceRegistration } from "./service-registration.ts";
 
 /** The services' files and their imports, from the descriptors compiled into gen/. */
@@ -24,24 +25,13 @@ export function descriptorSetOf(services: readonly ServiceRegistration[]): Uint8
 
 /**
  * A proto-loader package definition for @grpc/reflection, with grpc.health.v1
- * added so grpcurl can call the health service too. proto-loader re-encodes
- * files through protobufjs and drops their source info (the comments), so the
- * files it lists are swapped for the original bytes of the descriptor set.
+ * added so grpcurl can call the health service too, serving the files as they
+ * are in the descriptor set (with their comments).
  */
 export function reflectionPackage(descriptorSet: Uint8Array): protoLoader.PackageDefinition {
   const files = fromBinary(FileDescriptorSetSchema, descriptorSet).file;
   if (!files.some((f) => f.package === "grpc.health.v1")) files.push(healthFile());
   const originals = files.map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f)));
-  const pkg = protoLoader.loadFileDescriptorSetFromBuffer(
-    Buffer.from(
-      toBinary(FileDescriptorSetSchema, create(FileDescriptorSetSchema, { file: files })),
-    ),
-  );
-  for (const [name, def] of Object.entries(pkg)) {
-    // Message and enum entries list files; service entries do not.
-    if ("fileDescriptorProtos" in def && Array.isArray(def.fileDescriptorProtos)) {
-      pkg[name] = Object.assign({}, def, { fileDescriptorProtos: originals });
-    }
-  }
-  return pkg;
+  const set = toBinary(FileDescriptorSetSchema, create(FileDescriptorSetSchema, { file: files }));
+  return packageWithFiles(Buffer.from(set), originals);
 }
