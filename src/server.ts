@@ -23,8 +23,7 @@ import {
   teeMeter,
   attr as telemetryAttr,
 } from "./telemetry/metrics.ts";
-import { createGrpcServer, type GrpcServer } from "./transport/grpc-server.ts";
-import { createHttpServer } from "./transport/http-server.ts";
+import { createGrpcServer, createHttpServer, type GrpcServer } from "./transport/index.ts";
 
 export interface StartServerOptions {
   readonly config: Config;

@@ -13,7 +13,7 @@ import { ReflectionService } from "@grpc/reflection";
 import test from "ava";
 import { HealthImplementation } from "grpc-health-check";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
-import { createHttpServer } from "../src/transport/http-server.ts";
+import { createHttpServer } from "../src/transport/index.ts";
 import { addHealthService, directStreamOf } from "../src/transport/library-internals.ts";
 import { reflectionPackage } from "../src/transport/reflection.ts";
 

@@ -23,9 +23,13 @@ import {
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import { createRpcTelemetry } from "../src/rpc/rpc-interceptor.ts";
 import { createRpcMetrics } from "../src/telemetry/metrics.ts";
-import { freeze } from "../src/transport/frozen-message.ts";
-import { createGrpcServer, type GrpcServerOptions } from "../src/transport/grpc-server.ts";
-import { type StreamSink, withPushStream } from "../src/transport/push-stream.ts";
+import {
+  createGrpcServer,
+  freeze,
+  type GrpcServerOptions,
+  type StreamSink,
+  withPushStream,
+} from "../src/transport/index.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
 import { countOf, createTestMeter, finishedSpans, points, tracerProvider } from "./support/otel.ts";
 

@@ -48,9 +48,14 @@ import {
   type WatchTokenResponse,
   WatchTokenResponseSchema,
 } from "../gen/tokenvend/v1/token_service_pb.js";
-import { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "../src/transport/error-details.ts";
-import { createGrpcServer, type GrpcServer } from "../src/transport/grpc-server.ts";
-import { createHttpServer, type HttpServer } from "../src/transport/http-server.ts";
+import {
+  createGrpcServer,
+  createHttpServer,
+  decodeGrpcStatusDetails,
+  type GrpcServer,
+  grpcStatusDetailsKey,
+  type HttpServer,
+} from "../src/transport/index.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
 
 const exec = promisify(execFile);

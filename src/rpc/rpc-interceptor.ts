@@ -29,8 +29,11 @@ import {
 } from "@opentelemetry/api";
 import { type DescribeError, recordError } from "../telemetry/instrument.ts";
 import type { RpcMetrics } from "../telemetry/metrics.ts";
-import { toWireError } from "../transport/error-details.ts";
-import type { PushStreamObservation, PushStreamObserver } from "../transport/push-stream.ts";
+import {
+  type PushStreamObservation,
+  type PushStreamObserver,
+  toWireError,
+} from "../transport/index.ts";
 
 export interface RpcTelemetryOptions {
   /** Without one, only the metric is recorded (a Prometheus endpoint and no OTEL_*). */

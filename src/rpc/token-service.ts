@@ -25,8 +25,7 @@ import { systemClock } from "../core/clock.ts";
 import type { LiveRecord, TokenSet } from "../core/token.ts";
 import type { TokenVendor, WatchEvent, WatchReason, WatchTarget } from "../core/token-vendor.ts";
 import { LatestValue } from "../core/watch-hub.ts";
-import { freeze } from "../transport/frozen-message.ts";
-import { type StreamSink, withPushStream } from "../transport/push-stream.ts";
+import { freeze, type StreamSink, withPushStream } from "../transport/index.ts";
 import { toConnectError } from "./error-mapping.ts";
 import { limits, Violations } from "./validate.ts";
 
