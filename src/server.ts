@@ -23,7 +23,12 @@ import {
   teeMeter,
   attr as telemetryAttr,
 } from "./telemetry/metrics.ts";
-import { createGrpcServer, createHttpServer, type GrpcServer } from "./transport/index.ts";
+import {
+  createGrpcServer,
+  createHttpServer,
+  formatHostPort,
+  type GrpcServer,
+} from "./transport/index.ts";
 
 export interface StartServerOptions {
   readonly config: Config;
@@ -163,9 +168,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   sweeper.unref();
   log.info(
     {
-      grpc: `${grpcAddr.host}:${grpcAddr.port}`,
-      http: `${httpAddr.host}:${httpAddr.port}`,
-      ...(promAddr !== undefined ? { prometheus: `${promAddr.host}:${promAddr.port}` } : {}),
+      grpc: formatHostPort(grpcAddr),
+      http: formatHostPort(httpAddr),
+      ...(promAddr !== undefined ? { prometheus: formatHostPort(promAddr) } : {}),
       store: store.kind,
     },
     "tokenvend serving",

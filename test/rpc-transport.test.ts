@@ -52,6 +52,7 @@ import {
   createGrpcServer,
   createHttpServer,
   decodeGrpcStatusDetails,
+  formatHostPort,
   type GrpcServer,
   grpcStatusDetailsKey,
   type HttpServer,
@@ -1030,6 +1031,33 @@ test.serial(
     after.close();
   },
 );
+
+test("listen: both listeners bind [::1]:0 and serve there; an address that is not host:port is refused", async (t) => {
+  const common = { services: [{ desc: TokenService, impl }] };
+  const g = createGrpcServer(common);
+  const h = createHttpServer(common);
+  t.teardown(() => Promise.all([g.shutdown(0), h.close(0)]));
+  const ga = await g.listen("[::1]:0");
+  const ha = await h.listen("[::1]:0");
+  t.is(ga.host, "::1");
+  t.is(ha.host, "::1");
+  const grpcTarget = grpcJsTarget(formatHostPort(ga));
+  t.deepEqual(await grpcTarget.getToken("ok"), { token: "at-ok" });
+  grpcTarget.close();
+  const httpTarget = connectTarget(
+    "connect HTTP/1.1 over IPv6",
+    "connect",
+    createConnectTransport({ baseUrl: `http://${formatHostPort(ha)}`, httpVersion: "1.1" }),
+  );
+  t.deepEqual(await httpTarget.getToken("ok"), { token: "at-ok" });
+  const refused = {
+    instanceOf: RangeError,
+    message:
+      'the listen address must be host:port, such as 127.0.0.1:50051 or [::1]:50051; got "::1:0"',
+  };
+  await t.throwsAsync(createGrpcServer(common).listen("::1:0"), refused);
+  await t.throwsAsync(createHttpServer(common).listen("::1:0"), refused);
+});
 
 test("shutdown: without in-flight calls it returns at once", async (t) => {
   const S = await startListeners();

@@ -8,6 +8,7 @@ import { ReflectionService } from "@grpc/reflection";
 import type { InternalErrorHandler } from "./error-details.ts";
 import { createGrpcHealth } from "./grpc-health.ts";
 import { grpcServiceOf } from "./grpc-service.ts";
+import { parseHostPort } from "./host-port.ts";
 import type { PushStreamObserver } from "./push-stream.ts";
 import { descriptorSetOf, reflectionPackage } from "./reflection.ts";
 import type {
@@ -96,10 +97,11 @@ export function createGrpcServer<const T extends readonly DescService[]>(
     server,
     listen(hostPort) {
       return new Promise((resolve, reject) => {
+        const { host } = parseHostPort(hostPort);
         server.bindAsync(
           hostPort,
           opts.credentials ?? grpc.ServerCredentials.createInsecure(),
-          (err, port) => (err ? reject(err) : resolve({ host: hostOf(hostPort), port })),
+          (err, port) => (err ? reject(err) : resolve({ host, port })),
         );
       });
     },
@@ -117,9 +119,4 @@ export function createGrpcServer<const T extends readonly DescService[]>(
       return stopped;
     },
   };
-}
-
-function hostOf(hostPort: string): string {
-  const i = hostPort.lastIndexOf(":");
-  return (i < 0 ? hostPort : hostPort.slice(0, i)).replace(/^\[|\]$/g, "");
 }

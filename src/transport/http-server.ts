@@ -13,6 +13,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { type InternalErrorHandler, toWireError } from "./error-details.ts";
+import { parseHostPort } from "./host-port.ts";
 import { closeWhenBodyUnread } from "./library-internals.ts";
 import type {
   ListenAddress,
@@ -151,10 +152,8 @@ export function createHttpServer<const T extends readonly DescService[]>(
   let closed: Promise<void> | undefined;
   return {
     listen(hostPort) {
-      const i = hostPort.lastIndexOf(":");
-      const host = hostPort.slice(0, i).replace(/^\[|\]$/g, "");
-      const port = Number(hostPort.slice(i + 1));
       return new Promise((resolve, reject) => {
+        const { host, port } = parseHostPort(hostPort);
         listener.once("error", reject);
         listener.listen({ host, port }, () => {
           listener.off("error", reject);
