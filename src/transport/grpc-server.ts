@@ -2,9 +2,10 @@
 // server reflection; binding and a bounded drain.
 
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
+import { createListenerDrain } from "./drain.ts";
 import type { InternalErrorHandler } from "./error-details.ts";
 import { createGrpcHealth } from "./grpc-health.ts";
 import { grpcServiceOf } from "./grpc-service.ts";
@@ -16,7 +17,6 @@ import type {
   ServiceRegistration,
   ServiceRegistrations,
 } from "./service-registration.ts";
-import { within } from "./within.ts";
 
 export interface GrpcServerOptions<T extends readonly DescService[]> {
   readonly services: ServiceRegistrations<T>;
@@ -58,9 +58,6 @@ export interface GrpcServer {
  */
 export const defaultMaxReceiveMessageBytes = 128 * 1024;
 
-// After the grace period, how long ended calls get to flush their status.
-const flushMs = 250;
-
 export function createGrpcServer<const T extends readonly DescService[]>(
   opts: GrpcServerOptions<T>,
 ): GrpcServer {
@@ -72,11 +69,18 @@ export function createGrpcServer<const T extends readonly DescService[]>(
     "grpc.max_receive_message_length": maxReceive,
     ...opts.serverOptions,
   });
-  const shutdownSignal = new AbortController();
+  const drain = createListenerDrain({
+    async stopAccepting() {
+      health.setServing(false);
+      await health.endWatches();
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    },
+    forceClose: () => server.forceShutdown(),
+  });
   const services: readonly ServiceRegistration<T[number]>[] = opts.services;
   for (const s of services) {
     const { definition, handlers } = grpcServiceOf(s.desc, s.impl, {
-      shutdownSignal: shutdownSignal.signal,
+      shutdownSignal: drain.shutdownSignal,
       ...(opts.interceptors !== undefined ? { interceptors: opts.interceptors } : {}),
       ...(opts.pushStreamObserver !== undefined
         ? { pushStreamObserver: opts.pushStreamObserver }
@@ -92,7 +96,6 @@ export function createGrpcServer<const T extends readonly DescService[]>(
   ).addToServer(server);
 
   const setServing = (serving: boolean) => health.setServing(serving);
-  let stopped: Promise<void> | undefined;
   return {
     server,
     listen(hostPort) {
@@ -106,17 +109,6 @@ export function createGrpcServer<const T extends readonly DescService[]>(
       });
     },
     setServing,
-    shutdown(graceMs) {
-      stopped ??= (async () => {
-        setServing(false);
-        await health.endWatches();
-        const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-        if (await within(drained, graceMs)) return;
-        shutdownSignal.abort(new ConnectError("the server is shutting down", Code.Unavailable));
-        await within(drained, flushMs);
-        server.forceShutdown();
-      })();
-      return stopped;
-    },
+    shutdown: (graceMs) => drain.drain(graceMs),
   };
 }

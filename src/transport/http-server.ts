@@ -10,8 +10,9 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createListenerDrain } from "./drain.ts";
 import { type InternalErrorHandler, toWireError } from "./error-details.ts";
 import { parseHostPort } from "./host-port.ts";
 import { closeWhenBodyUnread } from "./library-internals.ts";
@@ -20,7 +21,6 @@ import type {
   ServiceRegistration,
   ServiceRegistrations,
 } from "./service-registration.ts";
-import { within } from "./within.ts";
 
 export interface HttpServerOptions<T extends readonly DescService[]> {
   readonly services: ServiceRegistrations<T>;
@@ -51,8 +51,6 @@ export const defaultReadMaxBytes = 128 * 1024;
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 // A connection that has not sent its first bytes by then is not a client.
 const firstBytesTimeoutMs = 10_000;
-// After the grace period, how long aborted calls get to flush their status.
-const flushMs = 250;
 
 export function createHttpServer<const T extends readonly DescService[]>(
   opts: HttpServerOptions<T>,
@@ -62,23 +60,37 @@ export function createHttpServer<const T extends readonly DescService[]>(
     throw new RangeError(`readMaxBytes must be a positive integer; got ${readMaxBytes}`);
   }
   const idleTimeoutMs = opts.idleTimeoutMs ?? 300_000;
-  const shutdown = new AbortController();
   const services: readonly ServiceRegistration<T[number]>[] = opts.services;
-  const handler = connectNodeAdapter({
-    routes(router: ConnectRouter) {
-      for (const s of services) router.service(s.desc, s.impl);
-    },
-    readMaxBytes,
-    interceptors: [wireErrors(opts.onInternalError), ...(opts.interceptors ?? [])],
-    shutdownSignal: shutdown.signal,
-  });
-
   let draining = false;
   // HTTP/1.1 sockets and their in-flight requests: idle ones can close at once.
   const h1Sockets = new Map<net.Socket, number>();
   // HTTP/2 sessions and their open streams: idle ones time out, quiet streams do not.
   const h2Sessions = new Map<http2.Http2Session, number>();
   const sniffing = new Set<net.Socket>();
+  let closed: Promise<void> | undefined;
+  const drain = createListenerDrain({
+    stopAccepting() {
+      draining = true;
+      closed = new Promise<void>((resolve) => listener.close(() => resolve()));
+      for (const s of sniffing) s.destroy();
+      for (const s of h2Sessions.keys()) s.close(); // GOAWAY: no new streams, running ones finish
+      for (const [s, n] of h1Sockets) if (n === 0) s.destroy();
+      return closed;
+    },
+    async forceClose() {
+      for (const s of h2Sessions.keys()) s.destroy();
+      for (const s of h1Sockets.keys()) s.destroy();
+      await closed;
+    },
+  });
+  const handler = connectNodeAdapter({
+    routes(router: ConnectRouter) {
+      for (const s of services) router.service(s.desc, s.impl);
+    },
+    readMaxBytes,
+    interceptors: [wireErrors(opts.onInternalError), ...(opts.interceptors ?? [])],
+    shutdownSignal: drain.shutdownSignal,
+  });
 
   const h1 = http.createServer((req, res) => {
     const socket = req.socket;
@@ -149,7 +161,6 @@ export function createHttpServer<const T extends readonly DescService[]>(
     socket.once("close", () => sniffing.delete(socket));
   });
 
-  let closed: Promise<void> | undefined;
   return {
     listen(hostPort) {
       return new Promise((resolve, reject) => {
@@ -162,22 +173,7 @@ export function createHttpServer<const T extends readonly DescService[]>(
         });
       });
     },
-    close(graceMs) {
-      closed ??= (async () => {
-        draining = true;
-        const done = new Promise<void>((resolve) => listener.close(() => resolve()));
-        for (const s of sniffing) s.destroy();
-        for (const s of h2Sessions.keys()) s.close(); // GOAWAY: no new streams, running ones finish
-        for (const [s, n] of h1Sockets) if (n === 0) s.destroy();
-        if (await within(done, graceMs)) return;
-        shutdown.abort(new ConnectError("the server is shutting down", Code.Unavailable));
-        if (await within(done, flushMs)) return;
-        for (const s of h2Sessions.keys()) s.destroy();
-        for (const s of h1Sockets.keys()) s.destroy();
-        await done;
-      })();
-      return closed;
-    },
+    close: (graceMs) => drain.drain(graceMs),
   };
 }
 
