@@ -97,7 +97,11 @@ function serverFor(
       if (s.end !== undefined) throw s.end;
     }, push),
   };
-  return createGrpcServer({ services: [{ desc: TokenService, impl }], ...listener });
+  return createGrpcServer({
+    services: [{ desc: TokenService, impl }],
+    maxReceiveMessageBytes: 64 * 1024,
+    ...listener,
+  });
 }
 
 async function open(scripts: Record<string, Script>, listener: Listener = {}) {

@@ -203,6 +203,15 @@ const impl: Partial<ServiceImpl<typeof TokenService>> = {
   },
 };
 
+/** What config.ts defaults to; the limits test sends 200 KiB. */
+const maxMessageBytes = 128 * 1024;
+/** The one service under test, with the message limit both listeners require. */
+const served = {
+  services: [{ desc: TokenService, impl }],
+  maxReceiveMessageBytes: maxMessageBytes,
+  readMaxBytes: maxMessageBytes,
+};
+
 const intercept: Interceptor = (next) => async (req) => {
   req.contextValues.set(callerKey, `seen:${req.header.get("x-caller") ?? ""}`);
   return next(req);
@@ -224,7 +233,7 @@ interface Listeners {
 async function startListeners(): Promise<Listeners> {
   const reported: Reported[] = [];
   const common = {
-    services: [{ desc: TokenService, impl }],
+    ...served,
     interceptors: [intercept],
     onInternalError: (err: unknown, method: string) => reported.push({ err, method }),
   };
@@ -824,7 +833,7 @@ test("limits: undecodable requests are refused and never reach onInternalError",
 });
 
 test("health: Check and Watch, overall and per service, follow setServing", async (t) => {
-  const s = createGrpcServer({ services: [{ desc: TokenService, impl }] });
+  const s = createGrpcServer(served);
   const { port } = await s.listen("127.0.0.1:0");
   const pkg = grpc.loadPackageDefinition(
     protoLoader.loadSync(healthProtoPath, { enums: String }),
@@ -1033,9 +1042,8 @@ test.serial(
 );
 
 test("listen: both listeners bind [::1]:0 and serve there; an address that is not host:port is refused", async (t) => {
-  const common = { services: [{ desc: TokenService, impl }] };
-  const g = createGrpcServer(common);
-  const h = createHttpServer(common);
+  const g = createGrpcServer(served);
+  const h = createHttpServer(served);
   t.teardown(() => Promise.all([g.shutdown(0), h.close(0)]));
   const ga = await g.listen("[::1]:0");
   const ha = await h.listen("[::1]:0");
@@ -1055,8 +1063,8 @@ test("listen: both listeners bind [::1]:0 and serve there; an address that is no
     message:
       'the listen address must be host:port, such as 127.0.0.1:50051 or [::1]:50051; got "::1:0"',
   };
-  await t.throwsAsync(createGrpcServer(common).listen("::1:0"), refused);
-  await t.throwsAsync(createHttpServer(common).listen("::1:0"), refused);
+  await t.throwsAsync(createGrpcServer(served).listen("::1:0"), refused);
+  await t.throwsAsync(createHttpServer(served).listen("::1:0"), refused);
 });
 
 test("shutdown: without in-flight calls it returns at once", async (t) => {

@@ -26,8 +26,8 @@ export interface GrpcServerOptions<T extends readonly DescService[]> {
    * reflection serves the descriptors compiled into gen/ (no comments).
    */
   readonly reflectionDescriptorSet?: Uint8Array;
-  /** Largest request message accepted; larger ones get RESOURCE_EXHAUSTED. Default 128 KiB. */
-  readonly maxReceiveMessageBytes?: number;
+  /** Largest request message accepted; larger ones get RESOURCE_EXHAUSTED. */
+  readonly maxReceiveMessageBytes: number;
   readonly interceptors?: readonly Interceptor[];
   /** See GrpcServiceOptions.pushStreamObserver. */
   readonly pushStreamObserver?: PushStreamObserver;
@@ -52,16 +52,10 @@ export interface GrpcServer {
   readonly server: grpc.Server;
 }
 
-/**
- * The largest valid request (StoreUpstreamTokens with three 16 KiB tokens and
- * a hundred scopes) is about 76 KB; anything much bigger is not a token request.
- */
-export const defaultMaxReceiveMessageBytes = 128 * 1024;
-
 export function createGrpcServer<const T extends readonly DescService[]>(
   opts: GrpcServerOptions<T>,
 ): GrpcServer {
-  const maxReceive = opts.maxReceiveMessageBytes ?? defaultMaxReceiveMessageBytes;
+  const maxReceive = opts.maxReceiveMessageBytes;
   if (!Number.isInteger(maxReceive) || maxReceive < 1) {
     throw new RangeError(`maxReceiveMessageBytes must be a positive integer; got ${maxReceive}`);
   }

@@ -26,8 +26,8 @@ export interface HttpServerOptions<T extends readonly DescService[]> {
   readonly services: ServiceRegistrations<T>;
   /** Connect interceptors, first = outermost, exactly as the gRPC listener runs them. */
   readonly interceptors?: readonly Interceptor[];
-  /** Largest request message accepted (per message, after decompression). Default 128 KiB. */
-  readonly readMaxBytes?: number;
+  /** Largest request message accepted (per message, after decompression). */
+  readonly readMaxBytes: number;
   /** Gets the original error of every call that ends INTERNAL; the caller never sees it. */
   readonly onInternalError?: InternalErrorHandler;
   /** An HTTP/2 connection without streams for this long is closed (GOAWAY). Default 5
@@ -46,8 +46,6 @@ export interface HttpServer {
   close(graceMs: number): Promise<void>;
 }
 
-export const defaultReadMaxBytes = 128 * 1024;
-
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 // A connection that has not sent its first bytes by then is not a client.
 const firstBytesTimeoutMs = 10_000;
@@ -55,7 +53,7 @@ const firstBytesTimeoutMs = 10_000;
 export function createHttpServer<const T extends readonly DescService[]>(
   opts: HttpServerOptions<T>,
 ): HttpServer {
-  const readMaxBytes = opts.readMaxBytes ?? defaultReadMaxBytes;
+  const { readMaxBytes } = opts;
   if (!Number.isInteger(readMaxBytes) || readMaxBytes < 1) {
     throw new RangeError(`readMaxBytes must be a positive integer; got ${readMaxBytes}`);
   }

@@ -25,11 +25,11 @@ export {
 } from "./error-details.ts";
 export { freeze } from "./frozen-message.ts";
 export type { GrpcServer, GrpcServerOptions } from "./grpc-server.ts";
-export { createGrpcServer, defaultMaxReceiveMessageBytes } from "./grpc-server.ts";
+export { createGrpcServer } from "./grpc-server.ts";
 export type { HostPort } from "./host-port.ts";
 export { formatHostPort, parseHostPort } from "./host-port.ts";
 export type { HttpServer, HttpServerOptions } from "./http-server.ts";
-export { createHttpServer, defaultReadMaxBytes } from "./http-server.ts";
+export { createHttpServer } from "./http-server.ts";
 export type {
   PushStreamImpl,
   PushStreamObservation,
