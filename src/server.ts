@@ -12,6 +12,7 @@ import type { TokenStore } from "./core/token-store.ts";
 import { createTokenVendor, type TokenVendor } from "./core/token-vendor.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
 import { createUpstreamClient } from "./idp/upstream-client.ts";
+import { toConnectError } from "./rpc/error-mapping.ts";
 import { createRpcTelemetry } from "./rpc/rpc-interceptor.ts";
 import { createTokenService } from "./rpc/token-service.ts";
 import { openStore } from "./store/open-store.ts";
@@ -26,6 +27,7 @@ import {
 import {
   createGrpcServer,
   createHttpServer,
+  createWireErrors,
   formatHostPort,
   type GrpcServer,
 } from "./transport/index.ts";
@@ -124,15 +126,22 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     vendor,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
   });
-  const onInternalError = (err: unknown, method: string) =>
-    log.error({ method, err: err instanceof Error ? err.message : String(err) }, "internal error");
+  // The one mapping of errors to the wire, for both listeners.
+  const errors = createWireErrors({
+    toConnectError,
+    onInternalError: (err, method) =>
+      log.error(
+        { method, err: err instanceof Error ? err.message : String(err) },
+        "internal error",
+      ),
+  });
   const services = [{ desc: TokenService, impl }];
 
   const grpc = createGrpcServer({
     services,
     reflectionDescriptorSet: readFileSync(descriptorSetPath),
     maxReceiveMessageBytes: config.maxMessageBytes,
-    onInternalError,
+    errors,
     ...(rpcTelemetry !== undefined
       ? { interceptors, pushStreamObserver: rpcTelemetry.pushStreamObserver }
       : {}),
@@ -141,7 +150,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const http = createHttpServer({
     services,
     readMaxBytes: config.maxMessageBytes,
-    onInternalError,
+    errors,
     ...(interceptors.length > 0 ? { interceptors } : {}),
   });
   const grpcAddr = await grpc.listen(config.grpcListen);

@@ -51,6 +51,7 @@ import {
 import {
   createGrpcServer,
   createHttpServer,
+  createWireErrors,
   decodeGrpcStatusDetails,
   formatHostPort,
   type GrpcServer,
@@ -157,6 +158,12 @@ const impl: Partial<ServiceImpl<typeof TokenService>> = {
       case "wait":
         await untilAborted(ctx, id);
         throw ctx.signal.reason;
+      case "store-down":
+        throw new StoreDown(`store down (${id})`);
+      case "late":
+        // A store call cut short by the deadline: the domain error comes after it.
+        await untilAborted(ctx, id);
+        throw new StoreDown(`store call aborted (${id})`);
       case "slow":
         started(id).resolve();
         await new Promise((r) => setTimeout(r, 300));
@@ -212,9 +219,23 @@ const served = {
   readMaxBytes: maxMessageBytes,
 };
 
+/** A domain error of the application under test, and its table: UNAVAILABLE. */
+class StoreDown extends Error {}
+const appErrors = (err: unknown) =>
+  err instanceof StoreDown
+    ? new ConnectError("store unavailable", Code.Unavailable)
+    : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+
+/** The error an interceptor saw, by the unary request's grant. */
+const intercepted = new Map<string, unknown>();
 const intercept: Interceptor = (next) => async (req) => {
   req.contextValues.set(callerKey, `seen:${req.header.get("x-caller") ?? ""}`);
-  return next(req);
+  try {
+    return await next(req);
+  } catch (err) {
+    if (!req.stream) intercepted.set((req.message as unknown as { grant: string }).grant, err);
+    throw err;
+  }
 };
 
 interface Reported {
@@ -235,7 +256,10 @@ async function startListeners(): Promise<Listeners> {
   const common = {
     ...served,
     interceptors: [intercept],
-    onInternalError: (err: unknown, method: string) => reported.push({ err, method }),
+    errors: createWireErrors({
+      toConnectError: appErrors,
+      onInternalError: (err, method) => reported.push({ err, method }),
+    }),
   };
   const grpcServer = createGrpcServer({ ...common, reflectionDescriptorSet: descriptorSet });
   const httpServer = createHttpServer(common);
@@ -771,6 +795,54 @@ test.serial(
     const err = await t.throwsAsync(client.getToken({ grant: "wait:dl-http" }, { timeoutMs: 200 }));
     t.is(ConnectError.from(err).code, Code.DeadlineExceeded);
     t.truthy(await within(abortedOf("dl-http"), 5_000));
+  },
+);
+
+test.serial(
+  "unary: a domain error goes through the application's table on both listeners; after the caller's deadline, the deadline is the status",
+  async (t) => {
+    const grpcJs = grpcJsTarget(L.grpcAddr);
+    const connect = connectTarget(
+      "connect HTTP/1.1",
+      "connect",
+      createConnectTransport({ baseUrl: L.httpUrl, httpVersion: "1.1" }),
+    );
+    for (const target of [grpcJs, connect]) {
+      t.deepEqual(
+        await target.getToken(`store-down:sd-${target.name}`),
+        { code: Code.Unavailable, message: "store unavailable" },
+        target.name,
+      );
+    }
+    // Deadline first, then the handler's domain error: what the interceptors and the caller see.
+    const deadlineOnGrpc = createGrpcJsClient(TokenService, L.grpcAddr);
+    const err = await t.throwsAsync(
+      deadlineOnGrpc.unary(
+        "GetToken",
+        GetTokenRequestSchema,
+        GetTokenResponseSchema,
+      )(create(GetTokenRequestSchema, { grant: "late:late-grpc" }), { deadlineMs: 200 }),
+    );
+    t.is((err as unknown as GrpcCallError).code, grpc.status.DEADLINE_EXCEEDED);
+    deadlineOnGrpc.close();
+    // The deadline in the header only: the status comes from the server, not the client's timer.
+    const res = await fetch(`${L.httpUrl}/tokenvend.v1.TokenService/GetToken`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "connect-timeout-ms": "200" },
+      body: JSON.stringify({ grant: "late:late-http" }),
+    });
+    t.is(((await res.json()) as ConnectJsonError).code, "deadline_exceeded");
+    for (const id of ["late-grpc", "late-http"]) {
+      await within(abortedOf(id), 5_000);
+      // The handler throws right after its signal aborts; the interceptor sees it just after.
+      for (let i = 0; i < 100 && !intercepted.has(`late:${id}`); i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const seen = ConnectError.from(intercepted.get(`late:${id}`));
+      t.is(seen.code, Code.DeadlineExceeded, id);
+      t.deepEqual(reportsOf(id), [], `${id}: not an internal error`);
+    }
+    grpcJs.close();
   },
 );
 

@@ -18,6 +18,7 @@ type AnyCall = grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<
 /** The reason a call's signal carries once the call completed normally. */
 const callCompleted = new ConnectError("the call completed", Code.Canceled);
 const deadlineExceeded = () => new ConnectError("the operation timed out", Code.DeadlineExceeded);
+const cancelledByClient = () => new ConnectError("the client cancelled the call", Code.Canceled);
 
 // Live calls per shutdown signal: one listener per signal, not one per call.
 const liveBySignal = new WeakMap<AbortSignal, Set<GrpcCallContext>>();
@@ -122,6 +123,16 @@ export class GrpcCallContext implements HandlerContext {
     return this.#responseTrailer;
   }
 
+  /**
+   * Ends the call's signal when grpc-js says the call was cancelled: by its
+   * client, or by grpc-js's own deadline timer, which runs just before ours
+   * (a client's cancel within a millisecond of its deadline counts as the deadline).
+   */
+  cancelled(): void {
+    const late = this.#deadlineAt !== undefined && Date.now() >= this.#deadlineAt - 1;
+    this.abort(late ? deadlineExceeded() : cancelledByClient());
+  }
+
   /** Ends the call's signal; without a reason, as a normal completion. */
   abort(reason?: unknown): void {
     if (this.#controller.signal.aborted) return;
@@ -130,9 +141,4 @@ export class GrpcCallContext implements HandlerContext {
     this.#controller.abort(reason ?? callCompleted);
     if (reason !== undefined) this.onAbort?.(reason);
   }
-}
-
-/** The reason a call's signal carries when its client cancelled it. */
-export function cancelledByClient(): ConnectError {
-  return new ConnectError("the client cancelled the call", Code.Canceled);
 }

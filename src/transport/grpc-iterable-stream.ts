@@ -3,8 +3,7 @@
 
 import { Code, ConnectError, type StreamRequest } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
-import { toWireError } from "./error-details.ts";
-import { cancelledByClient, GrpcCallContext } from "./grpc-call-context.ts";
+import { GrpcCallContext } from "./grpc-call-context.ts";
 import { type DescMessageShape, decode, encode } from "./grpc-codec.ts";
 import {
   type AnyFn,
@@ -62,11 +61,11 @@ export async function serveServerStream(
   const onCancel = () => {
     finished = true;
     stopped.resolve(undefined);
-    ctx.abort(cancelledByClient());
+    ctx.cancelled();
   };
   call.on("cancelled", onCancel);
   ctx.onAbort = (reason) => {
-    if (!finished) finish(toWireError(reason, path, undefined, opts.onInternalError));
+    if (!finished) finish(opts.errors(reason, ctx.signal, spec.method));
   };
 
   const next = chain(opts.interceptors, async (req) => {
@@ -107,7 +106,7 @@ export async function serveServerStream(
       if (!call.write(encode(spec.method.output, r.value))) await untilStopped(drained(call));
     }
   } catch (err) {
-    finish(toWireError(err, path, ctx.signal, opts.onInternalError));
+    finish(opts.errors(err, ctx.signal, spec.method));
   } finally {
     // Stopped early (cancel, deadline, shutdown): close the handler's generator
     // so its finally blocks run; a no-op when it already ended.

@@ -3,7 +3,7 @@
 
 import type { ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
-import { encodeGrpcStatusDetails, grpcStatusDetailsKey } from "./error-details.ts";
+import { encodeGrpcStatusDetails, grpcStatusDetailsKey } from "./status-details.ts";
 
 export type AnyCall =
   | grpc.ServerUnaryCall<Buffer, Buffer>

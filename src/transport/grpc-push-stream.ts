@@ -5,9 +5,8 @@ import type { Writable } from "node:stream";
 import type { DescMessage } from "@bufbuild/protobuf";
 import type { ConnectError, MethodImplSpec } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
-import { toWireError } from "./error-details.ts";
 import { encodeFrame } from "./frozen-message.ts";
-import { cancelledByClient, GrpcCallContext } from "./grpc-call-context.ts";
+import { GrpcCallContext } from "./grpc-call-context.ts";
 import { type DescMessageShape, decode, encode } from "./grpc-codec.ts";
 import { sendHeaders, toMetadata, toServiceError } from "./grpc-metadata.ts";
 import type { GrpcServiceOptions } from "./grpc-service.ts";
@@ -78,9 +77,8 @@ class GrpcSink implements StreamSink<DescMessageShape> {
   };
   readonly #cancelled = () => {
     this.#finished = true;
-    const reason = cancelledByClient();
-    this.#ctx.abort(reason);
-    this.#observed?.end(reason);
+    this.#ctx.cancelled();
+    this.#observed?.end(this.#ctx.signal.reason as ConnectError);
   };
 
   constructor(
@@ -97,8 +95,7 @@ class GrpcSink implements StreamSink<DescMessageShape> {
     this.#observed = observed;
     call.on("cancelled", this.#cancelled);
     // Deadline or shutdown: end now; the handler learns it from its signal.
-    ctx.onAbort = (reason) =>
-      this.#finish(toWireError(reason, call.getPath(), undefined, opts.onInternalError));
+    ctx.onAbort = (reason) => this.#finish(opts.errors(reason, ctx.signal, ctx.method));
   }
 
   send(message: DescMessageShape): void {
@@ -107,16 +104,15 @@ class GrpcSink implements StreamSink<DescMessageShape> {
     else this.#write(message);
   }
 
-  end(error?: ConnectError): void {
+  end(error?: unknown): void {
     if (error === undefined) this.#finish(undefined);
     else this.fail(error);
   }
 
-  /** Ends with `err` as the client sees it (anything but a ConnectError: INTERNAL). */
+  /** Ends with `err` as the client sees it (through the listener's WireErrors). */
   fail(err: unknown): void {
     if (this.#finished) return;
-    const path = this.#call.getPath();
-    this.#finish(toWireError(err, path, this.#ctx.signal, this.#opts.onInternalError));
+    this.#finish(this.#opts.errors(err, this.#ctx.signal, this.#ctx.method));
   }
 
   #write(message: DescMessageShape): void {

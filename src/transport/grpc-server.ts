@@ -6,7 +6,6 @@ import type { Interceptor } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import { createListenerDrain } from "./drain.ts";
-import type { InternalErrorHandler } from "./error-details.ts";
 import { createGrpcHealth } from "./grpc-health.ts";
 import { grpcServiceOf } from "./grpc-service.ts";
 import { parseHostPort } from "./host-port.ts";
@@ -17,6 +16,7 @@ import type {
   ServiceRegistration,
   ServiceRegistrations,
 } from "./service-registration.ts";
+import { createWireErrors, type WireErrors } from "./wire-errors.ts";
 
 export interface GrpcServerOptions<T extends readonly DescService[]> {
   readonly services: ServiceRegistrations<T>;
@@ -31,7 +31,8 @@ export interface GrpcServerOptions<T extends readonly DescService[]> {
   readonly interceptors?: readonly Interceptor[];
   /** See GrpcServiceOptions.pushStreamObserver. */
   readonly pushStreamObserver?: PushStreamObserver;
-  readonly onInternalError?: InternalErrorHandler;
+  /** What errors become on the wire: give both listeners the same. Default createWireErrors(). */
+  readonly errors?: WireErrors;
   /** Default insecure; TLS or mTLS with grpc.ServerCredentials.createSsl(). */
   readonly credentials?: grpc.ServerCredentials;
   /** Extra grpc-js server options (keepalive, ...); they win over ours. */
@@ -72,6 +73,7 @@ export function createGrpcServer<const T extends readonly DescService[]>(
     forceClose: () => server.forceShutdown(),
   });
   const services: readonly ServiceRegistration<T[number]>[] = opts.services;
+  const errors = opts.errors ?? createWireErrors();
   for (const s of services) {
     const { definition, handlers } = grpcServiceOf(s.desc, s.impl, {
       shutdownSignal: drain.shutdownSignal,
@@ -79,7 +81,7 @@ export function createGrpcServer<const T extends readonly DescService[]>(
       ...(opts.pushStreamObserver !== undefined
         ? { pushStreamObserver: opts.pushStreamObserver }
         : {}),
-      ...(opts.onInternalError !== undefined ? { onInternalError: opts.onInternalError } : {}),
+      errors,
     });
     server.addService(definition, handlers);
   }

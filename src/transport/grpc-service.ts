@@ -9,12 +9,12 @@
 import type { DescService } from "@bufbuild/protobuf";
 import { createServiceImplSpec, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
-import type { InternalErrorHandler } from "./error-details.ts";
 import { identity, ownCopy } from "./grpc-codec.ts";
 import { serveServerStream } from "./grpc-iterable-stream.ts";
 import { servePushStream } from "./grpc-push-stream.ts";
 import { serveUnary } from "./grpc-unary.ts";
 import { type PushStreamObserver, pushStreamOf } from "./push-stream.ts";
+import type { WireErrors } from "./wire-errors.ts";
 
 export interface GrpcServiceOptions {
   /** Connect interceptors, first = outermost, exactly as the HTTP listener runs them. */
@@ -24,8 +24,8 @@ export interface GrpcServiceOptions {
    * for push streams what the interceptors do for streams (the telemetry one's span).
    */
   readonly pushStreamObserver?: PushStreamObserver;
-  /** Gets the original error of every call that ends INTERNAL; the caller never sees it. */
-  readonly onInternalError?: InternalErrorHandler;
+  /** What errors become on the wire (createWireErrors), shared with the HTTP listener. */
+  readonly errors: WireErrors;
   /** Aborting it aborts every call's signal and ends the call at once with the reason
    * (a ConnectError, e.g. UNAVAILABLE on shutdown), as Connect's option of that name. */
   readonly shutdownSignal?: AbortSignal;
@@ -46,7 +46,7 @@ export interface GrpcService {
 export function grpcServiceOf<S extends DescService>(
   desc: S,
   impl: Partial<ServiceImpl<S>>,
-  opts: GrpcServiceOptions = {},
+  opts: GrpcServiceOptions,
 ): GrpcService {
   const spec = createServiceImplSpec(desc, impl);
   const definition: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};

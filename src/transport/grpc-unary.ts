@@ -5,8 +5,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { ConnectError, MethodImplSpec, UnaryRequest } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
-import { toWireError } from "./error-details.ts";
-import { cancelledByClient, GrpcCallContext } from "./grpc-call-context.ts";
+import { GrpcCallContext } from "./grpc-call-context.ts";
 import { decode, encode } from "./grpc-codec.ts";
 import {
   type AnyFn,
@@ -27,7 +26,6 @@ export function serveUnary(
   callback: grpc.sendUnaryData<Buffer>,
   opts: GrpcServiceOptions,
 ): void {
-  const path = call.getPath();
   const ctx = new GrpcCallContext(call, spec.method, opts.shutdownSignal);
   let finished = false;
   const finish = (err: ConnectError | undefined, value?: Buffer) => {
@@ -47,12 +45,12 @@ export function serveUnary(
   };
   const onCancel = () => {
     finished = true;
-    ctx.abort(cancelledByClient());
+    ctx.cancelled();
   };
   call.on("cancelled", onCancel);
   // Deadline or shutdown: answer now; the handler learns it from its signal.
   ctx.onAbort = (reason) => {
-    if (!finished) finish(toWireError(reason, path, undefined, opts.onInternalError));
+    if (!finished) finish(opts.errors(reason, ctx.signal, spec.method));
   };
 
   if (opts.interceptors === undefined || opts.interceptors.length === 0) {
@@ -62,14 +60,20 @@ export function serveUnary(
       return encode(spec.method.output, create(spec.method.output, out));
     })().then(
       (bytes) => finish(undefined, bytes),
-      (err: unknown) => finish(toWireError(err, path, ctx.signal, opts.onInternalError)),
+      (err: unknown) => finish(opts.errors(err, ctx.signal, spec.method)),
     );
     return;
   }
   let inner: object | undefined;
   const next = chain(opts.interceptors, async (req) => {
     const u = req as UnaryRequest;
-    const out = await spec.impl(u.message, mergeRequest(ctx, req));
+    let out: Awaited<ReturnType<UnarySpec["impl"]>>;
+    try {
+      out = await spec.impl(u.message, mergeRequest(ctx, req));
+    } catch (err) {
+      // Interceptors see the error as the caller will.
+      throw opts.errors(err, ctx.signal, spec.method);
+    }
     inner = responseOf(ctx, spec.method, {
       stream: false,
       message: create(spec.method.output, out),
@@ -84,10 +88,10 @@ export function serveUnary(
       copyHeaders(res.header, ctx.responseHeader);
       copyHeaders(res.trailer, ctx.responseTrailer);
     }
-    if (res.stream) throw new Error(`interceptor returned a stream for unary ${path}`);
+    if (res.stream) throw new Error(`interceptor returned a stream for unary ${call.getPath()}`);
     return encode(spec.method.output, res.message);
   })().then(
     (bytes) => finish(undefined, bytes),
-    (err: unknown) => finish(toWireError(err, path, ctx.signal, opts.onInternalError)),
+    (err: unknown) => finish(opts.errors(err, ctx.signal, spec.method)),
   );
 }

@@ -13,7 +13,6 @@ import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createListenerDrain } from "./drain.ts";
-import { type InternalErrorHandler, toWireError } from "./error-details.ts";
 import { parseHostPort } from "./host-port.ts";
 import { closeWhenBodyUnread } from "./library-internals.ts";
 import type {
@@ -21,6 +20,7 @@ import type {
   ServiceRegistration,
   ServiceRegistrations,
 } from "./service-registration.ts";
+import { createWireErrors, type WireErrors } from "./wire-errors.ts";
 
 export interface HttpServerOptions<T extends readonly DescService[]> {
   readonly services: ServiceRegistrations<T>;
@@ -28,8 +28,8 @@ export interface HttpServerOptions<T extends readonly DescService[]> {
   readonly interceptors?: readonly Interceptor[];
   /** Largest request message accepted (per message, after decompression). */
   readonly readMaxBytes: number;
-  /** Gets the original error of every call that ends INTERNAL; the caller never sees it. */
-  readonly onInternalError?: InternalErrorHandler;
+  /** What errors become on the wire: give both listeners the same. Default createWireErrors(). */
+  readonly errors?: WireErrors;
   /** An HTTP/2 connection without streams for this long is closed (GOAWAY). Default 5
    * minutes. HTTP/1.1 uses Node's keep-alive timeout (5 s) between requests. */
   readonly idleTimeoutMs?: number;
@@ -81,12 +81,16 @@ export function createHttpServer<const T extends readonly DescService[]>(
       await closed;
     },
   });
+  const wire = wireErrors(opts.errors ?? createWireErrors());
   const handler = connectNodeAdapter({
     routes(router: ConnectRouter) {
       for (const s of services) router.service(s.desc, s.impl);
     },
     readMaxBytes,
-    interceptors: [wireErrors(opts.onInternalError), ...(opts.interceptors ?? [])],
+    interceptors:
+      opts.interceptors === undefined || opts.interceptors.length === 0
+        ? [wire]
+        : [wire, ...opts.interceptors, wire],
     shutdownSignal: drain.shutdownSignal,
   });
 
@@ -176,17 +180,17 @@ export function createHttpServer<const T extends readonly DescService[]>(
 }
 
 /**
- * The outermost interceptor, so both listeners end calls alike. Connect already
- * answers a non-ConnectError with INTERNAL "internal error"; this hands the
- * original to onInternalError, for unary calls and for errors raised while a
- * stream runs. And a stream whose handler returns because its signal aborted
- * (shutdown, deadline) ends with the abort's reason, e.g. UNAVAILABLE, rather
- * than OK: the caller must know to reconnect, as on the gRPC listener.
+ * Applies the listener's WireErrors to a call's error, for unary calls and for
+ * errors raised while a stream runs. It runs outermost and innermost: handlers'
+ * errors reach the other interceptors as the caller will see them, and an
+ * interceptor's own failure is mapped too. A stream whose handler returns
+ * because its signal aborted (shutdown, deadline) ends with the abort's reason,
+ * e.g. UNAVAILABLE, rather than OK: the caller must know to reconnect, as on
+ * the gRPC listener.
  */
-function wireErrors(onInternalError: InternalErrorHandler | undefined): Interceptor {
+function wireErrors(errors: WireErrors): Interceptor {
   return (next) => async (req) => {
-    const method = `/${req.service.typeName}/${req.method.name}`;
-    const wire = (err: unknown) => toWireError(err, method, req.signal, onInternalError);
+    const wire = (err: unknown) => errors(err, req.signal, req.method);
     let res: Awaited<ReturnType<typeof next>>;
     try {
       res = await next(req);

@@ -14,15 +14,6 @@
 //
 // Library internals are read in library-internals.ts and nowhere else.
 
-export type {
-  GrpcStatusDetails,
-  InternalErrorHandler,
-} from "./error-details.ts";
-export {
-  decodeGrpcStatusDetails,
-  grpcStatusDetailsKey,
-  toWireError,
-} from "./error-details.ts";
 export { freeze } from "./frozen-message.ts";
 export type { GrpcServer, GrpcServerOptions } from "./grpc-server.ts";
 export { createGrpcServer } from "./grpc-server.ts";
@@ -42,3 +33,7 @@ export type {
   ServiceRegistration,
   ServiceRegistrations,
 } from "./service-registration.ts";
+export type { GrpcStatusDetails } from "./status-details.ts";
+export { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "./status-details.ts";
+export type { InternalErrorHandler, WireErrorOptions, WireErrors } from "./wire-errors.ts";
+export { createWireErrors } from "./wire-errors.ts";

@@ -12,8 +12,11 @@ import type { ConnectError, HandlerContext } from "@connectrpc/connect";
 export interface StreamSink<O> {
   /** Sends `message`; one still waiting to be written is replaced by it. */
   send(message: O): void;
-  /** Ends the stream, cleanly or with `error`, after what was sent; later calls do nothing. */
-  end(error?: ConnectError): void;
+  /**
+   * Ends the stream, cleanly or with `error` (any error: the listener maps it
+   * for the wire), after what was sent; later calls do nothing.
+   */
+  end(error?: unknown): void;
 }
 
 export type PushStreamImpl<I, O> = (request: I, ctx: HandlerContext, sink: StreamSink<O>) => void;
