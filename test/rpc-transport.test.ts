@@ -41,9 +41,11 @@ import {
 import {
   GetTokenRequestSchema,
   GetTokenResponseSchema,
+  RenewalReason,
   RevokeSessionRequestSchema,
   RevokeSessionResponseSchema,
   TokenService,
+  type WatchTokenRequest,
   WatchTokenRequestSchema,
   type WatchTokenResponse,
   WatchTokenResponseSchema,
@@ -57,6 +59,9 @@ import {
   type GrpcServer,
   grpcStatusDetailsKey,
   type HttpServer,
+  type PushStreamObserver,
+  pushStream,
+  type StreamSink,
 } from "../src/transport/index.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
 
@@ -92,15 +97,16 @@ function registry<T>() {
   };
 }
 const aborted = registry<unknown>();
-const closed = registry<void>();
-/** How many messages a "many" handler has produced so far. */
-const produced = new Map<string, number>();
+const sentAll = registry<void>();
+const delivered = registry<void>();
 const manyMessages = 10_000;
 const started = registry<void>();
 /** Resolves with the abort reason once that handler's signal aborts. */
 const abortedOf = (id: string) => aborted(id).promise;
-/** Resolves once that "many" handler's generator is closed (its finally ran). */
-const closedOf = (id: string) => closed(id).promise;
+/** Resolves once that "many" handler has sent its last message. */
+const sentAllOf = (id: string) => sentAll(id).promise;
+/** A client got the n-th message of the stream opened with this grant. */
+const deliveredTo = (grant: string, n: number) => delivered(`${grant}#${n}`).resolve();
 /** Resolves once that handler runs: timing assertions wait for it, not for a sleep. */
 const startedOf = (id: string) => started(id).promise;
 const untilAborted = (ctx: HandlerContext, id: string) =>
@@ -172,42 +178,63 @@ const impl: Partial<ServiceImpl<typeof TokenService>> = {
         throw notFound(req.grant);
     }
   },
-  async *watchToken(req, ctx) {
-    const grant = req.target.case === "grant" ? req.target.value : "";
-    const [kind, id = ""] = grant.split(":");
-    if (kind === "three") {
-      for (let g = 1n; g <= 3n; g++) yield { credential: credential(`at-${g}`, g), reason: 1 };
-      return;
-    }
-    if (kind === "fail") {
-      yield { credential: credential("at-1"), reason: 1 };
-      throw new ConnectError("token revoked", Code.FailedPrecondition, undefined, [
-        { desc: ErrorInfoSchema, value: { reason: "REFRESH_FAILED", domain: "tokenvend" } },
-      ]);
-    }
-    if (kind === "boom") {
-      yield { credential: credential("at-1"), reason: 1 };
-      throw new Error(`stream broke: ${secret} (${id})`);
-    }
-    if (kind === "forever") {
-      yield { credential: credential("at-1"), reason: 1 };
-      await untilAborted(ctx, id);
-      return;
-    }
-    if (kind === "many") {
-      // Ignores its signal on purpose: only backpressure and return() can stop it.
-      try {
-        for (let i = 0; i < manyMessages; i++) {
-          produced.set(id, i + 1);
-          yield { credential: credential(`${i}:${"x".repeat(1024)}`), reason: 2 };
-        }
-      } finally {
-        closed(id).resolve();
+  watchToken: pushStream(
+    (req: WatchTokenRequest, ctx: HandlerContext, sink: StreamSink<WatchTokenResponse>) => {
+      const grant = req.target.case === "grant" ? req.target.value : "";
+      const [kind, id = ""] = grant.split(":");
+      const send = (token: string, generation = 1n, reason = RenewalReason.INITIAL) =>
+        sink.send(
+          create(WatchTokenResponseSchema, { credential: credential(token, generation), reason }),
+        );
+      switch (kind) {
+        case "three":
+          // Each once the client has the one before: a push stream keeps only the newest unsent.
+          void (async () => {
+            for (let g = 1n; g <= 3n; g++) {
+              send(`at-${g}`, g);
+              await delivered(`${grant}#${g}`).promise;
+            }
+            sink.end();
+          })();
+          return;
+        case "fail":
+          send("at-1");
+          sink.end(
+            new ConnectError("token revoked", Code.FailedPrecondition, undefined, [
+              { desc: ErrorInfoSchema, value: { reason: "REFRESH_FAILED", domain: "tokenvend" } },
+            ]),
+          );
+          return;
+        case "boom":
+          send("at-1");
+          sink.end(new Error(`stream broke: ${secret} (${id})`));
+          return;
+        case "forever":
+          send("at-1");
+          void untilAborted(ctx, id);
+          return;
+        case "many":
+          // One ~1 KiB message per turn of the event loop, whoever reads them.
+          void (async () => {
+            for (let i = 0; i < manyMessages; i++) {
+              send(`${i}:${"x".repeat(1024)}`, BigInt(i + 1), RenewalReason.REFRESHED);
+              await new Promise((resolve) => setImmediate(resolve));
+            }
+            sentAll(id).resolve();
+            sink.end();
+          })();
+          return;
+        default:
+          throw notFound(grant);
       }
-      return;
-    }
-    throw notFound(grant);
-  },
+    },
+  ),
+};
+
+/** Stands in for `intercept` on the gRPC listener's push streams. */
+const observeStreams: PushStreamObserver = (ctx) => {
+  ctx.values.set(callerKey, `seen:${ctx.requestHeader.get("x-caller") ?? ""}`);
+  return { run: (fn) => fn(), end: () => {} };
 };
 
 /** What config.ts defaults to; the limits test sends 200 KiB. */
@@ -256,6 +283,7 @@ async function startListeners(): Promise<Listeners> {
   const common = {
     ...served,
     interceptors: [intercept],
+    pushStreamObserver: observeStreams,
     errors: createWireErrors({
       toConnectError: appErrors,
       onInternalError: (err, method) => reported.push({ err, method }),
@@ -376,7 +404,10 @@ function connectTarget(name: string, protocol: Target["protocol"], transport: Tr
         async collect() {
           const tokens: string[] = [];
           try {
-            for await (const m of messages) tokens.push(m.credential?.accessToken ?? "");
+            for await (const m of messages) {
+              tokens.push(m.credential?.accessToken ?? "");
+              deliveredTo(grant, tokens.length);
+            }
             return { tokens, end: "ok" };
           } catch (e) {
             return { tokens, end: fromConnectError(e) };
@@ -435,7 +466,10 @@ function grpcJsTarget(address: string): Target {
         async collect() {
           const tokens: string[] = [];
           try {
-            for await (const m of s.messages) tokens.push(m.credential?.accessToken ?? "");
+            for await (const m of s.messages) {
+              tokens.push(m.credential?.accessToken ?? "");
+              deliveredTo(grant, tokens.length);
+            }
             return { tokens, end: "ok" };
           } catch (e) {
             return { tokens, end: fromGrpcError(e) };
@@ -675,7 +709,7 @@ test("unary: metadata reaches ctx.requestHeader, interceptors set ctx.values, he
 test("server stream: three messages then OK; an error mid-stream keeps its code and ErrorInfo", async (t) => {
   for (const target of streamingTargets()) {
     t.deepEqual(
-      await target.watch("three").collect(),
+      await target.watch(`three:${target.name}`).collect(),
       { tokens: ["at-1", "at-2", "at-3"], end: "ok" },
       target.name,
     );
@@ -717,7 +751,7 @@ test("server stream: three messages then OK; an error mid-stream keeps its code 
   }
 });
 
-test("server stream: a client cancel aborts the handler's signal and ends its generator", async (t) => {
+test("server stream: a client cancel aborts the handler's signal", async (t) => {
   let n = 0;
   for (const target of streamingTargets()) {
     const id = `cancel-${n++}`;
@@ -728,49 +762,58 @@ test("server stream: a client cancel aborts the handler's signal and ends its ge
   }
 });
 
-test("server stream: a slow reader holds the handler back (backpressure); a cancel return()s its generator", async (t) => {
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  // grpc-js client: pause after the first message.
+test("server stream: a slow reader gets the newest message next, not the backlog, on both listeners", async (t) => {
+  const newest = `${manyMessages - 1}:`;
+  const check = (listener: string, got: string[], bound: number) => {
+    t.true(got.at(-1)?.startsWith(newest), `${listener}: the last message is the newest`);
+    const order = got.map((m) => Number(m.split(":")[0]));
+    t.true(
+      order.every((n, i) => i === 0 || n > order[i - 1]!),
+      `${listener}: messages in order`,
+    );
+    // What flow-control windows and stream buffers held, then the newest: far fewer than sent.
+    t.true(got.length < bound, `${listener}: ${got.length} of ${manyMessages} delivered`);
+  };
+
+  // grpc-js client: pause after the first message until the handler sent them all.
   const client = createGrpcJsClient(TokenService, L.grpcAddr);
   const s = client.stream(
     "WatchToken",
     WatchTokenRequestSchema,
     WatchTokenResponseSchema,
-    create(WatchTokenRequestSchema, { target: { case: "grant", value: "many:bp-grpc" } }),
+    create(WatchTokenRequestSchema, { target: { case: "grant", value: "many:slow-grpc" } }),
   );
-  s.call.on("error", () => {});
-  await new Promise<void>((resolve) =>
-    s.call.once("data", () => {
-      s.call.pause();
-      resolve();
-    }),
-  );
-  await sleep(300);
-  const held = produced.get("bp-grpc") ?? 0;
-  // ~1 KiB messages: flow-control windows and stream buffers hold a few hundred.
-  t.true(held < manyMessages / 5, `grpc listener: handler ran ahead to ${held} of ${manyMessages}`);
-  s.cancel();
-  await within(closedOf("bp-grpc"), 5_000);
-  t.true((produced.get("bp-grpc") ?? 0) < manyMessages);
+  const got: string[] = [];
+  s.call.on("data", (m: WatchTokenResponse) => {
+    got.push(m.credential?.accessToken ?? "");
+    if (got.length === 1) s.call.pause();
+  });
+  const ended = new Promise<void>((resolve, reject) => {
+    s.call.on("end", resolve);
+    s.call.on("error", reject);
+  });
+  await within(sentAllOf("slow-grpc"), 60_000);
+  s.call.resume();
+  await within(ended, 10_000);
+  check("grpc listener", got, manyMessages / 5);
   client.close();
 
-  // Connect client over h2c: stop iterating after the first message.
+  // Connect client over h2c: stop iterating after the first message until the handler sent them all.
   const connect = createClient(
     TokenService,
     createConnectTransport({ baseUrl: L.httpUrl, httpVersion: "2", useBinaryFormat: true }),
   );
-  const ac = new AbortController();
   const it = connect
-    .watchToken({ target: { case: "grant", value: "many:bp-http" } }, { signal: ac.signal })
+    .watchToken({ target: { case: "grant", value: "many:slow-http" } })
     [Symbol.asyncIterator]();
-  await it.next();
-  await sleep(300);
-  const heldHttp = produced.get("bp-http") ?? 0;
+  const first = await it.next();
+  const gotHttp = [first.done === true ? "" : (first.value.credential?.accessToken ?? "")];
+  await within(sentAllOf("slow-http"), 60_000);
+  for (let r = await it.next(); r.done !== true; r = await it.next()) {
+    gotHttp.push(r.value.credential?.accessToken ?? "");
+  }
   // connect-node's client opens wider HTTP/2 windows: more in flight, still bounded.
-  t.true(heldHttp < manyMessages / 2, `http listener: handler ran ahead to ${heldHttp}`);
-  ac.abort();
-  await within(closedOf("bp-http"), 5_000);
-  t.pass();
+  check("http listener", gotHttp, manyMessages / 2);
 });
 
 // Serial (AVA runs these first, alone): a 200 ms deadline must not expire

@@ -4,7 +4,7 @@
 
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   type Credential,
   CredentialSchema,
@@ -24,9 +24,8 @@ import {
 import type { Clock } from "../core/clock.ts";
 import { systemClock } from "../core/clock.ts";
 import type { LiveRecord, TokenSet } from "../core/token.ts";
-import type { TokenVendor, WatchEvent, WatchReason, WatchTarget } from "../core/token-vendor.ts";
-import { LatestValue } from "../core/watch-hub.ts";
-import { freeze, type StreamSink, withPushStream } from "../transport/index.ts";
+import type { TokenVendor, WatchReason, WatchTarget } from "../core/token-vendor.ts";
+import { freeze, pushStream, type StreamSink } from "../transport/index.ts";
 import { limits, Violations } from "./validate.ts";
 
 export interface TokenServiceOptions {
@@ -170,21 +169,8 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
       );
     },
 
-    watchToken: withPushStream(
-      async function* watchToken(req, ctx) {
-        const events = new LatestValue<WatchEvent>();
-        const cancel = vendor.watch(watchTarget(req), events, ctx.signal);
-        try {
-          for (;;) {
-            const ev = await events.take(ctx.signal);
-            if (ev === undefined) return;
-            yield toWatchResponse(ev.record, ev.reason);
-          }
-        } finally {
-          cancel();
-        }
-      },
-      (req: WatchTokenRequest, ctx, sink: StreamSink<WatchTokenResponse>) => {
+    watchToken: pushStream(
+      (req: WatchTokenRequest, ctx: HandlerContext, sink: StreamSink<WatchTokenResponse>) => {
         vendor.watch(
           watchTarget(req),
           {

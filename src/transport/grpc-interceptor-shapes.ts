@@ -1,10 +1,9 @@
 // The request and response objects Connect interceptors see, built for a
 // grpc-js call as Connect's own handlers build them, and the interceptor chain.
 
-import { create, type DescMessage, type DescMethod } from "@bufbuild/protobuf";
+import type { DescMethod } from "@bufbuild/protobuf";
 import type { HandlerContext, Interceptor, StreamRequest, UnaryRequest } from "@connectrpc/connect";
 import type { GrpcCallContext } from "./grpc-call-context.ts";
-import type { DescMessageShape } from "./grpc-codec.ts";
 
 export type AnyFn = Parameters<Interceptor>[0];
 
@@ -80,29 +79,6 @@ export function mergeRequest(
     },
     signal: req.signal,
     values: req.contextValues,
-  };
-}
-
-export async function* single<T>(message: T): AsyncGenerator<T> {
-  yield message;
-}
-
-/** The handler's output as full messages (it may yield init shapes), keeping return(). */
-export function normalized(
-  desc: DescMessage,
-  source: AsyncIterable<Parameters<typeof create>[1]>,
-): AsyncIterable<DescMessageShape> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = source[Symbol.asyncIterator]();
-      const map = (r: IteratorResult<Parameters<typeof create>[1]>) =>
-        r.done === true ? r : { done: false as const, value: create(desc, r.value) };
-      return {
-        next: () => it.next().then(map),
-        return: async (v?: unknown) =>
-          it.return !== undefined ? map(await it.return(v)) : { done: true, value: v },
-      };
-    },
   };
 }
 

@@ -3,25 +3,28 @@
 // Connect's own gRPC handler would: a HandlerContext (headers from metadata,
 // deadline, context values, a signal that aborts on cancel and on completion),
 // the same interceptors, and the same error mapping, with details in
-// grpc-status-details-bin. Unary and server-streaming methods only: the contract
-// has no client or bidi streams, and an adapter refuses them loudly.
+// grpc-status-details-bin. Unary methods and server streams in push form only
+// (pushStream()): the contract has no client or bidi streams, and the adapter
+// refuses what it cannot serve when the service is registered.
 
 import type { DescService } from "@bufbuild/protobuf";
 import { createServiceImplSpec, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
 import { identity, ownCopy } from "./grpc-codec.ts";
-import { serveServerStream } from "./grpc-iterable-stream.ts";
-import { servePushStream } from "./grpc-push-stream.ts";
+import { type ServerStreamSpec, servePushStream } from "./grpc-push-stream.ts";
 import { serveUnary } from "./grpc-unary.ts";
-import { type PushStreamObserver, pushStreamOf } from "./push-stream.ts";
+import { type PushStreamImpl, type PushStreamObserver, pushStreamOf } from "./push-stream.ts";
 import type { WireErrors } from "./wire-errors.ts";
 
 export interface GrpcServiceOptions {
-  /** Connect interceptors, first = outermost, exactly as the HTTP listener runs them. */
+  /**
+   * Connect interceptors, first = outermost, as the HTTP listener runs them:
+   * around unary calls; server streams, served in push form, get the observer.
+   */
   readonly interceptors?: readonly Interceptor[];
   /**
-   * Lets server streams with a push form keep it under interceptors: it must do
-   * for push streams what the interceptors do for streams (the telemetry one's span).
+   * Stands in for the interceptors on server streams, which are served in push
+   * form (the telemetry one's span): required with interceptors and a stream.
    */
   readonly pushStreamObserver?: PushStreamObserver;
   /** What errors become on the wire (createWireErrors), shared with the HTTP listener. */
@@ -69,23 +72,44 @@ export function grpcServiceOf<S extends DescService>(
       responseDeserialize: identity,
       originalName: method.localName,
     };
-    // Interceptors see streams as async iterables: the push form only without
-    // them, or with an observer that stands in for them.
-    const push =
-      m.kind === "server_streaming" &&
-      ((opts.interceptors?.length ?? 0) === 0 || opts.pushStreamObserver !== undefined)
-        ? pushStreamOf((impl as Record<string, unknown>)[method.localName])
-        : undefined;
-    handlers[method.name] =
-      m.kind === "unary"
-        ? (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
-            serveUnary(m, call, cb, opts)
-        : push !== undefined
-          ? (call: grpc.ServerWritableStream<Buffer, Buffer>) =>
-              servePushStream(m, push, call, opts)
-          : (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
-              void serveServerStream(m, call, opts);
-            };
+    if (m.kind === "unary") {
+      handlers[method.name] = (
+        call: grpc.ServerUnaryCall<Buffer, Buffer>,
+        cb: grpc.sendUnaryData<Buffer>,
+      ) => serveUnary(m, call, cb, opts);
+    } else {
+      const name = `${desc.typeName}.${method.name}`;
+      const push = pushFormOf(name, (impl as Record<string, unknown>)[method.localName], m, opts);
+      handlers[method.name] = (call: grpc.ServerWritableStream<Buffer, Buffer>) =>
+        servePushStream(m, push, call, opts);
+    }
   }
   return { definition, handlers };
+}
+
+/**
+ * The push form of a server stream, the only form the gRPC listener serves.
+ * Refuses, when the service is registered, a stream written another way, and
+ * interceptors without an observer to stand in for them on push streams.
+ */
+function pushFormOf(
+  name: string,
+  handler: unknown,
+  spec: ServerStreamSpec,
+  opts: GrpcServiceOptions,
+): PushStreamImpl<unknown, unknown> {
+  // Not implemented: Connect's stand-in throws UNIMPLEMENTED, which ends the stream.
+  if (typeof handler !== "function") return (request, ctx) => void spec.impl(request as never, ctx);
+  const push = pushStreamOf(handler);
+  if (push === undefined) {
+    throw new Error(
+      `${name}: a server stream on the gRPC listener must be written with pushStream()`,
+    );
+  }
+  if ((opts.interceptors?.length ?? 0) > 0 && opts.pushStreamObserver === undefined) {
+    throw new Error(
+      `${name}: interceptors do not see push streams; give a pushStreamObserver that does for them what the interceptors do`,
+    );
+  }
+  return push;
 }

@@ -27,7 +27,7 @@ export type {
   PushStreamObserver,
   StreamSink,
 } from "./push-stream.ts";
-export { withPushStream } from "./push-stream.ts";
+export { pushStream } from "./push-stream.ts";
 export type {
   ListenAddress,
   ServiceRegistration,

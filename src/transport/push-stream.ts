@@ -1,16 +1,16 @@
-// A server-streaming handler may come in a second, push form beside its async
-// generator: it gets a sink and calls send() per message. The gRPC listener
-// uses it when no interceptor needs the iterable form (or an observer does for
-// push streams what the interceptors do for streams), so a stream costs one
-// small object and a message one call, instead of a chain of async generators
-// and a few promises per message (what 10,000 WatchToken streams pay for).
-// Push streams deliver the latest value: a message not yet written when a
-// newer one comes is replaced by it.
+// Server streams are written once, in push form: the handler gets a sink and
+// calls send() per message, end() once. On the gRPC listener a stream then
+// costs one small object and a message one call, instead of a chain of async
+// generators and a few promises per message (what 10,000 WatchToken streams
+// pay for); connect-node gets the same handler as an async generator
+// (push-iterable.ts). Push streams deliver the latest value: a message not
+// yet written when a newer one comes is replaced by it.
 
 import type { ConnectError, HandlerContext } from "@connectrpc/connect";
+import { iterableOf } from "./push-iterable.ts";
 
 export interface StreamSink<O> {
-  /** Sends `message`; one still waiting to be written is replaced by it. */
+  /** Sends `message` (a whole message, not an init shape); one still waiting is replaced by it. */
   send(message: O): void;
   /**
    * Ends the stream, cleanly or with `error` (any error: the listener maps it
@@ -19,6 +19,11 @@ export interface StreamSink<O> {
   end(error?: unknown): void;
 }
 
+/**
+ * A server stream in push form. It ends when it calls sink.end(), or when the
+ * call's signal aborts (what it started must stop then); a synchronous throw
+ * ends the stream with that error.
+ */
 export type PushStreamImpl<I, O> = (request: I, ctx: HandlerContext, sink: StreamSink<O>) => void;
 
 /** What an observer does for one push stream (telemetry: its span and duration). */
@@ -30,19 +35,24 @@ export interface PushStreamObservation {
 }
 
 /**
- * Watches push streams the way interceptors watch a stream's iterable: the
- * gRPC listener keeps the push form under interceptors only when given one.
+ * Does for push streams on the gRPC listener what interceptors do for a
+ * stream's iterable, which the push path does not build.
  */
 export type PushStreamObserver = (ctx: HandlerContext) => PushStreamObservation;
 
-const pushKey = Symbol("tokenvend.pushStream");
+const pushKey = Symbol("transport.pushStream");
 
-/** `stream` (the async generator form), carrying its push form too. */
-export function withPushStream<F extends object, I, O>(stream: F, push: PushStreamImpl<I, O>): F {
-  return Object.assign(stream, { [pushKey]: push });
+/**
+ * A server-streaming method of a ServiceImpl, written in push form: the async
+ * generator connect-node takes, carrying the push form the gRPC listener takes.
+ */
+export function pushStream<I, O>(
+  push: PushStreamImpl<I, O>,
+): (request: I, ctx: HandlerContext) => AsyncGenerator<O> {
+  return Object.assign(iterableOf(push), { [pushKey]: push });
 }
 
-/** The push form of a streaming handler, if it has one. */
+/** The push form of a streaming method, if it was written with pushStream(). */
 export function pushStreamOf(handler: unknown): PushStreamImpl<unknown, unknown> | undefined {
   if (typeof handler !== "function") return undefined;
   return (handler as { [pushKey]?: PushStreamImpl<unknown, unknown> })[pushKey];
