@@ -7,7 +7,7 @@
 // INTERNAL without the original message, and a bounded graceful shutdown.
 
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -64,10 +64,10 @@ import {
   type StreamSink,
 } from "../src/transport/index.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
+import { toolPath } from "./support/tools.ts";
 
 const exec = promisify(execFile);
 const descriptorSet = readFileSync(new URL("../gen/tokenvend.binpb", import.meta.url));
-const grpcurlPath = new URL("../.cache/go/bin/grpcurl", import.meta.url).pathname;
 
 /** Runs a command with `input` on its stdin; resolves with its stdout. */
 function run(cmd: string, args: string[], input: string): Promise<string> {
@@ -1062,51 +1062,50 @@ interface ReflectionClient {
   close(): void;
 }
 
-// grpcurl is installed by the tools step; the raw reflection test above runs either way.
-if (existsSync(grpcurlPath)) {
-  test("grpcurl: list, describe with comments, and an error with its ErrorInfo", async (t) => {
-    const grpcurl = async (...args: string[]) => {
-      try {
-        return (await exec(grpcurlPath, ["-plaintext", ...args])).stdout;
-      } catch (e) {
-        const err = e as { stdout: string; stderr: string };
-        return err.stdout + err.stderr;
-      }
-    };
-    const list = await grpcurl(L.grpcAddr, "list");
-    t.regex(list, /tokenvend\.v1\.TokenService/);
-    t.regex(list, /grpc\.health\.v1\.Health/);
-    const described = await grpcurl(L.grpcAddr, "describe", "tokenvend.v1.GetValidTokensRequest");
-    t.regex(described, /GetValidTokensRequest names one session's token at one provider/);
-    const ok = await grpcurl(
-      "-d",
-      '{"grant":"ok"}',
-      L.grpcAddr,
-      "tokenvend.v1.TokenService/GetToken",
-    );
-    t.regex(ok, /at-ok/);
-    const bad = await grpcurl(
-      "-d",
-      '{"grant":"nope"}',
-      L.grpcAddr,
-      "tokenvend.v1.TokenService/GetToken",
-    );
-    t.regex(bad, /NotFound/);
-    t.regex(bad, /GRANT_NOT_FOUND/);
-    t.regex(bad, /unknown grant/);
-    const health = await grpcurl(L.grpcAddr, "grpc.health.v1.Health/Check");
-    t.regex(health, /"status": "SERVING"/);
-    const watched = await grpcurl(
-      "-max-time",
-      "1",
-      "-d",
-      '{"service":"tokenvend.v1.TokenService"}',
-      L.grpcAddr,
-      "grpc.health.v1.Health/Watch",
-    );
-    t.regex(watched, /"status": "SERVING"/);
-  });
-}
+test("grpcurl: list, describe with comments, and an error with its ErrorInfo", async (t) => {
+  // Installed by npm test's tools step; missing, this fails saying how to install it.
+  const path = toolPath("grpcurl");
+  const grpcurl = async (...args: string[]) => {
+    try {
+      return (await exec(path, ["-plaintext", ...args])).stdout;
+    } catch (e) {
+      const err = e as { stdout: string; stderr: string };
+      return err.stdout + err.stderr;
+    }
+  };
+  const list = await grpcurl(L.grpcAddr, "list");
+  t.regex(list, /tokenvend\.v1\.TokenService/);
+  t.regex(list, /grpc\.health\.v1\.Health/);
+  const described = await grpcurl(L.grpcAddr, "describe", "tokenvend.v1.GetValidTokensRequest");
+  t.regex(described, /GetValidTokensRequest names one session's token at one provider/);
+  const ok = await grpcurl(
+    "-d",
+    '{"grant":"ok"}',
+    L.grpcAddr,
+    "tokenvend.v1.TokenService/GetToken",
+  );
+  t.regex(ok, /at-ok/);
+  const bad = await grpcurl(
+    "-d",
+    '{"grant":"nope"}',
+    L.grpcAddr,
+    "tokenvend.v1.TokenService/GetToken",
+  );
+  t.regex(bad, /NotFound/);
+  t.regex(bad, /GRANT_NOT_FOUND/);
+  t.regex(bad, /unknown grant/);
+  const health = await grpcurl(L.grpcAddr, "grpc.health.v1.Health/Check");
+  t.regex(health, /"status": "SERVING"/);
+  const watched = await grpcurl(
+    "-max-time",
+    "1",
+    "-d",
+    '{"service":"tokenvend.v1.TokenService"}',
+    L.grpcAddr,
+    "grpc.health.v1.Health/Watch",
+  );
+  t.regex(watched, /"status": "SERVING"/);
+});
 
 test.serial(
   "shutdown: in-flight calls finish within the grace, streams end UNAVAILABLE after it, both listeners",
