@@ -1,5 +1,9 @@
-// A server stream on the gRPC listener served from the handler's push form:
-// the handler calls send() per message on a GrpcSink.
+// A server stream on the gRPC listener, served from the handler's push form:
+// the handler calls send() per message on a GrpcSink, which keeps one message
+// in flight and only the newest waiting, and once the call's headers went out
+// writes each message as a frame shared by every stream (library-internals.ts).
+// An observer (telemetry) stands in for the interceptors, which the push path
+// does not run; the end status goes through the listener's WireErrors.
 
 import type { Writable } from "node:stream";
 import type { DescMessage } from "@bufbuild/protobuf";

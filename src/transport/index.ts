@@ -10,7 +10,11 @@
 // interceptors and errors the way Connect does (grpc-server.ts and the
 // grpc-*.ts files). connect-node serves what grpc-js cannot: Connect, gRPC-Web
 // and gRPC over HTTP/1.1 and h2c on one port, for browsers and curl
-// (http-server.ts). Handlers are written once and mounted on both.
+// (http-server.ts). Handlers are written once and mounted on both: unary ones
+// as Connect writes them, server streams in push form (push-stream.ts), which
+// connect-node gets as an async generator (push-iterable.ts). What an error
+// becomes on the wire is decided by one function both listeners share
+// (wire-errors.ts), and both drain the same way (drain.ts).
 //
 // Library internals are read in library-internals.ts and nowhere else.
 
