@@ -20,7 +20,7 @@ import type { PushStreamImpl, PushStreamObservation, StreamSink } from "./push-s
 export type ServerStreamSpec = Extract<MethodImplSpec, { kind: "server_streaming" }>;
 
 /** Ends a server stream, after what was written: OK or `err`, with the handler's trailer. */
-export function endStream(
+function endStream(
   call: grpc.ServerWritableStream<Buffer, Buffer>,
   ctx: GrpcCallContext,
   err: ConnectError | undefined,
