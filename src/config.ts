@@ -5,6 +5,7 @@ import { parse as parseYaml } from "yaml";
 import type { BackoffPolicy } from "./core/backoff.ts";
 import type { LifetimePolicy } from "./core/lifetime.ts";
 import type { UpstreamAuthMethod, UpstreamProviderConfig } from "./idp/upstream-client.ts";
+import { type HostPort, parseHostPort } from "./transport/index.ts";
 
 export type AuthMethod = UpstreamAuthMethod;
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
@@ -498,16 +499,15 @@ function mongoUri(v: string): string {
   return v;
 }
 
+/** A listen address, checked by the listeners' own parser. */
 function hostPort(v: string, at: string): string {
-  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(v);
-  if (m === null || Number(m[2]) > 65535) {
-    throw new ConfigError(`${at} must be host:port, such as 127.0.0.1:50051; got "${v}"`);
+  try {
+    parseHostPort(v, at);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
   }
   return v;
 }
 
-/** Splits a validated host:port; IPv6 brackets are removed. */
-export function splitHostPort(v: string): { host: string; port: number } {
-  const i = v.lastIndexOf(":");
-  return { host: v.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(v.slice(i + 1)) };
-}
+/** Splits a validated host:port; IPv6 brackets are removed (the listeners' parser). */
+export const splitHostPort = (v: string): HostPort => parseHostPort(v);

@@ -4,11 +4,12 @@
 
 import { readFileSync } from "node:fs";
 import { metrics, trace } from "@opentelemetry/api";
-import { type Config, ConfigError, loadConfig, splitHostPort } from "./config.ts";
+import { type Config, ConfigError, loadConfig } from "./config.ts";
 import type { TokenVendor } from "./core/token-vendor.ts";
 import { createLogger, type RootLogger } from "./log.ts";
 import { startServer } from "./server.ts";
 import { otelConfigured, preloadedSdk } from "./telemetry/bootstrap.ts";
+import { formatHostPort, parseHostPort } from "./transport/index.ts";
 
 const dev = process.argv.includes("--dev");
 
@@ -89,8 +90,8 @@ function installSignals(log: RootLogger | undefined, stop: () => Promise<void>) 
 }
 
 function printDevExamples(config: Config, grpcPort: number, httpPort: number) {
-  const g = `${splitHostPort(config.grpcListen).host}:${grpcPort}`;
-  const h = `http://${splitHostPort(config.httpListen).host}:${httpPort}`;
+  const g = formatHostPort({ host: parseHostPort(config.grpcListen).host, port: grpcPort });
+  const h = `http://${formatHostPort({ host: parseHostPort(config.httpListen).host, port: httpPort })}`;
   const lines = [
     "",
     "tokenvend dev mode is ready. Try:",

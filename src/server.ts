@@ -14,8 +14,8 @@ import type { TokenStore } from "./core/token-store.ts";
 import { createTokenVendor, type TokenVendor } from "./core/token-vendor.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
 import { createUpstreamClient } from "./idp/upstream-client.ts";
-import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
-import { createHttpServer } from "./rpc/http-server.ts";
+import { toConnectError } from "./rpc/error-mapping.ts";
+import { createRpcTelemetry } from "./rpc/rpc-interceptor.ts";
 import { createTokenService } from "./rpc/token-service.ts";
 import { openStore } from "./store/open-store.ts";
 import {
@@ -24,7 +24,13 @@ import {
   noopMeter,
   teeMeter,
 } from "./telemetry/metrics.ts";
-import { createRpcTelemetry } from "./telemetry/rpc-interceptor.ts";
+import {
+  createGrpcServer,
+  createHttpServer,
+  createWireErrors,
+  formatHostPort,
+  type GrpcServer,
+} from "./transport/index.ts";
 
 export interface StartServerOptions {
   readonly config: Config;
@@ -122,15 +128,22 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     vendor,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
   });
-  const onInternalError = (err: unknown, method: string) =>
-    log.error({ method, err: err instanceof Error ? err.message : String(err) }, "internal error");
+  // The one mapping of errors to the wire, for both listeners.
+  const errors = createWireErrors({
+    toConnectError,
+    onInternalError: (err, method) =>
+      log.error(
+        { method, err: err instanceof Error ? err.message : String(err) },
+        "internal error",
+      ),
+  });
   const services = [{ desc: TokenService, impl }];
 
   const grpc = createGrpcServer({
     services,
     reflectionDescriptorSet: readFileSync(descriptorSetPath),
     maxReceiveMessageBytes: config.maxMessageBytes,
-    onInternalError,
+    errors,
     ...(rpcTelemetry !== undefined
       ? { interceptors, pushStreamObserver: rpcTelemetry.pushStreamObserver }
       : {}),
@@ -139,7 +152,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const http = createHttpServer({
     services,
     readMaxBytes: config.maxMessageBytes,
-    onInternalError,
+    errors,
     ...(interceptors.length > 0 ? { interceptors } : {}),
   });
   const grpcAddr = await grpc.listen(config.grpcListen);
@@ -159,9 +172,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   });
   log.info(
     {
-      grpc: `${grpcAddr.host}:${grpcAddr.port}`,
-      http: `${httpAddr.host}:${httpAddr.port}`,
-      ...(promAddr !== undefined ? { prometheus: `${promAddr.host}:${promAddr.port}` } : {}),
+      grpc: formatHostPort(grpcAddr),
+      http: formatHostPort(httpAddr),
+      ...(promAddr !== undefined ? { prometheus: formatHostPort(promAddr) } : {}),
       store: store.kind,
     },
     "tokenvend serving",

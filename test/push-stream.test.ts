@@ -1,11 +1,12 @@
-// Push streams on the gRPC listener (src/rpc/push-stream.ts, GrpcSink): what a
+// Push streams on the gRPC listener (src/transport/push-stream.ts, GrpcSink): what a
 // handler sends arrives in order and intact, a reader that stops reading gets
 // the newest message rather than a backlog, the end status follows the last
-// message, and the direct write path (one shared frame per message, written
-// straight to the HTTP/2 stream) still finds the grpc-js internals it needs.
-// Under the telemetry interceptor, the push form is kept only with the
-// telemetry's push-stream observer, and gives the span and the metric the
-// interceptor gives the async generator form, status for status.
+// message (the grpc-js internals of its direct write path are pinned in
+// test/library-internals.test.ts). A server stream is served in push form only,
+// and what cannot be served so is refused when the service is registered.
+// With telemetry, the push form keeps the telemetry's push-stream observer, and
+// gives the span and the metric the interceptor gives the same handler on the
+// HTTP listener (through push-iterable.ts), status for status.
 
 import "./support/otel.ts";
 import { randomBytes } from "node:crypto";
@@ -17,19 +18,21 @@ import test from "ava";
 import {
   RenewalReason,
   TokenService,
+  type WatchTokenRequest,
   WatchTokenRequestSchema,
   type WatchTokenResponse,
   WatchTokenResponseSchema,
 } from "../gen/tokenvend/v1/token_service_pb.js";
-import { freeze } from "../src/rpc/frozen-message.ts";
+import { createRpcTelemetry } from "../src/rpc/rpc-interceptor.ts";
+import { createRpcMetrics } from "../src/telemetry/metrics.ts";
 import {
   createGrpcServer,
-  directStreamOf,
+  createHttpServer,
+  freeze,
   type GrpcServerOptions,
-} from "../src/rpc/grpc-server.ts";
-import { type StreamSink, withPushStream } from "../src/rpc/push-stream.ts";
-import { createRpcMetrics } from "../src/telemetry/metrics.ts";
-import { createRpcTelemetry } from "../src/telemetry/rpc-interceptor.ts";
+  pushStream,
+  type StreamSink,
+} from "../src/transport/index.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
 import { countOf, createTestMeter, finishedSpans, points, tracerProvider } from "./support/otel.ts";
 
@@ -54,28 +57,26 @@ interface Script {
   hold?: boolean;
 }
 
-type Listener = Pick<GrpcServerOptions<[]>, "interceptors" | "pushStreamObserver">;
+/** A listener: which one, and its interceptors and push-stream observer. */
+type Listener = Pick<GrpcServerOptions<[]>, "interceptors" | "pushStreamObserver"> & {
+  on?: "grpc" | "http";
+};
+
+const maxMessageBytes = 64 * 1024;
 
 /**
- * A WatchToken whose two forms follow the script named by the request's grant,
- * and say which of them ran and the span active when it started.
+ * A WatchToken that follows the script named by the request's grant, and says
+ * that it ran and the span active when it started.
  */
-function serverFor(
-  scripts: Record<string, Script>,
-  sent: Map<string, number>,
-  ran: string[],
-  listener: Listener,
-) {
-  const started = (form: string) =>
-    ran.push(`${form} ${trace.getActiveSpan()?.spanContext().spanId ?? "no span"}`);
+function implFor(scripts: Record<string, Script>, sent: Map<string, number>, ran: string[]) {
   const signalled = (ctx: HandlerContext) =>
     new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
   const push = (
-    req: { target: { case?: string; value?: unknown } },
+    req: WatchTokenRequest,
     ctx: HandlerContext,
     sink: StreamSink<WatchTokenResponse>,
   ) => {
-    started("push");
+    ran.push(`push ${trace.getActiveSpan()?.spanContext().spanId ?? "no span"}`);
     const name = String(req.target.value);
     const s = scripts[name]!;
     void (async () => {
@@ -88,23 +89,30 @@ function serverFor(
       sink.end(s.end);
     })();
   };
-  const impl: Partial<ServiceImpl<typeof TokenService>> = {
-    watchToken: withPushStream(async function* watchToken(req, ctx) {
-      started("generator");
-      const s = scripts[String(req.target.value)]!;
-      for (let g = 1; g <= s.count; g++) yield message(g, s.chars);
-      if (s.hold === true) await signalled(ctx);
-      if (s.end !== undefined) throw s.end;
-    }, push),
-  };
-  return createGrpcServer({ services: [{ desc: TokenService, impl }], ...listener });
+  return { watchToken: pushStream(push) } satisfies Partial<ServiceImpl<typeof TokenService>>;
 }
 
+/** The script's WatchToken on one listener, and a grpc-js client for it (h2c on the HTTP one). */
 async function open(scripts: Record<string, Script>, listener: Listener = {}) {
   const sent = new Map<string, number>();
   const ran: string[] = [];
-  const server = serverFor(scripts, sent, ran, listener);
-  const { port } = await server.listen("127.0.0.1:0");
+  const { on = "grpc", ...opts } = listener;
+  const services = [{ desc: TokenService, impl: implFor(scripts, sent, ran) }];
+  let port: number;
+  let stop: () => Promise<void>;
+  if (on === "grpc") {
+    const server = createGrpcServer({ services, maxReceiveMessageBytes: maxMessageBytes, ...opts });
+    port = (await server.listen("127.0.0.1:0")).port;
+    stop = () => server.shutdown(100);
+  } else {
+    const server = createHttpServer({
+      services,
+      readMaxBytes: maxMessageBytes,
+      ...(opts.interceptors !== undefined ? { interceptors: opts.interceptors } : {}),
+    });
+    port = (await server.listen("127.0.0.1:0")).port;
+    stop = () => server.close(100);
+  }
   const client = createGrpcJsClient(TokenService, `127.0.0.1:${port}`);
   const watch = (grant: string, metadata: Record<string, string> = {}) =>
     client.stream(
@@ -120,7 +128,7 @@ async function open(scripts: Record<string, Script>, listener: Listener = {}) {
     watch,
     close: async () => {
       client.close();
-      await server.shutdown(100);
+      await stop();
     },
   };
 }
@@ -184,57 +192,13 @@ test("a reader that stops reading gets the newest message next, not the backlog"
   t.true(got.length < total / 4, `${got.length} of ${total} delivered`);
 });
 
-test("the direct write path still finds grpc-js's call.stream and metadataSent", async (t) => {
-  const server = new grpc.Server();
-  const seen: string[] = [];
-  const definition = {
-    Stream: {
-      path: "/test.Push/Stream",
-      requestStream: false,
-      responseStream: true,
-      requestSerialize: (b: Buffer) => b,
-      requestDeserialize: (b: Buffer) => b,
-      responseSerialize: (b: Buffer) => b,
-      responseDeserialize: (b: Buffer) => b,
-    },
-  } satisfies grpc.ServiceDefinition;
-  server.addService(definition, {
-    Stream: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
-      seen.push(`before headers: ${directStreamOf(call) === undefined ? "none" : "stream"}`);
-      call.write(Buffer.from("a"), () => {
-        const direct = directStreamOf(call);
-        seen.push(`after headers: ${direct === undefined ? "none" : "stream"}`);
-        direct?.write(Buffer.from([0, 0, 0, 0, 1, 0x62]), () => call.end());
-      });
-    },
-  });
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  t.teardown(() => server.forceShutdown());
-  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  t.teardown(() => client.close());
-  const call = client.makeServerStreamRequest(
-    "/test.Push/Stream",
-    (b: Buffer) => b,
-    (b: Buffer) => b,
-    Buffer.alloc(0),
-  );
-  const got: string[] = [];
-  for await (const b of call as AsyncIterable<Buffer>) got.push(b.toString());
-  t.deepEqual(seen, ["before headers: none", "after headers: stream"]);
-  // The frame written straight to the HTTP/2 stream reaches the client as a message.
-  t.deepEqual(got, ["a", "b"]);
-});
-
 /**
- * One traced WatchToken following `script` on a listener with the telemetry
- * interceptor, and with its push-stream observer or without: what the client
- * got, which form ran, the stream's server span and the duration metric.
+ * One traced WatchToken following `script` with telemetry on: on the gRPC
+ * listener (the interceptor and its push-stream observer), or on the HTTP one
+ * (the interceptor over the push form's iterable): what the client got, that
+ * the push form ran, the stream's server span and the duration metric.
  */
-async function tracedWatch(script: Script, observed: boolean, cancelAfterFirst = false) {
+async function tracedWatch(script: Script, on: "grpc" | "http", cancelAfterFirst = false) {
   const meter = createTestMeter();
   const telemetry = createRpcTelemetry({
     tracer: tracerProvider.getTracer("test"),
@@ -243,8 +207,9 @@ async function tracedWatch(script: Script, observed: boolean, cancelAfterFirst =
   const s = await open(
     { it: script },
     {
+      on,
       interceptors: [telemetry.interceptor],
-      ...(observed ? { pushStreamObserver: telemetry.pushStreamObserver } : {}),
+      ...(on === "grpc" ? { pushStreamObserver: telemetry.pushStreamObserver } : {}),
     },
   );
   try {
@@ -328,15 +293,15 @@ for (const [title, script, cancel, expected] of [
     { code: grpc.status.CANCELLED, status: "CANCELLED", grpcCode: 1, error: undefined, got: [1n] },
   ],
 ] as const) {
-  test(`with telemetry, the observer keeps the push form and traces it as the interceptor traces the generator: ${title}`, async (t) => {
-    const pushed = await tracedWatch(script, true, cancel);
-    const generated = await tracedWatch(script, false, cancel);
-    // Without the observer the interceptor takes the generator form; with it, the push form.
-    t.deepEqual(generated.ran, ["generator in the server span"]);
+  test(`with telemetry, the gRPC listener keeps the push form and traces it as the HTTP listener's interceptor traces the same handler: ${title}`, async (t) => {
+    const pushed = await tracedWatch(script, "grpc", cancel);
+    const adapted = await tracedWatch(script, "http", cancel);
+    // The one push form ran on both, in the server span.
     t.deepEqual(pushed.ran, ["push in the server span"]);
+    t.deepEqual(adapted.ran, ["push in the server span"]);
     const { ran: _p, ...push } = pushed;
-    const { ran: _g, ...generator } = generated;
-    t.deepEqual(push, generator);
+    const { ran: _a, ...interceptor } = adapted;
+    t.deepEqual(push, interceptor);
     const statusAttrs = {
       "rpc.system.name": "grpc",
       "rpc.method": watchMethod,
@@ -370,3 +335,61 @@ for (const [title, script, cancel, expected] of [
     });
   });
 }
+
+test("a server stream not written with pushStream() is refused when the service is registered", (t) => {
+  const impl: Partial<ServiceImpl<typeof TokenService>> = {
+    async *watchToken() {
+      yield message(1);
+    },
+  };
+  const err = t.throws(() =>
+    createGrpcServer({ services: [{ desc: TokenService, impl }], maxReceiveMessageBytes: 1024 }),
+  );
+  t.is(
+    err?.message,
+    "tokenvend.v1.TokenService.WatchToken: a server stream on the gRPC listener must be written with pushStream()",
+  );
+});
+
+test("interceptors without a push-stream observer are refused when a server stream is served", (t) => {
+  const err = t.throws(() =>
+    createGrpcServer({
+      services: [{ desc: TokenService, impl: implFor({}, new Map(), []) }],
+      maxReceiveMessageBytes: 1024,
+      interceptors: [(next) => next],
+    }),
+  );
+  t.regex(err?.message ?? "", /WatchToken: interceptors do not see push streams/);
+  // Without the stream they are fine.
+  t.notThrows(() =>
+    createGrpcServer({
+      services: [{ desc: TokenService, impl: {} }],
+      maxReceiveMessageBytes: 1024,
+      interceptors: [(next) => next],
+    }),
+  );
+});
+
+test("a server stream left unimplemented answers UNIMPLEMENTED", async (t) => {
+  const server = createGrpcServer({
+    services: [{ desc: TokenService, impl: {} }],
+    maxReceiveMessageBytes: 1024,
+  });
+  const { port } = await server.listen("127.0.0.1:0");
+  const client = createGrpcJsClient(TokenService, `127.0.0.1:${port}`);
+  t.teardown(async () => {
+    client.close();
+    await server.shutdown(100);
+  });
+  const w = client.stream(
+    "WatchToken",
+    WatchTokenRequestSchema,
+    WatchTokenResponseSchema,
+    create(WatchTokenRequestSchema, {}),
+  );
+  const err = await t.throwsAsync<GrpcCallError>(async () => {
+    for await (const _ of w.messages) t.fail("no message");
+  });
+  t.is(err?.code, grpc.status.UNIMPLEMENTED);
+  t.is(err?.details, "tokenvend.v1.TokenService.WatchToken is not implemented");
+});

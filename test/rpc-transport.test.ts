@@ -7,7 +7,7 @@
 // INTERNAL without the original message, and a bounded graceful shutdown.
 
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -41,21 +41,33 @@ import {
 import {
   GetTokenRequestSchema,
   GetTokenResponseSchema,
+  RenewalReason,
   RevokeSessionRequestSchema,
   RevokeSessionResponseSchema,
   TokenService,
+  type WatchTokenRequest,
   WatchTokenRequestSchema,
   type WatchTokenResponse,
   WatchTokenResponseSchema,
 } from "../gen/tokenvend/v1/token_service_pb.js";
-import { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "../src/rpc/error-details.ts";
-import { createGrpcServer, type GrpcServer } from "../src/rpc/grpc-server.ts";
-import { createHttpServer, type HttpServer } from "../src/rpc/http-server.ts";
+import {
+  createGrpcServer,
+  createHttpServer,
+  createWireErrors,
+  decodeGrpcStatusDetails,
+  formatHostPort,
+  type GrpcServer,
+  grpcStatusDetailsKey,
+  type HttpServer,
+  type PushStreamObserver,
+  pushStream,
+  type StreamSink,
+} from "../src/transport/index.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./support/grpc-client.ts";
+import { toolPath } from "./support/tools.ts";
 
 const exec = promisify(execFile);
 const descriptorSet = readFileSync(new URL("../gen/tokenvend.binpb", import.meta.url));
-const grpcurlPath = new URL("../.cache/go/bin/grpcurl", import.meta.url).pathname;
 
 /** Runs a command with `input` on its stdin; resolves with its stdout. */
 function run(cmd: string, args: string[], input: string): Promise<string> {
@@ -85,15 +97,16 @@ function registry<T>() {
   };
 }
 const aborted = registry<unknown>();
-const closed = registry<void>();
-/** How many messages a "many" handler has produced so far. */
-const produced = new Map<string, number>();
+const sentAll = registry<void>();
+const delivered = registry<void>();
 const manyMessages = 10_000;
 const started = registry<void>();
 /** Resolves with the abort reason once that handler's signal aborts. */
 const abortedOf = (id: string) => aborted(id).promise;
-/** Resolves once that "many" handler's generator is closed (its finally ran). */
-const closedOf = (id: string) => closed(id).promise;
+/** Resolves once that "many" handler has sent its last message. */
+const sentAllOf = (id: string) => sentAll(id).promise;
+/** A client got the n-th message of the stream opened with this grant. */
+const deliveredTo = (grant: string, n: number) => delivered(`${grant}#${n}`).resolve();
 /** Resolves once that handler runs: timing assertions wait for it, not for a sleep. */
 const startedOf = (id: string) => started(id).promise;
 const untilAborted = (ctx: HandlerContext, id: string) =>
@@ -151,6 +164,12 @@ const impl: Partial<ServiceImpl<typeof TokenService>> = {
       case "wait":
         await untilAborted(ctx, id);
         throw ctx.signal.reason;
+      case "store-down":
+        throw new StoreDown(`store down (${id})`);
+      case "late":
+        // A store call cut short by the deadline: the domain error comes after it.
+        await untilAborted(ctx, id);
+        throw new StoreDown(`store call aborted (${id})`);
       case "slow":
         started(id).resolve();
         await new Promise((r) => setTimeout(r, 300));
@@ -159,47 +178,91 @@ const impl: Partial<ServiceImpl<typeof TokenService>> = {
         throw notFound(req.grant);
     }
   },
-  async *watchToken(req, ctx) {
-    const grant = req.target.case === "grant" ? req.target.value : "";
-    const [kind, id = ""] = grant.split(":");
-    if (kind === "three") {
-      for (let g = 1n; g <= 3n; g++) yield { credential: credential(`at-${g}`, g), reason: 1 };
-      return;
-    }
-    if (kind === "fail") {
-      yield { credential: credential("at-1"), reason: 1 };
-      throw new ConnectError("token revoked", Code.FailedPrecondition, undefined, [
-        { desc: ErrorInfoSchema, value: { reason: "REFRESH_FAILED", domain: "tokenvend" } },
-      ]);
-    }
-    if (kind === "boom") {
-      yield { credential: credential("at-1"), reason: 1 };
-      throw new Error(`stream broke: ${secret} (${id})`);
-    }
-    if (kind === "forever") {
-      yield { credential: credential("at-1"), reason: 1 };
-      await untilAborted(ctx, id);
-      return;
-    }
-    if (kind === "many") {
-      // Ignores its signal on purpose: only backpressure and return() can stop it.
-      try {
-        for (let i = 0; i < manyMessages; i++) {
-          produced.set(id, i + 1);
-          yield { credential: credential(`${i}:${"x".repeat(1024)}`), reason: 2 };
-        }
-      } finally {
-        closed(id).resolve();
+  watchToken: pushStream(
+    (req: WatchTokenRequest, ctx: HandlerContext, sink: StreamSink<WatchTokenResponse>) => {
+      const grant = req.target.case === "grant" ? req.target.value : "";
+      const [kind, id = ""] = grant.split(":");
+      const send = (token: string, generation = 1n, reason = RenewalReason.INITIAL) =>
+        sink.send(
+          create(WatchTokenResponseSchema, { credential: credential(token, generation), reason }),
+        );
+      switch (kind) {
+        case "three":
+          // Each once the client has the one before: a push stream keeps only the newest unsent.
+          void (async () => {
+            for (let g = 1n; g <= 3n; g++) {
+              send(`at-${g}`, g);
+              await delivered(`${grant}#${g}`).promise;
+            }
+            sink.end();
+          })();
+          return;
+        case "fail":
+          send("at-1");
+          sink.end(
+            new ConnectError("token revoked", Code.FailedPrecondition, undefined, [
+              { desc: ErrorInfoSchema, value: { reason: "REFRESH_FAILED", domain: "tokenvend" } },
+            ]),
+          );
+          return;
+        case "boom":
+          send("at-1");
+          sink.end(new Error(`stream broke: ${secret} (${id})`));
+          return;
+        case "forever":
+          send("at-1");
+          void untilAborted(ctx, id);
+          return;
+        case "many":
+          // One ~1 KiB message per turn of the event loop, whoever reads them.
+          void (async () => {
+            for (let i = 0; i < manyMessages; i++) {
+              send(`${i}:${"x".repeat(1024)}`, BigInt(i + 1), RenewalReason.REFRESHED);
+              await new Promise((resolve) => setImmediate(resolve));
+            }
+            sentAll(id).resolve();
+            sink.end();
+          })();
+          return;
+        default:
+          throw notFound(grant);
       }
-      return;
-    }
-    throw notFound(grant);
-  },
+    },
+  ),
 };
 
+/** Stands in for `intercept` on the gRPC listener's push streams. */
+const observeStreams: PushStreamObserver = (ctx) => {
+  ctx.values.set(callerKey, `seen:${ctx.requestHeader.get("x-caller") ?? ""}`);
+  return { run: (fn) => fn(), end: () => {} };
+};
+
+/** What config.ts defaults to; the limits test sends 200 KiB. */
+const maxMessageBytes = 128 * 1024;
+/** The one service under test, with the message limit both listeners require. */
+const served = {
+  services: [{ desc: TokenService, impl }],
+  maxReceiveMessageBytes: maxMessageBytes,
+  readMaxBytes: maxMessageBytes,
+};
+
+/** A domain error of the application under test, and its table: UNAVAILABLE. */
+class StoreDown extends Error {}
+const appErrors = (err: unknown) =>
+  err instanceof StoreDown
+    ? new ConnectError("store unavailable", Code.Unavailable)
+    : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+
+/** The error an interceptor saw, by the unary request's grant. */
+const intercepted = new Map<string, unknown>();
 const intercept: Interceptor = (next) => async (req) => {
   req.contextValues.set(callerKey, `seen:${req.header.get("x-caller") ?? ""}`);
-  return next(req);
+  try {
+    return await next(req);
+  } catch (err) {
+    if (!req.stream) intercepted.set((req.message as unknown as { grant: string }).grant, err);
+    throw err;
+  }
 };
 
 interface Reported {
@@ -218,9 +281,13 @@ interface Listeners {
 async function startListeners(): Promise<Listeners> {
   const reported: Reported[] = [];
   const common = {
-    services: [{ desc: TokenService, impl }],
+    ...served,
     interceptors: [intercept],
-    onInternalError: (err: unknown, method: string) => reported.push({ err, method }),
+    pushStreamObserver: observeStreams,
+    errors: createWireErrors({
+      toConnectError: appErrors,
+      onInternalError: (err, method) => reported.push({ err, method }),
+    }),
   };
   const grpcServer = createGrpcServer({ ...common, reflectionDescriptorSet: descriptorSet });
   const httpServer = createHttpServer(common);
@@ -337,7 +404,10 @@ function connectTarget(name: string, protocol: Target["protocol"], transport: Tr
         async collect() {
           const tokens: string[] = [];
           try {
-            for await (const m of messages) tokens.push(m.credential?.accessToken ?? "");
+            for await (const m of messages) {
+              tokens.push(m.credential?.accessToken ?? "");
+              deliveredTo(grant, tokens.length);
+            }
             return { tokens, end: "ok" };
           } catch (e) {
             return { tokens, end: fromConnectError(e) };
@@ -396,7 +466,10 @@ function grpcJsTarget(address: string): Target {
         async collect() {
           const tokens: string[] = [];
           try {
-            for await (const m of s.messages) tokens.push(m.credential?.accessToken ?? "");
+            for await (const m of s.messages) {
+              tokens.push(m.credential?.accessToken ?? "");
+              deliveredTo(grant, tokens.length);
+            }
             return { tokens, end: "ok" };
           } catch (e) {
             return { tokens, end: fromGrpcError(e) };
@@ -636,7 +709,7 @@ test("unary: metadata reaches ctx.requestHeader, interceptors set ctx.values, he
 test("server stream: three messages then OK; an error mid-stream keeps its code and ErrorInfo", async (t) => {
   for (const target of streamingTargets()) {
     t.deepEqual(
-      await target.watch("three").collect(),
+      await target.watch(`three:${target.name}`).collect(),
       { tokens: ["at-1", "at-2", "at-3"], end: "ok" },
       target.name,
     );
@@ -678,7 +751,7 @@ test("server stream: three messages then OK; an error mid-stream keeps its code 
   }
 });
 
-test("server stream: a client cancel aborts the handler's signal and ends its generator", async (t) => {
+test("server stream: a client cancel aborts the handler's signal", async (t) => {
   let n = 0;
   for (const target of streamingTargets()) {
     const id = `cancel-${n++}`;
@@ -689,49 +762,58 @@ test("server stream: a client cancel aborts the handler's signal and ends its ge
   }
 });
 
-test("server stream: a slow reader holds the handler back (backpressure); a cancel return()s its generator", async (t) => {
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-  // grpc-js client: pause after the first message.
+test("server stream: a slow reader gets the newest message next, not the backlog, on both listeners", async (t) => {
+  const newest = `${manyMessages - 1}:`;
+  const check = (listener: string, got: string[], bound: number) => {
+    t.true(got.at(-1)?.startsWith(newest), `${listener}: the last message is the newest`);
+    const order = got.map((m) => Number(m.split(":")[0]));
+    t.true(
+      order.every((n, i) => i === 0 || n > order[i - 1]!),
+      `${listener}: messages in order`,
+    );
+    // What flow-control windows and stream buffers held, then the newest: far fewer than sent.
+    t.true(got.length < bound, `${listener}: ${got.length} of ${manyMessages} delivered`);
+  };
+
+  // grpc-js client: pause after the first message until the handler sent them all.
   const client = createGrpcJsClient(TokenService, L.grpcAddr);
   const s = client.stream(
     "WatchToken",
     WatchTokenRequestSchema,
     WatchTokenResponseSchema,
-    create(WatchTokenRequestSchema, { target: { case: "grant", value: "many:bp-grpc" } }),
+    create(WatchTokenRequestSchema, { target: { case: "grant", value: "many:slow-grpc" } }),
   );
-  s.call.on("error", () => {});
-  await new Promise<void>((resolve) =>
-    s.call.once("data", () => {
-      s.call.pause();
-      resolve();
-    }),
-  );
-  await sleep(300);
-  const held = produced.get("bp-grpc") ?? 0;
-  // ~1 KiB messages: flow-control windows and stream buffers hold a few hundred.
-  t.true(held < manyMessages / 5, `grpc listener: handler ran ahead to ${held} of ${manyMessages}`);
-  s.cancel();
-  await within(closedOf("bp-grpc"), 5_000);
-  t.true((produced.get("bp-grpc") ?? 0) < manyMessages);
+  const got: string[] = [];
+  s.call.on("data", (m: WatchTokenResponse) => {
+    got.push(m.credential?.accessToken ?? "");
+    if (got.length === 1) s.call.pause();
+  });
+  const ended = new Promise<void>((resolve, reject) => {
+    s.call.on("end", resolve);
+    s.call.on("error", reject);
+  });
+  await within(sentAllOf("slow-grpc"), 60_000);
+  s.call.resume();
+  await within(ended, 10_000);
+  check("grpc listener", got, manyMessages / 5);
   client.close();
 
-  // Connect client over h2c: stop iterating after the first message.
+  // Connect client over h2c: stop iterating after the first message until the handler sent them all.
   const connect = createClient(
     TokenService,
     createConnectTransport({ baseUrl: L.httpUrl, httpVersion: "2", useBinaryFormat: true }),
   );
-  const ac = new AbortController();
   const it = connect
-    .watchToken({ target: { case: "grant", value: "many:bp-http" } }, { signal: ac.signal })
+    .watchToken({ target: { case: "grant", value: "many:slow-http" } })
     [Symbol.asyncIterator]();
-  await it.next();
-  await sleep(300);
-  const heldHttp = produced.get("bp-http") ?? 0;
+  const first = await it.next();
+  const gotHttp = [first.done === true ? "" : (first.value.credential?.accessToken ?? "")];
+  await within(sentAllOf("slow-http"), 60_000);
+  for (let r = await it.next(); r.done !== true; r = await it.next()) {
+    gotHttp.push(r.value.credential?.accessToken ?? "");
+  }
   // connect-node's client opens wider HTTP/2 windows: more in flight, still bounded.
-  t.true(heldHttp < manyMessages / 2, `http listener: handler ran ahead to ${heldHttp}`);
-  ac.abort();
-  await within(closedOf("bp-http"), 5_000);
-  t.pass();
+  check("http listener", gotHttp, manyMessages / 2);
 });
 
 // Serial (AVA runs these first, alone): a 200 ms deadline must not expire
@@ -756,6 +838,54 @@ test.serial(
     const err = await t.throwsAsync(client.getToken({ grant: "wait:dl-http" }, { timeoutMs: 200 }));
     t.is(ConnectError.from(err).code, Code.DeadlineExceeded);
     t.truthy(await within(abortedOf("dl-http"), 5_000));
+  },
+);
+
+test.serial(
+  "unary: a domain error goes through the application's table on both listeners; after the caller's deadline, the deadline is the status",
+  async (t) => {
+    const grpcJs = grpcJsTarget(L.grpcAddr);
+    const connect = connectTarget(
+      "connect HTTP/1.1",
+      "connect",
+      createConnectTransport({ baseUrl: L.httpUrl, httpVersion: "1.1" }),
+    );
+    for (const target of [grpcJs, connect]) {
+      t.deepEqual(
+        await target.getToken(`store-down:sd-${target.name}`),
+        { code: Code.Unavailable, message: "store unavailable" },
+        target.name,
+      );
+    }
+    // Deadline first, then the handler's domain error: what the interceptors and the caller see.
+    const deadlineOnGrpc = createGrpcJsClient(TokenService, L.grpcAddr);
+    const err = await t.throwsAsync(
+      deadlineOnGrpc.unary(
+        "GetToken",
+        GetTokenRequestSchema,
+        GetTokenResponseSchema,
+      )(create(GetTokenRequestSchema, { grant: "late:late-grpc" }), { deadlineMs: 200 }),
+    );
+    t.is((err as unknown as GrpcCallError).code, grpc.status.DEADLINE_EXCEEDED);
+    deadlineOnGrpc.close();
+    // The deadline in the header only: the status comes from the server, not the client's timer.
+    const res = await fetch(`${L.httpUrl}/tokenvend.v1.TokenService/GetToken`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "connect-timeout-ms": "200" },
+      body: JSON.stringify({ grant: "late:late-http" }),
+    });
+    t.is(((await res.json()) as ConnectJsonError).code, "deadline_exceeded");
+    for (const id of ["late-grpc", "late-http"]) {
+      await within(abortedOf(id), 5_000);
+      // The handler throws right after its signal aborts; the interceptor sees it just after.
+      for (let i = 0; i < 100 && !intercepted.has(`late:${id}`); i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const seen = ConnectError.from(intercepted.get(`late:${id}`));
+      t.is(seen.code, Code.DeadlineExceeded, id);
+      t.deepEqual(reportsOf(id), [], `${id}: not an internal error`);
+    }
+    grpcJs.close();
   },
 );
 
@@ -818,7 +948,7 @@ test("limits: undecodable requests are refused and never reach onInternalError",
 });
 
 test("health: Check and Watch, overall and per service, follow setServing", async (t) => {
-  const s = createGrpcServer({ services: [{ desc: TokenService, impl }] });
+  const s = createGrpcServer(served);
   const { port } = await s.listen("127.0.0.1:0");
   const pkg = grpc.loadPackageDefinition(
     protoLoader.loadSync(healthProtoPath, { enums: String }),
@@ -932,51 +1062,50 @@ interface ReflectionClient {
   close(): void;
 }
 
-// grpcurl is installed by the tools step; the raw reflection test above runs either way.
-if (existsSync(grpcurlPath)) {
-  test("grpcurl: list, describe with comments, and an error with its ErrorInfo", async (t) => {
-    const grpcurl = async (...args: string[]) => {
-      try {
-        return (await exec(grpcurlPath, ["-plaintext", ...args])).stdout;
-      } catch (e) {
-        const err = e as { stdout: string; stderr: string };
-        return err.stdout + err.stderr;
-      }
-    };
-    const list = await grpcurl(L.grpcAddr, "list");
-    t.regex(list, /tokenvend\.v1\.TokenService/);
-    t.regex(list, /grpc\.health\.v1\.Health/);
-    const described = await grpcurl(L.grpcAddr, "describe", "tokenvend.v1.GetValidTokensRequest");
-    t.regex(described, /GetValidTokensRequest names one session's token at one provider/);
-    const ok = await grpcurl(
-      "-d",
-      '{"grant":"ok"}',
-      L.grpcAddr,
-      "tokenvend.v1.TokenService/GetToken",
-    );
-    t.regex(ok, /at-ok/);
-    const bad = await grpcurl(
-      "-d",
-      '{"grant":"nope"}',
-      L.grpcAddr,
-      "tokenvend.v1.TokenService/GetToken",
-    );
-    t.regex(bad, /NotFound/);
-    t.regex(bad, /GRANT_NOT_FOUND/);
-    t.regex(bad, /unknown grant/);
-    const health = await grpcurl(L.grpcAddr, "grpc.health.v1.Health/Check");
-    t.regex(health, /"status": "SERVING"/);
-    const watched = await grpcurl(
-      "-max-time",
-      "1",
-      "-d",
-      '{"service":"tokenvend.v1.TokenService"}',
-      L.grpcAddr,
-      "grpc.health.v1.Health/Watch",
-    );
-    t.regex(watched, /"status": "SERVING"/);
-  });
-}
+test("grpcurl: list, describe with comments, and an error with its ErrorInfo", async (t) => {
+  // Installed by npm test's tools step; missing, this fails saying how to install it.
+  const path = toolPath("grpcurl");
+  const grpcurl = async (...args: string[]) => {
+    try {
+      return (await exec(path, ["-plaintext", ...args])).stdout;
+    } catch (e) {
+      const err = e as { stdout: string; stderr: string };
+      return err.stdout + err.stderr;
+    }
+  };
+  const list = await grpcurl(L.grpcAddr, "list");
+  t.regex(list, /tokenvend\.v1\.TokenService/);
+  t.regex(list, /grpc\.health\.v1\.Health/);
+  const described = await grpcurl(L.grpcAddr, "describe", "tokenvend.v1.GetValidTokensRequest");
+  t.regex(described, /GetValidTokensRequest names one session's token at one provider/);
+  const ok = await grpcurl(
+    "-d",
+    '{"grant":"ok"}',
+    L.grpcAddr,
+    "tokenvend.v1.TokenService/GetToken",
+  );
+  t.regex(ok, /at-ok/);
+  const bad = await grpcurl(
+    "-d",
+    '{"grant":"nope"}',
+    L.grpcAddr,
+    "tokenvend.v1.TokenService/GetToken",
+  );
+  t.regex(bad, /NotFound/);
+  t.regex(bad, /GRANT_NOT_FOUND/);
+  t.regex(bad, /unknown grant/);
+  const health = await grpcurl(L.grpcAddr, "grpc.health.v1.Health/Check");
+  t.regex(health, /"status": "SERVING"/);
+  const watched = await grpcurl(
+    "-max-time",
+    "1",
+    "-d",
+    '{"service":"tokenvend.v1.TokenService"}',
+    L.grpcAddr,
+    "grpc.health.v1.Health/Watch",
+  );
+  t.regex(watched, /"status": "SERVING"/);
+});
 
 test.serial(
   "shutdown: in-flight calls finish within the grace, streams end UNAVAILABLE after it, both listeners",
@@ -1025,6 +1154,32 @@ test.serial(
     after.close();
   },
 );
+
+test("listen: both listeners bind [::1]:0 and serve there; an address that is not host:port is refused", async (t) => {
+  const g = createGrpcServer(served);
+  const h = createHttpServer(served);
+  t.teardown(() => Promise.all([g.shutdown(0), h.close(0)]));
+  const ga = await g.listen("[::1]:0");
+  const ha = await h.listen("[::1]:0");
+  t.is(ga.host, "::1");
+  t.is(ha.host, "::1");
+  const grpcTarget = grpcJsTarget(formatHostPort(ga));
+  t.deepEqual(await grpcTarget.getToken("ok"), { token: "at-ok" });
+  grpcTarget.close();
+  const httpTarget = connectTarget(
+    "connect HTTP/1.1 over IPv6",
+    "connect",
+    createConnectTransport({ baseUrl: `http://${formatHostPort(ha)}`, httpVersion: "1.1" }),
+  );
+  t.deepEqual(await httpTarget.getToken("ok"), { token: "at-ok" });
+  const refused = {
+    instanceOf: RangeError,
+    message:
+      'the listen address must be host:port, such as 127.0.0.1:50051 or [::1]:50051; got "::1:0"',
+  };
+  await t.throwsAsync(createGrpcServer(served).listen("::1:0"), refused);
+  await t.throwsAsync(createHttpServer(served).listen("::1:0"), refused);
+});
 
 test("shutdown: without in-flight calls it returns at once", async (t) => {
   const S = await startListeners();

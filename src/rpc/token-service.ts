@@ -1,9 +1,10 @@
 // The TokenService handlers, written once and mounted on both listeners:
-// proto -> validated domain input -> core -> proto.
+// proto -> validated domain input -> core -> proto. They throw domain errors;
+// the listeners map them for the wire (error-mapping.ts, given in server.ts).
 
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   type Credential,
   CredentialSchema,
@@ -20,15 +21,12 @@ import {
   type WatchTokenResponse,
   WatchTokenResponseSchema,
 } from "../../gen/tokenvend/v1/token_service_pb.js";
-import { LatestValue } from "../../test/support/watch-stream.ts";
 import type { Clock } from "../core/clock.ts";
 import { systemClock } from "../core/clock.ts";
 import type { LiveRecord, TokenSet } from "../core/token.ts";
-import type { WatchEvent, WatchReason, WatchTarget } from "../core/token-stream.ts";
+import type { WatchReason, WatchTarget } from "../core/token-stream.ts";
 import type { TokenVendor } from "../core/token-vendor.ts";
-import { toConnectError } from "./error-mapping.ts";
-import { freeze } from "./frozen-message.ts";
-import { type StreamSink, withPushStream } from "./push-stream.ts";
+import { freeze, pushStream, type StreamSink } from "../transport/index.ts";
 import { limits, Violations } from "./validate.ts";
 
 export interface TokenServiceOptions {
@@ -74,178 +72,138 @@ export function toCredential(r: LiveRecord): Credential {
   return c;
 }
 
-/** Runs a handler body, turning domain errors into wire errors. */
-async function rpc<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw toConnectError(err);
-  }
-}
-
 export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeof TokenService> {
   const { vendor } = opts;
   const clock = opts.clock ?? systemClock;
 
   return {
-    storeUpstreamTokens: (req, ctx) =>
-      rpc(async () => {
-        const v = new Violations()
-          .sessionId("session_id", req.sessionId)
-          .name("provider", req.provider)
-          .token("access_token", req.accessToken, true)
-          .token("refresh_token", req.refreshToken, false)
-          .token("id_token", req.idToken, false)
-          .scopes("scopes", req.scopes)
-          .text("subject", req.subject, limits.bindingMaxChars)
-          .text("client_id", req.clientId, limits.bindingMaxChars)
-          .text("token_type", req.tokenType, limits.tokenTypeMaxChars);
-        const now = clock.now();
-        let expiresAt = Number.NaN;
-        const e = req.expiry;
-        if (e.case === "expiresIn") {
-          if (e.value <= 0n || e.value > BigInt(limits.maxLifetimeSec)) {
-            v.add("expires_in", `must be 1 to ${limits.maxLifetimeSec} seconds`);
-          } else expiresAt = now + Number(e.value) * 1000;
-        } else if (e.case === "expiresAt") {
-          const ms = timestampDate(e.value).getTime();
-          if (!Number.isFinite(ms) || ms <= 0 || ms > now + limits.maxLifetimeSec * 1000) {
-            v.add("expires_at", "must be a time within a year from now");
-          } else expiresAt = ms;
-        } else {
-          v.add("expiry", "set expires_at or expires_in");
-        }
-        v.check();
-        const tokens: TokenSet = {
-          accessToken: req.accessToken,
-          refreshToken: req.refreshToken || undefined,
-          idToken: req.idToken || undefined,
-          tokenType: req.tokenType || "Bearer",
-          scopes: req.scopes,
-          issuedAt: Math.min(now, expiresAt),
-          expiresAt,
-          subject: req.subject || undefined,
-          clientId: req.clientId || undefined,
-        };
-        const generation = await vendor.storeUpstreamTokens(
-          { sessionId: req.sessionId, provider: req.provider, tokens },
-          ctx.signal,
-        );
-        return create(StoreUpstreamTokensResponseSchema, { generation: BigInt(generation) });
-      }),
+    async storeUpstreamTokens(req, ctx) {
+      const v = new Violations()
+        .sessionId("session_id", req.sessionId)
+        .name("provider", req.provider)
+        .token("access_token", req.accessToken, true)
+        .token("refresh_token", req.refreshToken, false)
+        .token("id_token", req.idToken, false)
+        .scopes("scopes", req.scopes)
+        .text("subject", req.subject, limits.bindingMaxChars)
+        .text("client_id", req.clientId, limits.bindingMaxChars)
+        .text("token_type", req.tokenType, limits.tokenTypeMaxChars);
+      const now = clock.now();
+      let expiresAt = Number.NaN;
+      const e = req.expiry;
+      if (e.case === "expiresIn") {
+        if (e.value <= 0n || e.value > BigInt(limits.maxLifetimeSec)) {
+          v.add("expires_in", `must be 1 to ${limits.maxLifetimeSec} seconds`);
+        } else expiresAt = now + Number(e.value) * 1000;
+      } else if (e.case === "expiresAt") {
+        const ms = timestampDate(e.value).getTime();
+        if (!Number.isFinite(ms) || ms <= 0 || ms > now + limits.maxLifetimeSec * 1000) {
+          v.add("expires_at", "must be a time within a year from now");
+        } else expiresAt = ms;
+      } else {
+        v.add("expiry", "set expires_at or expires_in");
+      }
+      v.check();
+      const tokens: TokenSet = {
+        accessToken: req.accessToken,
+        refreshToken: req.refreshToken || undefined,
+        idToken: req.idToken || undefined,
+        tokenType: req.tokenType || "Bearer",
+        scopes: req.scopes,
+        issuedAt: Math.min(now, expiresAt),
+        expiresAt,
+        subject: req.subject || undefined,
+        clientId: req.clientId || undefined,
+      };
+      const generation = await vendor.storeUpstreamTokens(
+        { sessionId: req.sessionId, provider: req.provider, tokens },
+        ctx.signal,
+      );
+      return create(StoreUpstreamTokensResponseSchema, { generation: BigInt(generation) });
+    },
 
-    getValidTokens: (req, ctx) =>
-      rpc(async () => {
-        new Violations()
-          .sessionId("session_id", req.sessionId)
-          .name("provider", req.provider)
-          .text("expected_subject", req.expectedSubject, limits.bindingMaxChars)
-          .text("expected_client_id", req.expectedClientId, limits.bindingMaxChars)
-          .minValidity("min_validity_seconds", req.minValiditySeconds)
-          .check();
-        const r = await vendor.getValidTokens(
-          {
-            sessionId: req.sessionId,
-            provider: req.provider,
-            expectedSubject: req.expectedSubject,
-            expectedClientId: req.expectedClientId,
-            minValidityMs: req.minValiditySeconds * 1000,
-          },
-          ctx.signal,
-        );
-        return memo(validResponses, r, () =>
-          freeze(create(GetValidTokensResponseSchema, { credential: toCredential(r) })),
-        );
-      }),
+    async getValidTokens(req, ctx) {
+      new Violations()
+        .sessionId("session_id", req.sessionId)
+        .name("provider", req.provider)
+        .text("expected_subject", req.expectedSubject, limits.bindingMaxChars)
+        .text("expected_client_id", req.expectedClientId, limits.bindingMaxChars)
+        .minValidity("min_validity_seconds", req.minValiditySeconds)
+        .check();
+      const r = await vendor.getValidTokens(
+        {
+          sessionId: req.sessionId,
+          provider: req.provider,
+          expectedSubject: req.expectedSubject,
+          expectedClientId: req.expectedClientId,
+          minValidityMs: req.minValiditySeconds * 1000,
+        },
+        ctx.signal,
+      );
+      return memo(validResponses, r, () =>
+        freeze(create(GetValidTokensResponseSchema, { credential: toCredential(r) })),
+      );
+    },
 
-    getAllUpstreamCredentials: (req, ctx) =>
-      rpc(async () => {
-        new Violations().sessionId("session_id", req.sessionId).check();
-        const res = await vendor.getAllUpstreamCredentials(req.sessionId, ctx.signal);
-        const out = create(GetAllUpstreamCredentialsResponseSchema, {
-          failures: res.failures.map((f) => ({
-            provider: f.provider,
-            reason: f.code,
-            message: f.message,
-          })),
-        });
-        for (const [provider, r] of res.credentials) out.credentials[provider] = toCredential(r);
-        return out;
-      }),
+    async getAllUpstreamCredentials(req, ctx) {
+      new Violations().sessionId("session_id", req.sessionId).check();
+      const res = await vendor.getAllUpstreamCredentials(req.sessionId, ctx.signal);
+      const out = create(GetAllUpstreamCredentialsResponseSchema, {
+        failures: res.failures.map((f) => ({
+          provider: f.provider,
+          reason: f.code,
+          message: f.message,
+        })),
+      });
+      for (const [provider, r] of res.credentials) out.credentials[provider] = toCredential(r);
+      return out;
+    },
 
-    getToken: (req, ctx) =>
-      rpc(async () => {
-        new Violations()
-          .name("grant", req.grant)
-          .minValidity("min_validity_seconds", req.minValiditySeconds)
-          .check();
-        const r = await vendor.getToken(req.grant, req.minValiditySeconds * 1000, ctx.signal);
-        return memo(tokenResponses, r, () =>
-          freeze(create(GetTokenResponseSchema, { credential: toCredential(r) })),
-        );
-      }),
+    async getToken(req, ctx) {
+      new Violations()
+        .name("grant", req.grant)
+        .minValidity("min_validity_seconds", req.minValiditySeconds)
+        .check();
+      const r = await vendor.getToken(req.grant, req.minValiditySeconds * 1000, ctx.signal);
+      return memo(tokenResponses, r, () =>
+        freeze(create(GetTokenResponseSchema, { credential: toCredential(r) })),
+      );
+    },
 
-    watchToken: withPushStream(
-      async function* watchToken(req, ctx) {
-        const events = new LatestValue<WatchEvent>();
-        let cancel = () => {};
-        try {
-          cancel = vendor.watch(watchTarget(req), events, ctx.signal);
-          for (;;) {
-            const ev = await events.take(ctx.signal);
-            if (ev === undefined) return;
-            yield toWatchResponse(ev.record, ev.reason);
-          }
-        } catch (err) {
-          // A caller that cancelled gets a clean close, not an error.
-          if (ctx.signal.aborted) return;
-          throw toConnectError(err);
-        } finally {
-          cancel();
-        }
-      },
-      (req: WatchTokenRequest, ctx, sink: StreamSink<WatchTokenResponse>) => {
-        let target: WatchTarget;
-        try {
-          target = watchTarget(req);
-        } catch (err) {
-          sink.end(toConnectError(err));
-          return;
-        }
+    watchToken: pushStream(
+      (req: WatchTokenRequest, ctx: HandlerContext, sink: StreamSink<WatchTokenResponse>) => {
         vendor.watch(
-          target,
+          watchTarget(req),
           {
             next: (ev) => sink.send(toWatchResponse(ev.record, ev.reason)),
-            end: (err) =>
-              sink.end(err === undefined || ctx.signal.aborted ? undefined : toConnectError(err)),
+            end: (err) => sink.end(err),
           },
           ctx.signal,
         );
       },
     ),
 
-    revokeSession: (req, ctx) =>
-      rpc(async () => {
-        const v = new Violations().sessionId("session_id", req.sessionId);
-        if (req.provider !== "") v.name("provider", req.provider);
-        v.check();
-        const res = await vendor.revokeSession(
-          {
-            sessionId: req.sessionId,
-            provider: req.provider || undefined,
-            revokeUpstream: req.revokeUpstream,
-          },
-          ctx.signal,
-        );
-        return create(RevokeSessionResponseSchema, {
-          revokedProviders: res.revokedProviders,
-          upstreamFailures: res.upstreamFailures.map((f) => ({
-            provider: f.provider,
-            reason: f.code,
-            message: f.message,
-          })),
-        });
-      }),
+    async revokeSession(req, ctx) {
+      const v = new Violations().sessionId("session_id", req.sessionId);
+      if (req.provider !== "") v.name("provider", req.provider);
+      v.check();
+      const res = await vendor.revokeSession(
+        {
+          sessionId: req.sessionId,
+          provider: req.provider || undefined,
+          revokeUpstream: req.revokeUpstream,
+        },
+        ctx.signal,
+      );
+      return create(RevokeSessionResponseSchema, {
+        revokedProviders: res.revokedProviders,
+        upstreamFailures: res.upstreamFailures.map((f) => ({
+          provider: f.provider,
+          reason: f.code,
+          message: f.message,
+        })),
+      });
+    },
   };
 }
 

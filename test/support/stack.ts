@@ -23,8 +23,8 @@ import {
 import { parseConfig } from "../../src/config.ts";
 import type { TokenStore } from "../../src/core/token-store.ts";
 import { type LocalIdp, type MintedTokens, startLocalIdp } from "../../src/dev/local-idp.ts";
-import { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "../../src/rpc/error-details.ts";
 import { type RunningServer, type StartServerOptions, startServer } from "../../src/server.ts";
+import { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "../../src/transport/index.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./grpc-client.ts";
 
 export interface StackOptions {

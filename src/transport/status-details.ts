@@ -1,13 +1,11 @@
-// Errors as both listeners put them on the wire. Rich details (ErrorInfo,
-// BadRequest) travel as a google.rpc.Status in the `grpc-status-details-bin`
-// trailer, the encoding every gRPC client and grpcurl understand; Connect puts
-// the same Status there itself, the gRPC listener uses encodeGrpcStatusDetails.
-// toWireError is the last line of defence of both listeners: whatever a handler
-// throws, the caller never sees a message the handler did not mean to send.
+// Rich error details (ErrorInfo, BadRequest) travel as a google.rpc.Status in
+// the `grpc-status-details-bin` trailer, the encoding every gRPC client and
+// grpcurl understand; Connect puts the same Status there itself, the gRPC
+// listener uses encodeGrpcStatusDetails.
 
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Any, AnySchema, anyPack, anyUnpack } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import type { ConnectError } from "@connectrpc/connect";
 import {
   type BadRequest,
   BadRequestSchema,
@@ -18,9 +16,6 @@ import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
 
 /** The trailer that carries an encoded google.rpc.Status. */
 export const grpcStatusDetailsKey = "grpc-status-details-bin";
-
-/** Called with the original error of every call that ends INTERNAL, to log it. */
-export type InternalErrorHandler = (err: unknown, method: string) => void;
 
 /**
  * The google.rpc.Status of an error, encoded for `grpc-status-details-bin`;
@@ -69,36 +64,4 @@ export function decodeGrpcStatusDetails(buf: Uint8Array): GrpcStatusDetails {
     ...(errorInfo !== undefined ? { errorInfo } : {}),
     ...(badRequest !== undefined ? { badRequest } : {}),
   };
-}
-
-/**
- * What a handler's error becomes on the wire. A ConnectError is sent as it is
- * (its code and message were chosen for the caller). Anything else may carry
- * secrets in its message: it becomes INTERNAL "internal error", and the original
- * goes to onInternalError only. An error that merely follows the call's own
- * abort (deadline, shutdown) takes the abort's reason. A ConnectError with code
- * INTERNAL is reported too, with its cause when it has one: that is where a
- * handler that already hid the message keeps the original.
- */
-export function toWireError(
-  err: unknown,
-  method: string,
-  signal: AbortSignal | undefined,
-  onInternalError: InternalErrorHandler | undefined,
-): ConnectError {
-  if (err instanceof ConnectError) {
-    if (err.code === Code.Internal) report(onInternalError, err.cause ?? err, method);
-    return err;
-  }
-  if (signal?.aborted && signal.reason instanceof ConnectError) return signal.reason;
-  report(onInternalError, err, method);
-  return new ConnectError("internal error", Code.Internal, undefined, undefined, err);
-}
-
-function report(onInternalError: InternalErrorHandler | undefined, err: unknown, method: string) {
-  try {
-    onInternalError?.(err, method);
-  } catch {
-    // A failing logger must not change what the caller gets.
-  }
 }

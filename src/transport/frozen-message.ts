@@ -1,7 +1,7 @@
-// Responses built once per token generation and never mutated afterwards are
-// "frozen": the gRPC listener encodes them once and reuses the bytes, so a
-// cached GetValidTokens costs no protobuf encoding, and a renewal pushed to
-// 10,000 streams is framed once for all of them.
+// Responses built once and never mutated afterwards are "frozen": the gRPC
+// listener encodes them once and reuses the bytes. tokenvend builds one per
+// token generation, so a cached GetValidTokens costs no protobuf encoding, and
+// a renewal pushed to 10,000 streams is framed once for all of them.
 
 import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 

@@ -27,10 +27,9 @@ import {
   type Tracer,
   trace,
 } from "@opentelemetry/api";
-import { toWireError } from "../rpc/error-details.ts";
-import type { PushStreamObservation, PushStreamObserver } from "../rpc/push-stream.ts";
-import { type DescribeError, recordError } from "./instrument.ts";
-import type { RpcMetrics } from "./metrics.ts";
+import { type DescribeError, recordError } from "../telemetry/instrument.ts";
+import type { RpcMetrics } from "../telemetry/metrics.ts";
+import type { PushStreamObservation, PushStreamObserver } from "../transport/index.ts";
 
 export interface RpcTelemetryOptions {
   /** Without one, only the metric is recorded (a Prometheus endpoint and no OTEL_*). */
@@ -110,13 +109,7 @@ export function createRpcTelemetry(opts: RpcTelemetryOptions): RpcTelemetry {
     interceptor: (next) => async (req) => {
       const call = rpc.start(req.service.typeName, req.method.name, req.header);
       const end = (err: unknown) =>
-        call.end(
-          err === undefined
-            ? undefined
-            : err === cancelled
-              ? cancelledError
-              : toWireError(err, call.method, req.signal, undefined),
-        );
+        call.end(err === undefined ? undefined : err === cancelled ? cancelledError : wireOf(err));
       let res: Awaited<ReturnType<typeof next>>;
       try {
         res = await context.with(call.active, next, undefined, req);
@@ -218,6 +211,14 @@ class RpcCall implements PushStreamObservation {
     );
   }
 }
+
+/**
+ * The status of an error seen here. Handlers' errors arrive as the listener
+ * maps them for the wire (a ConnectError); anything else is an inner
+ * interceptor's own failure, which the listener answers INTERNAL.
+ */
+const wireOf = (err: unknown): ConnectError => (err instanceof ConnectError ? err : internal);
+const internal = new ConnectError("internal error", Code.Internal);
 
 /** Ends a stream that its caller stopped pulling (cancel, deadline, shutdown). */
 const cancelled = Symbol("cancelled");

@@ -10,20 +10,26 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { type InternalErrorHandler, toWireError } from "./error-details.ts";
-import type { ListenAddress, ServiceRegistration, ServiceRegistrations } from "./grpc-server.ts";
-import { within } from "./within.ts";
+import { createListenerDrain } from "./drain.ts";
+import { parseHostPort } from "./host-port.ts";
+import { closeWhenBodyUnread } from "./library-internals.ts";
+import type {
+  ListenAddress,
+  ServiceRegistration,
+  ServiceRegistrations,
+} from "./service-registration.ts";
+import { createWireErrors, type WireErrors } from "./wire-errors.ts";
 
 export interface HttpServerOptions<T extends readonly DescService[]> {
   readonly services: ServiceRegistrations<T>;
   /** Connect interceptors, first = outermost, exactly as the gRPC listener runs them. */
   readonly interceptors?: readonly Interceptor[];
-  /** Largest request message accepted (per message, after decompression). Default 128 KiB. */
-  readonly readMaxBytes?: number;
-  /** Gets the original error of every call that ends INTERNAL; the caller never sees it. */
-  readonly onInternalError?: InternalErrorHandler;
+  /** Largest request message accepted (per message, after decompression). */
+  readonly readMaxBytes: number;
+  /** What errors become on the wire: give both listeners the same. Default createWireErrors(). */
+  readonly errors?: WireErrors;
   /** An HTTP/2 connection without streams for this long is closed (GOAWAY). Default 5
    * minutes. HTTP/1.1 uses Node's keep-alive timeout (5 s) between requests. */
   readonly idleTimeoutMs?: number;
@@ -40,52 +46,60 @@ export interface HttpServer {
   close(graceMs: number): Promise<void>;
 }
 
-export const defaultReadMaxBytes = 128 * 1024;
-
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 // A connection that has not sent its first bytes by then is not a client.
 const firstBytesTimeoutMs = 10_000;
-// After the grace period, how long aborted calls get to flush their status.
-const flushMs = 250;
 
 export function createHttpServer<const T extends readonly DescService[]>(
   opts: HttpServerOptions<T>,
 ): HttpServer {
-  const readMaxBytes = opts.readMaxBytes ?? defaultReadMaxBytes;
+  const { readMaxBytes } = opts;
   if (!Number.isInteger(readMaxBytes) || readMaxBytes < 1) {
     throw new RangeError(`readMaxBytes must be a positive integer; got ${readMaxBytes}`);
   }
   const idleTimeoutMs = opts.idleTimeoutMs ?? 300_000;
-  const shutdown = new AbortController();
   const services: readonly ServiceRegistration<T[number]>[] = opts.services;
-  const handler = connectNodeAdapter({
-    routes(router: ConnectRouter) {
-      for (const s of services) router.service(s.desc, s.impl);
-    },
-    readMaxBytes,
-    interceptors: [wireErrors(opts.onInternalError), ...(opts.interceptors ?? [])],
-    shutdownSignal: shutdown.signal,
-  });
-
   let draining = false;
   // HTTP/1.1 sockets and their in-flight requests: idle ones can close at once.
   const h1Sockets = new Map<net.Socket, number>();
   // HTTP/2 sessions and their open streams: idle ones time out, quiet streams do not.
   const h2Sessions = new Map<http2.Http2Session, number>();
   const sniffing = new Set<net.Socket>();
+  let closed: Promise<void> | undefined;
+  const drain = createListenerDrain({
+    stopAccepting() {
+      draining = true;
+      closed = new Promise<void>((resolve) => listener.close(() => resolve()));
+      for (const s of sniffing) s.destroy();
+      for (const s of h2Sessions.keys()) s.close(); // GOAWAY: no new streams, running ones finish
+      for (const [s, n] of h1Sockets) if (n === 0) s.destroy();
+      return closed;
+    },
+    async forceClose() {
+      for (const s of h2Sessions.keys()) s.destroy();
+      for (const s of h1Sockets.keys()) s.destroy();
+      await closed;
+    },
+  });
+  const wire = wireErrors(opts.errors ?? createWireErrors());
+  const handler = connectNodeAdapter({
+    routes(router: ConnectRouter) {
+      for (const s of services) router.service(s.desc, s.impl);
+    },
+    readMaxBytes,
+    interceptors:
+      opts.interceptors === undefined || opts.interceptors.length === 0
+        ? [wire]
+        : [wire, ...opts.interceptors, wire],
+    shutdownSignal: drain.shutdownSignal,
+  });
 
   const h1 = http.createServer((req, res) => {
     const socket = req.socket;
     socket.setTimeout(0); // headers are in; from here Node's keep-alive timeout applies
     h1Sockets.set(socket, (h1Sockets.get(socket) ?? 0) + 1);
     if (draining) res.setHeader("connection", "close");
-    // A request rejected before its body was read (readMaxBytes) is destroyed by
-    // connect-node, which resets the connection: tell the client not to reuse it.
-    const writeHead = res.writeHead;
-    res.writeHead = function (this: typeof res, ...args: Parameters<typeof writeHead>) {
-      if (!req.complete && !res.headersSent) res.setHeader("connection", "close");
-      return writeHead.apply(this, args);
-    } as typeof writeHead;
+    closeWhenBodyUnread(req, res);
     res.once("close", () => {
       const n = (h1Sockets.get(socket) ?? 1) - 1;
       if (h1Sockets.has(socket)) h1Sockets.set(socket, n);
@@ -149,13 +163,10 @@ export function createHttpServer<const T extends readonly DescService[]>(
     socket.once("close", () => sniffing.delete(socket));
   });
 
-  let closed: Promise<void> | undefined;
   return {
     listen(hostPort) {
-      const i = hostPort.lastIndexOf(":");
-      const host = hostPort.slice(0, i).replace(/^\[|\]$/g, "");
-      const port = Number(hostPort.slice(i + 1));
       return new Promise((resolve, reject) => {
+        const { host, port } = parseHostPort(hostPort);
         listener.once("error", reject);
         listener.listen({ host, port }, () => {
           listener.off("error", reject);
@@ -164,37 +175,22 @@ export function createHttpServer<const T extends readonly DescService[]>(
         });
       });
     },
-    close(graceMs) {
-      closed ??= (async () => {
-        draining = true;
-        const done = new Promise<void>((resolve) => listener.close(() => resolve()));
-        for (const s of sniffing) s.destroy();
-        for (const s of h2Sessions.keys()) s.close(); // GOAWAY: no new streams, running ones finish
-        for (const [s, n] of h1Sockets) if (n === 0) s.destroy();
-        if (await within(done, graceMs)) return;
-        shutdown.abort(new ConnectError("the server is shutting down", Code.Unavailable));
-        if (await within(done, flushMs)) return;
-        for (const s of h2Sessions.keys()) s.destroy();
-        for (const s of h1Sockets.keys()) s.destroy();
-        await done;
-      })();
-      return closed;
-    },
+    close: (graceMs) => drain.drain(graceMs),
   };
 }
 
 /**
- * The outermost interceptor, so both listeners end calls alike. Connect already
- * answers a non-ConnectError with INTERNAL "internal error"; this hands the
- * original to onInternalError, for unary calls and for errors raised while a
- * stream runs. And a stream whose handler returns because its signal aborted
- * (shutdown, deadline) ends with the abort's reason, e.g. UNAVAILABLE, rather
- * than OK: the caller must know to reconnect, as on the gRPC listener.
+ * Applies the listener's WireErrors to a call's error, for unary calls and for
+ * errors raised while a stream runs. It runs outermost and innermost: handlers'
+ * errors reach the other interceptors as the caller will see them, and an
+ * interceptor's own failure is mapped too. A stream whose handler returns
+ * because its signal aborted (shutdown, deadline) ends with the abort's reason,
+ * e.g. UNAVAILABLE, rather than OK: the caller must know to reconnect, as on
+ * the gRPC listener.
  */
-function wireErrors(onInternalError: InternalErrorHandler | undefined): Interceptor {
+function wireErrors(errors: WireErrors): Interceptor {
   return (next) => async (req) => {
-    const method = `/${req.service.typeName}/${req.method.name}`;
-    const wire = (err: unknown) => toWireError(err, method, req.signal, onInternalError);
+    const wire = (err: unknown) => errors(err, req.signal, req.method);
     let res: Awaited<ReturnType<typeof next>>;
     try {
       res = await next(req);

@@ -18,6 +18,7 @@ type AnyCall = grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<
 /** The reason a call's signal carries once the call completed normally. */
 const callCompleted = new ConnectError("the call completed", Code.Canceled);
 const deadlineExceeded = () => new ConnectError("the operation timed out", Code.DeadlineExceeded);
+const cancelledByClient = () => new ConnectError("the client cancelled the call", Code.Canceled);
 
 // Live calls per shutdown signal: one listener per signal, not one per call.
 const liveBySignal = new WeakMap<AbortSignal, Set<GrpcCallContext>>();
@@ -120,6 +121,16 @@ export class GrpcCallContext implements HandlerContext {
 
   peekResponseTrailer(): Headers | undefined {
     return this.#responseTrailer;
+  }
+
+  /**
+   * Ends the call's signal when grpc-js says the call was cancelled: by its
+   * client, or by grpc-js's own deadline timer, which runs just before ours
+   * (a client's cancel within a millisecond of its deadline counts as the deadline).
+   */
+  cancelled(): void {
+    const late = this.#deadlineAt !== undefined && Date.now() >= this.#deadlineAt - 1;
+    this.abort(late ? deadlineExceeded() : cancelledByClient());
   }
 
   /** Ends the call's signal; without a reason, as a normal completion. */

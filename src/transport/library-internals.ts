@@ -1,0 +1,92 @@
+// The only file in tokenvend that reads or patches the libraries' internals:
+// undocumented shapes of @grpc/grpc-js, grpc-health-check, @grpc/proto-loader
+// with @grpc/reflection, and connect-node's HTTP/1.1 response. Each is here for
+// a measured cost or a wire behaviour the public API does not offer, says what
+// happens when it is gone, and is pinned by test/library-internals.test.ts,
+// which fails when a library update changes it. Nothing else may reach past a
+// library's public API: add the next one here, with its test.
+
+import type http from "node:http";
+import { Duplex, type Writable } from "node:stream";
+import type * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import type { HealthImplementation } from "grpc-health-check";
+
+/**
+ * grpc-js copies every message it sends into a new length-prefixed frame: for
+ * one renewal pushed to 10,000 streams, 21 MB of buffers (enough to set off a
+ * full GC of every stream's state) and ~8 µs per stream. Once a call's headers
+ * went out, its later messages can go straight to its HTTP/2 stream as one
+ * frame built once and shared by all streams, in order with what grpc-js
+ * writes (both land on the same stream, synchronously). This reads two
+ * grpc-js internals, the call's `call.stream` and `call.metadataSent`; when
+ * they are not there (another grpc-js version, a server interceptor wrapping
+ * the call) the call is written the public way.
+ */
+export function directStreamOf(
+  call: grpc.ServerWritableStream<Buffer, Buffer>,
+): Writable | undefined {
+  const inner = (call as unknown as { call?: { metadataSent?: unknown; stream?: unknown } }).call;
+  if (inner?.metadataSent !== true) return undefined;
+  return inner.stream instanceof Duplex ? inner.stream : undefined;
+}
+
+/**
+ * grpc-health-check's addToServer(), with every Watch call shown to `onWatch`
+ * first (a drain must end them: they never end by themselves). The library
+ * gets a stand-in server that has only addService(), and is trusted to call it
+ * once with its service, whose handler for Watch is named `watch`.
+ */
+export function addHealthService(
+  health: HealthImplementation,
+  server: grpc.Server,
+  onWatch: (call: grpc.ServerWritableStream<unknown, unknown>) => void,
+): void {
+  health.addToServer({
+    addService(definition: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) {
+      const watch = impl.watch as grpc.handleServerStreamingCall<unknown, unknown>;
+      server.addService(definition, {
+        ...impl,
+        watch(call: grpc.ServerWritableStream<unknown, unknown>) {
+          onWatch(call);
+          watch(call);
+        },
+      });
+    },
+  } as grpc.Server);
+}
+
+/**
+ * A proto-loader package definition of a FileDescriptorSet, for
+ * @grpc/reflection, listing `files` as they are. proto-loader re-encodes files
+ * through protobufjs and drops their source info (the comments); reflection
+ * serves the `fileDescriptorProtos` of the package's message and enum entries,
+ * so those are swapped for the original bytes.
+ */
+export function packageWithFiles(
+  descriptorSet: Buffer,
+  files: readonly Buffer[],
+): protoLoader.PackageDefinition {
+  const pkg = protoLoader.loadFileDescriptorSetFromBuffer(descriptorSet);
+  for (const [name, def] of Object.entries(pkg)) {
+    // Message and enum entries list files; service entries do not.
+    if ("fileDescriptorProtos" in def && Array.isArray(def.fileDescriptorProtos)) {
+      pkg[name] = Object.assign({}, def, { fileDescriptorProtos: files });
+    }
+  }
+  return pkg;
+}
+
+/**
+ * A request that connect-node rejects before its body was read (readMaxBytes)
+ * is destroyed by it, which resets the connection: this tells an HTTP/1.1
+ * client not to reuse it, by patching the response's writeHead, which
+ * connect-node calls to answer.
+ */
+export function closeWhenBodyUnread(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: typeof res, ...args: Parameters<typeof writeHead>) {
+    if (!req.complete && !res.headersSent) res.setHeader("connection", "close");
+    return writeHead.apply(this, args);
+  } as typeof writeHead;
+}

@@ -1,0 +1,171 @@
+// Pins src/transport/library-internals.ts, the one file that reads the
+// libraries' internals: each test fails when an update of @grpc/grpc-js,
+// grpc-health-check, @grpc/proto-loader with @grpc/reflection, or connect-node
+// changes the shape that file relies on.
+
+import { EventEmitter } from "node:events";
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import { fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import { ReflectionService } from "@grpc/reflection";
+import test from "ava";
+import { HealthImplementation } from "grpc-health-check";
+import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
+import { createHttpServer } from "../src/transport/index.ts";
+import { addHealthService, directStreamOf } from "../src/transport/library-internals.ts";
+import { reflectionPackage } from "../src/transport/reflection.ts";
+
+const bytes = (b: Buffer) => b;
+
+async function listen(server: grpc.Server): Promise<number> {
+  return new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+}
+
+test("grpc-js: a call's HTTP/2 stream is found once its headers went out, and a frame written to it arrives as a message", async (t) => {
+  const server = new grpc.Server();
+  const seen: string[] = [];
+  const definition = {
+    Stream: {
+      path: "/test.Push/Stream",
+      requestStream: false,
+      responseStream: true,
+      requestSerialize: bytes,
+      requestDeserialize: bytes,
+      responseSerialize: bytes,
+      responseDeserialize: bytes,
+    },
+  } satisfies grpc.ServiceDefinition;
+  server.addService(definition, {
+    Stream: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      seen.push(`before headers: ${directStreamOf(call) === undefined ? "none" : "stream"}`);
+      call.write(Buffer.from("a"), () => {
+        const direct = directStreamOf(call);
+        seen.push(`after headers: ${direct === undefined ? "none" : "stream"}`);
+        direct?.write(Buffer.from([0, 0, 0, 0, 1, 0x62]), () => call.end());
+      });
+    },
+  });
+  const port = await listen(server);
+  t.teardown(() => server.forceShutdown());
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  t.teardown(() => client.close());
+  const call = client.makeServerStreamRequest("/test.Push/Stream", bytes, bytes, Buffer.alloc(0));
+  const got: string[] = [];
+  for await (const b of call as AsyncIterable<Buffer>) got.push(b.toString());
+  t.deepEqual(seen, ["before headers: none", "after headers: stream"]);
+  // The frame written straight to the HTTP/2 stream reaches the client as a message.
+  t.deepEqual(got, ["a", "b"]);
+});
+
+test("grpc-health-check: addToServer adds one service through addService alone, and its Watch handler is `watch`", async (t) => {
+  const server = new grpc.Server();
+  const added: string[] = [];
+  const addService = server.addService.bind(server);
+  server.addService = (definition, impl) => {
+    added.push(
+      Object.values(definition)
+        .map((m) => m.path)
+        .join(" "),
+    );
+    addService(definition, impl);
+  };
+  const watched: string[] = [];
+  const health = new HealthImplementation({ "": "SERVING" });
+  addHealthService(health, server, (call) => watched.push(call.getPath()));
+  t.deepEqual(added, [
+    "/grpc.health.v1.Health/Check /grpc.health.v1.Health/Watch /grpc.health.v1.Health/List",
+  ]);
+  const port = await listen(server);
+  t.teardown(() => server.forceShutdown());
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  t.teardown(() => client.close());
+  // HealthCheckRequest{service: ""} is the empty message; SERVING is field 1 = 1.
+  const call = client.makeServerStreamRequest(
+    "/grpc.health.v1.Health/Watch",
+    bytes,
+    bytes,
+    Buffer.alloc(0),
+  );
+  const first = await new Promise<Buffer>((resolve, reject) => {
+    call.once("data", resolve);
+    call.once("error", reject);
+  });
+  call.on("error", () => {});
+  call.cancel();
+  t.deepEqual([...first], [0x08, 0x01]);
+  t.deepEqual(watched, ["/grpc.health.v1.Health/Watch"]);
+});
+
+test("proto-loader and @grpc/reflection: the files reflection serves are the descriptor set's own, comments included", (t) => {
+  const set = readFileSync(new URL("../gen/tokenvend.binpb", import.meta.url));
+  const pkg = reflectionPackage(set);
+  // proto-loader's shape: message entries list the files as encoded descriptors.
+  const listed = Object.values(pkg).filter(
+    (d) => "fileDescriptorProtos" in d && Array.isArray(d.fileDescriptorProtos),
+  );
+  t.true(listed.length > 0, "entries with fileDescriptorProtos");
+  // @grpc/reflection reads them: ask it, through the public addToServer, for a file.
+  const impls: grpc.UntypedServiceImplementation[] = [];
+  new ReflectionService(pkg).addToServer({
+    addService: (definition, impl) => {
+      if (Object.values(definition)[0]?.path.startsWith("/grpc.reflection.v1.")) impls.push(impl);
+    },
+  });
+  const stream = Object.assign(new EventEmitter(), {
+    written: [] as { fileDescriptorResponse?: { fileDescriptorProto: number[][] } }[],
+    write(m: (typeof stream.written)[number]) {
+      stream.written.push(m);
+    },
+    end() {},
+  });
+  const info = impls[0]?.ServerReflectionInfo as ((s: unknown) => void) | undefined;
+  if (info === undefined) throw new Error("reflection added no v1 service");
+  info(stream);
+  stream.emit("data", {
+    messageRequest: "fileContainingSymbol",
+    fileContainingSymbol: "tokenvend.v1.GetValidTokensRequest",
+  });
+  const files = (stream.written[0]?.fileDescriptorResponse?.fileDescriptorProto ?? []).map((b) =>
+    fromBinary(FileDescriptorProtoSchema, Uint8Array.from(b)),
+  );
+  const main = files.find((f) => f.name === "tokenvend/v1/token_service.proto");
+  const comments = main?.sourceCodeInfo?.location.map((l) => l.leadingComments) ?? [];
+  t.true(
+    comments.some((c) => c.includes("GetValidTokensRequest names one session's token")),
+    "the proto comments are served",
+  );
+});
+
+test("connect-node: a request refused before its body was read answers through writeHead, with connection: close on HTTP/1.1", async (t) => {
+  const server = createHttpServer({
+    services: [{ desc: TokenService, impl: { getToken: () => ({}) } }],
+    readMaxBytes: 1024,
+  });
+  const { port } = await server.listen("127.0.0.1:0");
+  t.teardown(() => server.close(0));
+  const agent = new http.Agent({ keepAlive: true });
+  t.teardown(() => agent.destroy());
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.request({
+      host: "127.0.0.1",
+      port,
+      method: "POST",
+      path: "/tokenvend.v1.TokenService/GetToken",
+      headers: { "content-type": "application/json", "content-length": "100000" },
+      // Keep-alive: the client would reuse the connection unless told not to.
+      agent,
+    });
+    req.on("response", resolve);
+    req.on("error", reject);
+    req.write("{");
+  });
+  res.resume();
+  t.is(res.statusCode, 429); // resource_exhausted
+  t.is(res.headers.connection, "close");
+});
