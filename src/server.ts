@@ -27,6 +27,7 @@ import {
 import {
   createGrpcServer,
   createHttpServer,
+  createPlainHttpListener,
   createWireErrors,
   formatHostPort,
   type GrpcServer,
@@ -157,9 +158,11 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   });
   const grpcAddr = await grpc.listen(config.grpcListen);
   const httpAddr = await http.listen(config.httpListen);
+  const metricsListener =
+    prometheus !== undefined ? createPlainHttpListener(prometheus.handle) : undefined;
   const promAddr =
-    prometheus !== undefined && config.prometheusListen !== undefined
-      ? await prometheus.listen(config.prometheusListen)
+    metricsListener !== undefined && config.prometheusListen !== undefined
+      ? await metricsListener.listen(config.prometheusListen)
       : undefined;
   grpc.setServing(true);
   const sweeper = startStoreSweeper({
@@ -199,7 +202,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
         ]);
         lifecycle.abort(shuttingDownError());
         await store.close();
-        await prometheus?.close();
+        // Last: a scrape during the drain still sees the drain's metrics.
+        await metricsListener?.close(config.shutdownGraceMs);
+        await prometheus?.shutdown();
         log.info({}, "stopped");
       })();
       return drained;

@@ -1,3 +1,5 @@
+// The one drain every listener runs: what happens within the grace, after it, and when nothing ends.
+
 import { Code, ConnectError } from "@connectrpc/connect";
 import test from "ava";
 import { createListenerDrain } from "./drain.ts";

@@ -13,8 +13,8 @@ import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createListenerDrain } from "./drain.ts";
-import { parseHostPort } from "./host-port.ts";
 import { closeWhenBodyUnread } from "./library-internals.ts";
+import { listenOn } from "./plain-http.ts";
 import type {
   ListenAddress,
   ServiceRegistration,
@@ -164,17 +164,7 @@ export function createHttpServer<const T extends readonly DescService[]>(
   });
 
   return {
-    listen(hostPort) {
-      return new Promise((resolve, reject) => {
-        const { host, port } = parseHostPort(hostPort);
-        listener.once("error", reject);
-        listener.listen({ host, port }, () => {
-          listener.off("error", reject);
-          const addr = listener.address() as net.AddressInfo;
-          resolve({ host, port: addr.port });
-        });
-      });
-    },
+    listen: (hostPort) => listenOn(listener, hostPort),
     close: (graceMs) => drain.drain(graceMs),
   };
 }

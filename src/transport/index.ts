@@ -25,6 +25,8 @@ export type { HostPort } from "./host-port.ts";
 export { formatHostPort, parseHostPort } from "./host-port.ts";
 export type { HttpServer, HttpServerOptions } from "./http-server.ts";
 export { createHttpServer } from "./http-server.ts";
+export type { PlainHttpListener } from "./plain-http.ts";
+export { createPlainHttpListener } from "./plain-http.ts";
 export type {
   PushStreamImpl,
   PushStreamObservation,
