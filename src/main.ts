@@ -8,6 +8,7 @@ import { type Config, ConfigError, loadConfig } from "./config.ts";
 import type { TokenVendor } from "./core/token-vendor.ts";
 import { createLogger, type RootLogger } from "./log.ts";
 import { startServer } from "./server.ts";
+import { SealingError } from "./store/sealing.ts";
 import { otelConfigured, preloadedSdk } from "./telemetry/bootstrap.ts";
 import { formatHostPort, parseHostPort } from "./transport/index.ts";
 
@@ -108,7 +109,8 @@ function printDevExamples(config: Config, grpcPort: number, httpPort: number) {
 }
 
 main().catch((err: unknown) => {
-  if (err instanceof ConfigError) {
+  // A missing or malformed encryption key is a configuration error too.
+  if (err instanceof ConfigError || (err instanceof SealingError && err.code === "INVALID_KEY")) {
     process.stderr.write(`tokenvend: invalid configuration: ${err.message}\n`);
     process.exit(2);
   }

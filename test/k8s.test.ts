@@ -10,7 +10,8 @@ import { dirname, join, normalize } from "node:path";
 import test from "ava";
 import { parse as parseYaml } from "yaml";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
-import { type Config, parseConfig, splitHostPort } from "../src/config.ts";
+import { type Config, parseConfig } from "../src/config.ts";
+import { parseHostPort } from "../src/transport/index.ts";
 import { npmStartArgv } from "./support/server-process.ts";
 
 const repo = new URL("..", import.meta.url).pathname;
@@ -243,10 +244,10 @@ function loadPodConfig(): Config {
 }
 
 const config = loadPodConfig();
-const grpcPort = splitHostPort(config.grpcListen).port;
-const httpPort = splitHostPort(config.httpListen).port;
+const grpcPort = parseHostPort(config.grpcListen).port;
+const httpPort = parseHostPort(config.httpListen).port;
 const metricsPort =
-  config.prometheusListen !== undefined ? splitHostPort(config.prometheusListen).port : undefined;
+  config.prometheusListen !== undefined ? parseHostPort(config.prometheusListen).port : undefined;
 const containerPort = (name: string) =>
   container.ports?.find((p) => p.name === name)?.containerPort;
 
@@ -306,7 +307,7 @@ test("MONGODB_URI and TOKENVEND_ENCRYPTION_KEYS come from Secrets, never inline"
 
 test("the listeners bind every interface: the 127.0.0.1 defaults are unreachable in a pod", (t) => {
   for (const listen of [config.grpcListen, config.httpListen, config.prometheusListen]) {
-    t.true(["0.0.0.0", "::"].includes(splitHostPort(listen ?? "").host), listen);
+    t.true(["0.0.0.0", "::"].includes(parseHostPort(listen ?? "").host), listen);
   }
 });
 
@@ -318,7 +319,7 @@ test("the container's ports are the ports the config listens on", (t) => {
 });
 
 test("probes are native gRPC health probes on the gRPC port, for services the server registers", (t) => {
-  // The server reports health for "" and for each service it mounts (src/rpc/grpc-server.ts).
+  // The server reports health for "" and for each service it mounts (src/transport/grpc-server.ts).
   const registered = ["", TokenService.typeName];
   for (const kind of ["startupProbe", "readinessProbe", "livenessProbe"] as const) {
     const probe = container[kind];

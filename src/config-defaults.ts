@@ -1,0 +1,44 @@
+// Every default of the service, in one place: the config layer fills in what
+// the config leaves out from here, and inner factories take required numbers.
+
+import type { BackoffPolicy } from "./core/backoff.ts";
+import type { LifetimePolicy } from "./core/lifetime.ts";
+
+export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
+
+export const configDefaults = {
+  grpcListen: "127.0.0.1:50051",
+  httpListen: "127.0.0.1:8080",
+  logLevel: "info" as LogLevel,
+  refreshTimeoutMs: 30_000,
+  shutdownGraceMs: 10_000,
+  maxStreams: 10_000,
+  // The largest valid request (StoreUpstreamTokens with three 16 KiB tokens and a
+  // hundred scopes) is about 76 KB; anything much bigger is not a token request.
+  maxMessageBytes: 128 * 1024,
+  providerTimeoutMs: 10_000,
+  syncIntervalMs: 1_000,
+  claimLeaseMs: 30_000,
+  claimPollMs: 50,
+  idleEvictMs: 600_000,
+  minRefreshIntervalMs: 5_000,
+  grantKeepFreshMs: 600_000,
+  sweepIntervalMs: 60_000,
+  mongoDbName: "tokenvend",
+  /** Per provider (providers.NAME.lifetime). */
+  lifetime: {
+    freshness: 0.75,
+    refreshMarginMs: 60_000,
+    clockSkewMs: 30_000,
+    refreshJitter: 0.1,
+    defaultLifetimeMs: 3_600_000,
+  } satisfies LifetimePolicy as LifetimePolicy,
+  /** Per provider (providers.NAME.backoff). */
+  backoff: {
+    initialMs: 1_000,
+    multiplier: 2,
+    maxMs: 60_000,
+    jitter: 0.2,
+    maxRetryAfterMs: 600_000,
+  } satisfies BackoffPolicy as BackoffPolicy,
+};
