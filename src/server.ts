@@ -37,7 +37,7 @@ export interface StartServerOptions {
   readonly config: Config;
   readonly logger?: Logger;
   readonly store?: TokenStore;
-  /** Defaults to the openid-client based client built from config.providers. */
+  /** Defaults to the oauth4webapi client built from config.providers (src/idp). */
   readonly upstream?: UpstreamClient;
   readonly clock?: Clock;
   /** Adds services to the grpc-js server before it listens (the benchmark's echo). */

@@ -38,7 +38,7 @@ function parseLock(text: string): LockContent | undefined {
 }
 
 /** Whether a lock's holder may still be running. */
-function isLive(content: LockContent | undefined): boolean {
+function holderRunning(content: LockContent | undefined): boolean {
   if (content === undefined) return false; // unreadable: no process can be named as its holder
   if (content.pid === process.pid) return ourTokens.has(content.token);
   return isAlive(content.pid);
@@ -79,18 +79,18 @@ export async function acquireLock(dir: string): Promise<Lock> {
         };
       }
       const holder = await read(lockPath);
-      if (isLive(holder) && holder !== undefined) throw refuse(holder);
+      if (holderRunning(holder) && holder !== undefined) throw refuse(holder);
       // Stale: take it over under the takeover guard.
       if (!(await linked(tmp, guardPath))) {
         const guard = await read(guardPath);
-        if (guard !== undefined && !isLive(guard))
+        if (guard !== undefined && !holderRunning(guard))
           await fs.rm(guardPath, { force: true }); // its taker died midway
         else await new Promise((r) => setTimeout(r, 20));
         continue;
       }
       try {
         const again = await read(lockPath);
-        if (again?.token === holder?.token && !isLive(again))
+        if (again?.token === holder?.token && !holderRunning(again))
           await fs.rm(lockPath, { force: true });
       } finally {
         await fs.rm(guardPath, { force: true });
