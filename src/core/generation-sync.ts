@@ -4,9 +4,10 @@
 // their streams), or forgotten when revoked (ending their streams with
 // NOT_FOUND). Off (0) for a store only this process writes.
 
-import type { Clock, Timer } from "./clock.ts";
+import type { Clock } from "./clock.ts";
 import type { KeyCache, KeyEntry } from "./key-cache.ts";
 import { errorText, type Logger } from "./logger.ts";
+import { startRepeating } from "./repeating.ts";
 import { isLive, type LiveRecord } from "./token.ts";
 import type { TokenStore } from "./token-store.ts";
 import { reasonOf, type WatchReason } from "./token-stream.ts";
@@ -33,8 +34,6 @@ export interface GenerationSync {
 export function startGenerationSync(opts: GenerationSyncOptions): GenerationSync {
   const { store, cache, signal } = opts;
   let count = 0;
-  let timer: Timer | undefined;
-  let stopped = false;
 
   const sync = async () => {
     // The sync walks every key anyway: idle ones go first, so they are not queried.
@@ -58,26 +57,18 @@ export function startGenerationSync(opts: GenerationSyncOptions): GenerationSync
     }
   };
 
-  const arm = () => {
-    if (opts.intervalMs <= 0 || stopped || signal.aborted) return;
-    timer = opts.clock.setTimer(opts.intervalMs, () => {
-      sync()
-        .catch((err: unknown) =>
-          opts.logger.warn({ err: errorText(err) }, "generation sync failed"),
-        )
-        .finally(arm);
-    });
-  };
-  const stop = () => {
-    stopped = true;
-    timer?.cancel();
-    signal.removeEventListener("abort", stop);
-  };
-  signal.addEventListener("abort", stop, { once: true });
-  arm();
+  const repeating = startRepeating({
+    clock: opts.clock,
+    intervalMs: opts.intervalMs,
+    signal,
+    run: () =>
+      sync().catch((err: unknown) =>
+        opts.logger.warn({ err: errorText(err) }, "generation sync failed"),
+      ),
+  });
 
   return {
-    stop,
+    stop: repeating.stop,
     get count() {
       return count;
     },

@@ -5,8 +5,9 @@
 
 import type { Meter } from "@opentelemetry/api";
 import { attr, createSweepMetrics } from "../telemetry/metrics.ts";
-import type { Clock, Timer } from "./clock.ts";
+import type { Clock } from "./clock.ts";
 import { errorText, type Logger } from "./logger.ts";
+import { startRepeating } from "./repeating.ts";
 import type { TokenStore } from "./token-store.ts";
 
 export interface StoreSweeperOptions {
@@ -26,8 +27,6 @@ export interface StoreSweeper {
 export function startStoreSweeper(opts: StoreSweeperOptions): StoreSweeper {
   const { store, clock, signal, logger: log } = opts;
   const metrics = createSweepMetrics(opts.meter);
-  let timer: Timer | undefined;
-  let stopped = false;
 
   const sweep = async () => {
     try {
@@ -42,21 +41,5 @@ export function startStoreSweeper(opts: StoreSweeperOptions): StoreSweeper {
     }
   };
 
-  const arm = () => {
-    if (stopped || signal.aborted) return;
-    timer = clock.setTimer(opts.intervalMs, () => {
-      void sweep().finally(arm);
-    });
-  };
-  const stop = () => {
-    stopped = true;
-    timer?.cancel();
-    signal.removeEventListener("abort", stop);
-  };
-  signal.addEventListener("abort", stop, { once: true });
-  arm();
-
-  return {
-    stop,
-  };
+  return startRepeating({ clock, intervalMs: opts.intervalMs, signal, run: sweep });
 }

@@ -1,0 +1,35 @@
+// Work repeated on the injected clock: a run every intervalMs, one at a time
+// (the next interval starts when a run has settled), stopped by stop() or by
+// the service's signal, with nothing left armed. intervalMs <= 0: never runs.
+
+import type { Clock, Timer } from "./clock.ts";
+
+export interface Repeating {
+  stop(): void;
+}
+
+export function startRepeating(opts: {
+  readonly clock: Clock;
+  readonly intervalMs: number;
+  readonly signal: AbortSignal;
+  /** Must not reject: a run handles its own failures. */
+  readonly run: () => Promise<void>;
+}): Repeating {
+  const { signal } = opts;
+  let timer: Timer | undefined;
+  let stopped = false;
+  const arm = () => {
+    if (opts.intervalMs <= 0 || stopped || signal.aborted) return;
+    timer = opts.clock.setTimer(opts.intervalMs, () => {
+      void opts.run().finally(arm);
+    });
+  };
+  const stop = () => {
+    stopped = true;
+    timer?.cancel();
+    signal.removeEventListener("abort", stop);
+  };
+  signal.addEventListener("abort", stop, { once: true });
+  arm();
+  return { stop };
+}
