@@ -453,6 +453,14 @@ export declare type WatchTokenRequest = Message<"tokenvend.v1.WatchTokenRequest"
      */
     value: string;
     case: "grant";
+  } | {
+    /**
+     * A token exchanged for one audience (as ExchangeToken).
+     *
+     * @generated from field: tokenvend.v1.ExchangeTarget exchange = 3;
+     */
+    value: ExchangeTarget;
+    case: "exchange";
   } | { case: undefined; value?: undefined };
 };
 
@@ -550,6 +558,403 @@ export declare type RevokeSessionResponse = Message<"tokenvend.v1.RevokeSessionR
  * Use `create(RevokeSessionResponseSchema)` to create a new message.
  */
 export declare const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse>;
+
+/**
+ * StartAuthorizationRequest begins an authorization code flow with PKCE for one
+ * session at one provider.
+ *
+ * @generated from message tokenvend.v1.StartAuthorizationRequest
+ */
+export declare type StartAuthorizationRequest = Message<"tokenvend.v1.StartAuthorizationRequest"> & {
+  /**
+   * Opaque id of the user's session that will hold the tokens, 1 to 256
+   * printable ASCII characters.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * Name of a configured provider.
+   *
+   * @generated from field: string provider = 2;
+   */
+  provider: string;
+
+  /**
+   * Where the provider sends the user back; it must be on the provider's
+   * configured redirectUris (exact match), else INVALID_ARGUMENT.
+   *
+   * @generated from field: string redirect_uri = 3;
+   */
+  redirectUri: string;
+
+  /**
+   * The scopes to ask for; the provider's configured authorizationScopes
+   * when empty.
+   *
+   * @generated from field: repeated string scopes = 4;
+   */
+  scopes: string[];
+
+  /**
+   * Optional OpenID Connect login_hint: the user's name or e-mail address.
+   *
+   * @generated from field: string login_hint = 5;
+   */
+  loginHint: string;
+
+  /**
+   * Optional OpenID Connect prompt, for example "login" or "consent".
+   *
+   * @generated from field: string prompt = 6;
+   */
+  prompt: string;
+};
+
+/**
+ * Describes the message tokenvend.v1.StartAuthorizationRequest.
+ * Use `create(StartAuthorizationRequestSchema)` to create a new message.
+ */
+export declare const StartAuthorizationRequestSchema: GenMessage<StartAuthorizationRequest>;
+
+/**
+ * StartAuthorizationResponse says where to send the user's browser.
+ *
+ * @generated from message tokenvend.v1.StartAuthorizationResponse
+ */
+export declare type StartAuthorizationResponse = Message<"tokenvend.v1.StartAuthorizationResponse"> & {
+  /**
+   * The provider's authorization URL, with client id, redirect URI, scopes,
+   * state, nonce and the PKCE challenge; redirect the browser here.
+   *
+   * @generated from field: string authorization_url = 1;
+   */
+  authorizationUrl: string;
+
+  /**
+   * The opaque state in that URL. The PKCE verifier and nonce stay in
+   * tokenvend, encrypted; the state can be completed once, before expires_at.
+   *
+   * @generated from field: string state = 2;
+   */
+  state: string;
+
+  /**
+   * When the state stops being accepted by CompleteAuthorization.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message tokenvend.v1.StartAuthorizationResponse.
+ * Use `create(StartAuthorizationResponseSchema)` to create a new message.
+ */
+export declare const StartAuthorizationResponseSchema: GenMessage<StartAuthorizationResponse>;
+
+/**
+ * CompleteAuthorizationRequest hands over what the provider sent back to the
+ * redirect URI.
+ *
+ * @generated from message tokenvend.v1.CompleteAuthorizationRequest
+ */
+export declare type CompleteAuthorizationRequest = Message<"tokenvend.v1.CompleteAuthorizationRequest"> & {
+  /**
+   * The state of StartAuthorizationResponse. With callback_url it may be left
+   * empty (the URL carries it); when set, it must equal the URL's.
+   *
+   * @generated from field: string state = 1;
+   */
+  state: string;
+
+  /**
+   * What the provider sent back: exactly one must be set.
+   *
+   * @generated from oneof tokenvend.v1.CompleteAuthorizationRequest.response
+   */
+  response: {
+    /**
+     * The full URL the browser arrived at, query included (code, state, iss,
+     * or error and error_description). Preferred: every check applies.
+     *
+     * @generated from field: string callback_url = 2;
+     */
+    value: string;
+    case: "callbackUrl";
+  } | {
+    /**
+     * Only the authorization code, when the caller parsed the callback itself.
+     *
+     * @generated from field: string code = 3;
+     */
+    value: string;
+    case: "code";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tokenvend.v1.CompleteAuthorizationRequest.
+ * Use `create(CompleteAuthorizationRequestSchema)` to create a new message.
+ */
+export declare const CompleteAuthorizationRequestSchema: GenMessage<CompleteAuthorizationRequest>;
+
+/**
+ * CompleteAuthorizationResponse tells what was stored. It never carries the
+ * refresh token.
+ *
+ * @generated from message tokenvend.v1.CompleteAuthorizationResponse
+ */
+export declare type CompleteAuthorizationResponse = Message<"tokenvend.v1.CompleteAuthorizationResponse"> & {
+  /**
+   * The session whose tokens were stored.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * The provider they came from.
+   *
+   * @generated from field: string provider = 2;
+   */
+  provider: string;
+
+  /**
+   * The generation the tokens became.
+   *
+   * @generated from field: int64 generation = 3;
+   */
+  generation: bigint;
+
+  /**
+   * The scopes the provider granted.
+   *
+   * @generated from field: repeated string scopes = 4;
+   */
+  scopes: string[];
+
+  /**
+   * The subject (sub) of the validated ID token; empty for plain OAuth 2.0.
+   *
+   * @generated from field: string subject = 5;
+   */
+  subject: string;
+
+  /**
+   * When the access token expires.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 6;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message tokenvend.v1.CompleteAuthorizationResponse.
+ * Use `create(CompleteAuthorizationResponseSchema)` to create a new message.
+ */
+export declare const CompleteAuthorizationResponseSchema: GenMessage<CompleteAuthorizationResponse>;
+
+/**
+ * StartDeviceAuthorizationRequest begins a device authorization grant for one
+ * session at one provider; tokenvend polls the provider itself.
+ *
+ * @generated from message tokenvend.v1.StartDeviceAuthorizationRequest
+ */
+export declare type StartDeviceAuthorizationRequest = Message<"tokenvend.v1.StartDeviceAuthorizationRequest"> & {
+  /**
+   * Opaque id of the session that will hold the tokens.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * Name of a configured provider.
+   *
+   * @generated from field: string provider = 2;
+   */
+  provider: string;
+
+  /**
+   * The scopes to ask for; the provider's configured authorizationScopes
+   * when empty.
+   *
+   * @generated from field: repeated string scopes = 3;
+   */
+  scopes: string[];
+};
+
+/**
+ * Describes the message tokenvend.v1.StartDeviceAuthorizationRequest.
+ * Use `create(StartDeviceAuthorizationRequestSchema)` to create a new message.
+ */
+export declare const StartDeviceAuthorizationRequestSchema: GenMessage<StartDeviceAuthorizationRequest>;
+
+/**
+ * StartDeviceAuthorizationResponse is what to show the user. WatchToken on the
+ * session delivers the first token once the user approves.
+ *
+ * @generated from message tokenvend.v1.StartDeviceAuthorizationResponse
+ */
+export declare type StartDeviceAuthorizationResponse = Message<"tokenvend.v1.StartDeviceAuthorizationResponse"> & {
+  /**
+   * The code the user enters at the verification URI.
+   *
+   * @generated from field: string user_code = 1;
+   */
+  userCode: string;
+
+  /**
+   * Where the user enters the code.
+   *
+   * @generated from field: string verification_uri = 2;
+   */
+  verificationUri: string;
+
+  /**
+   * The verification URI with the code filled in, when the provider gives one.
+   *
+   * @generated from field: string verification_uri_complete = 3;
+   */
+  verificationUriComplete: string;
+
+  /**
+   * When the user code expires.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * How often tokenvend polls the provider, in seconds, as the provider asked.
+   *
+   * @generated from field: uint32 interval_seconds = 5;
+   */
+  intervalSeconds: number;
+};
+
+/**
+ * Describes the message tokenvend.v1.StartDeviceAuthorizationResponse.
+ * Use `create(StartDeviceAuthorizationResponseSchema)` to create a new message.
+ */
+export declare const StartDeviceAuthorizationResponseSchema: GenMessage<StartDeviceAuthorizationResponse>;
+
+/**
+ * ExchangeTarget names a token narrowed to one audience (RFC 8693), exchanged
+ * at the subject's provider with the subject's current access token.
+ *
+ * @generated from message tokenvend.v1.ExchangeTarget
+ */
+export declare type ExchangeTarget = Message<"tokenvend.v1.ExchangeTarget"> & {
+  /**
+   * Whose token is exchanged: exactly one must be set.
+   *
+   * @generated from oneof tokenvend.v1.ExchangeTarget.subject
+   */
+  subject: {
+    /**
+     * A session's token at one provider.
+     *
+     * @generated from field: tokenvend.v1.SessionTarget session = 1;
+     */
+    value: SessionTarget;
+    case: "session";
+  } | {
+    /**
+     * A configured client-credentials grant.
+     *
+     * @generated from field: string grant = 2;
+     */
+    value: string;
+    case: "grant";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The audience the new token is for (RFC 8693 "audience"). Required.
+   *
+   * @generated from field: string audience = 3;
+   */
+  audience: string;
+
+  /**
+   * The scopes of the new token; the provider decides when empty.
+   *
+   * @generated from field: repeated string scopes = 4;
+   */
+  scopes: string[];
+
+  /**
+   * The token type asked for (RFC 8693 "requested_token_type"); the
+   * provider's default (usually an access token) when empty.
+   *
+   * @generated from field: string requested_token_type = 5;
+   */
+  requestedTokenType: string;
+};
+
+/**
+ * Describes the message tokenvend.v1.ExchangeTarget.
+ * Use `create(ExchangeTargetSchema)` to create a new message.
+ */
+export declare const ExchangeTargetSchema: GenMessage<ExchangeTarget>;
+
+/**
+ * ExchangeTokenRequest asks for the current exchanged token of a target.
+ *
+ * @generated from message tokenvend.v1.ExchangeTokenRequest
+ */
+export declare type ExchangeTokenRequest = Message<"tokenvend.v1.ExchangeTokenRequest"> & {
+  /**
+   * The subject, audience and scopes.
+   *
+   * @generated from field: tokenvend.v1.ExchangeTarget target = 1;
+   */
+  target?: ExchangeTarget | undefined;
+
+  /**
+   * The token must stay valid at least this many seconds.
+   *
+   * @generated from field: uint32 min_validity_seconds = 2;
+   */
+  minValiditySeconds: number;
+};
+
+/**
+ * Describes the message tokenvend.v1.ExchangeTokenRequest.
+ * Use `create(ExchangeTokenRequestSchema)` to create a new message.
+ */
+export declare const ExchangeTokenRequestSchema: GenMessage<ExchangeTokenRequest>;
+
+/**
+ * ExchangeTokenResponse carries the exchanged token. Exchanged tokens are
+ * cached and renewed per (subject, audience, scopes) on each replica; the
+ * credential's generation counts renewals on this replica.
+ *
+ * @generated from message tokenvend.v1.ExchangeTokenResponse
+ */
+export declare type ExchangeTokenResponse = Message<"tokenvend.v1.ExchangeTokenResponse"> & {
+  /**
+   * The exchanged credential.
+   *
+   * @generated from field: tokenvend.v1.Credential credential = 1;
+   */
+  credential?: Credential | undefined;
+
+  /**
+   * The type of the issued token (RFC 8693 "issued_token_type").
+   *
+   * @generated from field: string issued_token_type = 2;
+   */
+  issuedTokenType: string;
+};
+
+/**
+ * Describes the message tokenvend.v1.ExchangeTokenResponse.
+ * Use `create(ExchangeTokenResponseSchema)` to create a new message.
+ */
+export declare const ExchangeTokenResponseSchema: GenMessage<ExchangeTokenResponse>;
 
 /**
  * RenewalReason says why a stream message was sent.
@@ -665,6 +1070,57 @@ export declare const TokenService: GenService<{
     methodKind: "unary";
     input: typeof RevokeSessionRequestSchema;
     output: typeof RevokeSessionResponseSchema;
+  },
+  /**
+   * StartAuthorization begins an authorization code flow with PKCE for a
+   * session: it returns the provider's authorization URL and an opaque state.
+   *
+   * @generated from rpc tokenvend.v1.TokenService.StartAuthorization
+   */
+  startAuthorization: {
+    methodKind: "unary";
+    input: typeof StartAuthorizationRequestSchema;
+    output: typeof StartAuthorizationResponseSchema;
+  },
+  /**
+   * CompleteAuthorization redeems the code the provider sent to the redirect
+   * URI (state checked once, ID token validated) and stores the tokens as the
+   * session's next generation. A replayed, expired or unknown state is
+   * FAILED_PRECONDITION (INVALID_STATE); a provider's error such as
+   * access_denied is FAILED_PRECONDITION (AUTHORIZATION_FAILED) with the OAuth
+   * error code in the ErrorInfo metadata "oauth_error".
+   *
+   * @generated from rpc tokenvend.v1.TokenService.CompleteAuthorization
+   */
+  completeAuthorization: {
+    methodKind: "unary";
+    input: typeof CompleteAuthorizationRequestSchema;
+    output: typeof CompleteAuthorizationResponseSchema;
+  },
+  /**
+   * StartDeviceAuthorization begins a device authorization grant (RFC 8628):
+   * it returns the user code and verification URI; tokenvend polls the
+   * provider and WatchToken on the session delivers the first token.
+   *
+   * @generated from rpc tokenvend.v1.TokenService.StartDeviceAuthorization
+   */
+  startDeviceAuthorization: {
+    methodKind: "unary";
+    input: typeof StartDeviceAuthorizationRequestSchema;
+    output: typeof StartDeviceAuthorizationResponseSchema;
+  },
+  /**
+   * ExchangeToken returns a token narrowed to one audience (RFC 8693),
+   * exchanged with the subject's current token and cached and renewed like any
+   * other. A provider without token exchange is FAILED_PRECONDITION
+   * (UNSUPPORTED).
+   *
+   * @generated from rpc tokenvend.v1.TokenService.ExchangeToken
+   */
+  exchangeToken: {
+    methodKind: "unary";
+    input: typeof ExchangeTokenRequestSchema;
+    output: typeof ExchangeTokenResponseSchema;
   },
 }>;
 
