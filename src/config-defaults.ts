@@ -25,6 +25,25 @@ export const configDefaults = {
   grantKeepFreshMs: 600_000,
   sweepIntervalMs: 60_000,
   mongoDbName: "tokenvend",
+  /** How long a StartAuthorization state can be completed. */
+  authorizationStateTtlMs: 600_000,
+  /** Per provider: what a login asks for when the caller names no scopes. */
+  authorizationScopes: ["openid", "offline_access"] as readonly string[],
+  /** Per provider: renew sessions whose refresh token went unused this long; 0 is off. */
+  maxUnusedRefreshMs: 0,
+  /** How often (and, per cluster, how fast) unused refresh tokens are looked for and renewed. */
+  unusedRefreshScanIntervalMs: 60_000,
+  unusedRefreshRatePerSecond: 5,
+  /** Failure webhooks: attempts, per-request timeout and the retry backoff. */
+  webhookMaxAttempts: 8,
+  webhookTimeoutMs: 10_000,
+  webhookBackoff: {
+    initialMs: 1_000,
+    multiplier: 2,
+    maxMs: 300_000,
+    jitter: 0.2,
+    maxRetryAfterMs: 600_000,
+  } satisfies BackoffPolicy as BackoffPolicy,
   /** Per provider (providers.NAME.lifetime). */
   lifetime: {
     freshness: 0.75,

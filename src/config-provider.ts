@@ -4,6 +4,14 @@
 
 import { configDefaults } from "./config-defaults.ts";
 import {
+  extraSecrets,
+  flowProviderKeys,
+  type ProviderFlowConfig,
+  parseProviderFlows,
+  privateKeyOf,
+  readSecret,
+} from "./config-flows.ts";
+import {
   bool,
   ConfigError,
   duration,
@@ -22,7 +30,7 @@ import type { UpstreamAuthMethod, UpstreamProviderConfig } from "./idp/upstream-
 export type AuthMethod = UpstreamAuthMethod;
 
 /** A provider: what the upstream client needs to reach it, and the lifecycle policy for its tokens. */
-export interface ProviderConfig extends UpstreamProviderConfig {
+export interface ProviderConfig extends UpstreamProviderConfig, ProviderFlowConfig {
   readonly name: string;
   /** Scopes asked for on refresh; empty keeps the originally granted scopes. */
   readonly refreshScopes: readonly string[];
@@ -59,6 +67,7 @@ export function parseProvider(name: string, value: unknown, opts: SecretSources)
     "allowInsecureHttp",
     "lifetime",
     "backoff",
+    ...flowProviderKeys,
   ]);
   if (p.clientSecret !== undefined) {
     throw new ConfigError(
@@ -75,32 +84,36 @@ export function parseProvider(name: string, value: unknown, opts: SecretSources)
     throw new ConfigError(`${at}.clientId is required`);
   }
   const authMethod = (str(p.authMethod, `${at}.authMethod`) ?? "client_secret_basic") as AuthMethod;
-  if (!["client_secret_basic", "client_secret_post", "none"].includes(authMethod)) {
+  if (
+    !["client_secret_basic", "client_secret_post", "private_key_jwt", "none"].includes(authMethod)
+  ) {
     throw new ConfigError(
-      `${at}.authMethod must be client_secret_basic, client_secret_post or none; got "${authMethod}"`,
+      `${at}.authMethod must be client_secret_basic, client_secret_post, private_key_jwt or none; got "${authMethod}"`,
     );
   }
   const secretFile = str(p.clientSecretFile, `${at}.clientSecretFile`);
   const secretEnv = str(p.clientSecretEnv, `${at}.clientSecretEnv`);
-  let clientSecret: string | undefined;
-  if (secretFile !== undefined) {
-    try {
-      clientSecret = opts.readFile(secretFile).trim();
-    } catch (err) {
-      throw new ConfigError(
-        `${at}.clientSecretFile: cannot read ${secretFile}: ${(err as NodeJS.ErrnoException).code ?? "error"}`,
-      );
-    }
-  } else if (secretEnv !== undefined) {
-    clientSecret = opts.env[secretEnv];
-    if (clientSecret === undefined || clientSecret === "") {
-      throw new ConfigError(`${at}.clientSecretEnv: environment variable ${secretEnv} is not set`);
-    }
-  }
-  if (authMethod !== "none" && clientSecret === undefined) {
+  const clientSecrets = [
+    ...(secretFile !== undefined || secretEnv !== undefined
+      ? [
+          readSecret(
+            opts,
+            { file: secretFile, env: secretEnv },
+            secretFile !== undefined ? `${at}.clientSecretFile` : `${at}.clientSecretEnv`,
+          ) ?? "",
+        ]
+      : []),
+    ...extraSecrets(p, at, opts),
+  ];
+  const secretMethod = authMethod === "client_secret_basic" || authMethod === "client_secret_post";
+  if (secretMethod && clientSecrets.length === 0) {
     throw new ConfigError(
-      `${at}: authMethod ${authMethod} needs a secret: set ${at}.clientSecretFile or ${at}.clientSecretEnv`,
+      `${at}: authMethod ${authMethod} needs a secret: set ${at}.clientSecretFile or ${at}.clientSecretEnv (or the lists clientSecretFiles, clientSecretEnvs)`,
     );
+  }
+  const privateKey = privateKeyOf(p, at, opts);
+  if (authMethod === "private_key_jwt" && privateKey === undefined) {
+    throw new ConfigError(`${at}: authMethod private_key_jwt needs ${at}.privateKeyFile`);
   }
   const lt = obj(p.lifetime ?? {}, `${at}.lifetime`);
   known(lt, `${at}.lifetime`, [
@@ -146,12 +159,15 @@ export function parseProvider(name: string, value: unknown, opts: SecretSources)
     tokenEndpoint,
     revocationEndpoint: url(p.revocationEndpoint, `${at}.revocationEndpoint`),
     clientId,
-    clientSecret,
+    clientSecret: clientSecrets[0],
+    clientSecrets: secretMethod ? clientSecrets : undefined,
+    privateKey,
     authMethod,
     refreshScopes: strList(p.scopes, `${at}.scopes`),
     timeoutMs: duration(p.timeout, `${at}.timeout`, configDefaults.providerTimeoutMs),
     allowInsecureHttp: bool(p.allowInsecureHttp, `${at}.allowInsecureHttp`, false),
     lifetime,
     backoff,
+    ...parseProviderFlows(p, at, opts),
   };
 }

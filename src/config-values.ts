@@ -67,11 +67,17 @@ export function fraction(v: unknown, at: string, dflt: number, zeroOk: boolean):
   return v;
 }
 
-const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const units: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
 
-/** Parses "250ms", "30s", "5m", "1h" (or combinations like "1m30s") into milliseconds. */
+/** Parses "250ms", "30s", "5m", "1h", "30d" (or combinations like "1m30s") into milliseconds. */
 export function parseDuration(text: string): number | undefined {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
   let total = 0;
   let matched = 0;
   for (const m of text.matchAll(re)) {

@@ -5,6 +5,7 @@
 
 import { parse as parseYaml } from "yaml";
 import { configDefaults, type LogLevel } from "./config-defaults.ts";
+import { type FlowTuningConfig, flowRootKeys, parseFlowTuning } from "./config-flows.ts";
 import { nameRe, type ProviderConfig, parseProvider } from "./config-provider.ts";
 import {
   ConfigError,
@@ -68,6 +69,8 @@ export interface Config {
   readonly maxMessageBytes: number;
   readonly providers: ReadonlyMap<string, ProviderConfig>;
   readonly grants: ReadonlyMap<string, GrantConfig>;
+  /** The flows' tunables (authorization state lifetime, unused-refresh pace, webhooks). */
+  readonly flows: FlowTuningConfig;
 }
 
 const logLevels: readonly LogLevel[] = [
@@ -131,6 +134,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "providers",
     "grants",
     "metrics",
+    ...flowRootKeys,
   ]);
   const env = opts.env;
   const grpc = obj(root.grpc ?? {}, "grpc");
@@ -236,5 +240,6 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     ),
     providers,
     grants,
+    flows: parseFlowTuning(root),
   };
 }

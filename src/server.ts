@@ -1,24 +1,33 @@
 // Assembles one replica: the vendor over a store and the upstream client, the
 // service mounted on the gRPC and the HTTP listeners, and a bounded drain.
 
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { MeterProvider, TracerProvider } from "@opentelemetry/api";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
-import type { Config } from "./config.ts";
+import { type Config, configDefaults } from "./config.ts";
 import { type Clock, systemClock } from "./core/clock.ts";
 import { shuttingDownError } from "./core/errors.ts";
+import type { FlowStateStore } from "./core/flow-state-store.ts";
+import { createFlows, type Flows } from "./core/flows.ts";
 import type { Logger } from "./core/logger.ts";
 import { noopLogger } from "./core/logger.ts";
+import { createRenewalFailures } from "./core/renewal-failures.ts";
 import { startStoreSweeper } from "./core/store-sweeper.ts";
 import type { TokenStore } from "./core/token-store.ts";
 import { createTokenVendor, type TokenVendor } from "./core/token-vendor.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
-import { createUpstreamClient } from "./idp/upstream-client.ts";
+import { createFlowClient } from "./idp/flow-client.ts";
+import { createProviderStates, createUpstreamClient } from "./idp/upstream-client.ts";
+import { createWebhookSender } from "./idp/webhook-sender.ts";
 import { toConnectError } from "./rpc/error-mapping.ts";
+import { createFlowService } from "./rpc/flow-service.ts";
 import { createRpcTelemetry } from "./rpc/rpc-interceptor.ts";
 import { createTokenService } from "./rpc/token-service.ts";
+import { openFlowStates } from "./store/open-flow-states.ts";
 import { openStore } from "./store/open-store.ts";
 import {
+  createFlowMetrics,
   createRpcMetrics,
   instrumentationScope,
   noopMeter,
@@ -37,6 +46,8 @@ export interface StartServerOptions {
   readonly config: Config;
   readonly logger?: Logger;
   readonly store?: TokenStore;
+  /** The flows' state; by default opened beside the token store from config.store. */
+  readonly flowStates?: FlowStateStore;
   /** Defaults to the oauth4webapi client built from config.providers (src/idp). */
   readonly upstream?: UpstreamClient;
   readonly clock?: Clock;
@@ -60,6 +71,7 @@ export interface RunningServer {
   readonly prometheusPort: number | undefined;
   readonly vendor: TokenVendor;
   readonly store: TokenStore;
+  readonly flows: Flows;
   /** Drains: NOT_SERVING, streams end UNAVAILABLE, in-flight calls finish within the grace. */
   shutdown(): Promise<void>;
 }
@@ -77,13 +89,25 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       keys: { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles },
       logger: log,
     }));
+  const keys = { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles };
+  const flowStates = opts.flowStates ?? (await openFlowStates(config.store, keys));
+  const clock = opts.clock ?? systemClock;
+  const replicaId = `replica-${randomUUID()}`;
+  // One state per provider (metadata, client authentication), shared by both clients.
+  const providerStates = createProviderStates({
+    // A ProviderConfig is an UpstreamProviderConfig plus the lifecycle policy.
+    providers: config.providers,
+    signal: lifecycle.signal,
+    onClientSecretSwitch: (provider, index) => {
+      flowMetrics.clientSecretSwitches.add(1, { "tokenvend.provider": provider });
+      log.warn(
+        { provider, secretIndex: index },
+        "client secret rejected (invalid_client): switched to the next one",
+      );
+    },
+  });
   const upstream =
-    opts.upstream ??
-    createUpstreamClient({
-      // A ProviderConfig is an UpstreamProviderConfig plus the lifecycle policy.
-      providers: config.providers,
-      signal: lifecycle.signal,
-    });
+    opts.upstream ?? createUpstreamClient({ providers: config.providers, states: providerStates });
   // --- telemetry: spans from the given tracer provider; metrics to the given
   // meter provider and/or the Prometheus endpoint ---
   // Loaded only when configured: the metrics SDK costs ~16 MB resident.
@@ -106,6 +130,21 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       ? createRpcTelemetry({ tracer, metrics: createRpcMetrics(meter ?? noopMeter) })
       : undefined;
   const interceptors = rpcTelemetry !== undefined ? [rpcTelemetry.interceptor] : [];
+  const flowMetrics = createFlowMetrics(meter ?? noopMeter);
+  const renewalFailures = createRenewalFailures({
+    providers: config.providers,
+    deliver: createWebhookSender(),
+    clock,
+    random: Math.random,
+    logger: log,
+    signal: lifecycle.signal,
+    backoff: configDefaults.webhookBackoff,
+    maxAttempts: config.flows.webhookMaxAttempts,
+    timeoutMs: config.flows.webhookTimeoutMs,
+    failures: flowMetrics.renewalFailures,
+    deliveries: flowMetrics.webhookDeliveries,
+  });
+  let flows: Flows | undefined;
   const vendor = createTokenVendor({
     store,
     upstream,
@@ -121,14 +160,46 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     idleEvictMs: config.idleEvictMs,
     minRefreshIntervalMs: config.minRefreshIntervalMs,
     grantKeepFreshMs: config.grantKeepFreshMs,
+    replicaId,
+    onRenewalFailure: renewalFailures.report,
+    awaitLogin: (sessionId, provider, signal) =>
+      flows?.device.awaitLogin(sessionId, provider, signal) ?? Promise.resolve(),
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
     ...(tracer !== undefined ? { tracer } : {}),
     ...(meter !== undefined ? { meter } : {}),
   });
-  const impl = createTokenService({
+  flows = createFlows({
     vendor,
-    ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
+    store,
+    states: flowStates,
+    upstream: createFlowClient(providerStates),
+    providers: config.providers,
+    grants: config.grants,
+    clock,
+    random: Math.random,
+    logger: log,
+    signal: lifecycle.signal,
+    replicaId,
+    tracer,
+    meter,
+    authorizationStateTtlMs: config.flows.authorizationStateTtlMs,
+    upstreamTimeoutMs: config.refreshTimeoutMs,
+    unusedRefreshScanIntervalMs: config.flows.unusedRefreshScanIntervalMs,
+    unusedRefreshRatePerSecond: config.flows.unusedRefreshRatePerSecond,
+    sweepIntervalMs: config.sweepIntervalMs,
+    idleEvictMs: config.idleEvictMs,
+    minRefreshIntervalMs: config.minRefreshIntervalMs,
+    maxStreams: config.maxStreams,
   });
+  // One implementation of TokenService, the flows' methods included, for both listeners.
+  const impl = {
+    ...createTokenService({
+      vendor,
+      exchanges: flows.exchanges,
+      ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
+    }),
+    ...createFlowService(flows),
+  };
   // The one mapping of errors to the wire, for both listeners.
   const errors = createWireErrors({
     toConnectError,
@@ -190,11 +261,13 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     prometheusPort: promAddr?.port,
     vendor,
     store,
+    flows,
     shutdown() {
       drained ??= (async () => {
         log.info({ graceMs: config.shutdownGraceMs }, "draining");
         sweeper.stop();
         grpc.setServing(false);
+        flows?.close();
         await vendor.close();
         await Promise.all([
           grpc.shutdown(config.shutdownGraceMs),
@@ -202,6 +275,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
         ]);
         lifecycle.abort(shuttingDownError());
         await store.close();
+        await flowStates.close();
         // Last: a scrape during the drain still sees the drain's metrics.
         await metricsListener?.close(config.shutdownGraceMs);
         await prometheus?.shutdown();

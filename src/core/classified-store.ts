@@ -25,6 +25,7 @@ export function classifiedStore(store: TokenStore): TokenStore {
     pruneBelow: (key, generation, o) => guard(o, () => store.pruneBelow(key, generation, o)),
     claim: (claim, o) => guard(o, () => store.claim(claim, o)),
     releaseClaim: (claim, o) => guard(o, () => store.releaseClaim(claim, o)),
+    unusedSessions: (provider, q, o) => guard(o, () => store.unusedSessions(provider, q, o)),
     sweep: (now, o) => guard(o, () => store.sweep(now, o)),
     close: () => store.close(),
   };

@@ -17,6 +17,9 @@ export const errorCodes = [
   "SHUTTING_DOWN",
   "UNAUTHENTICATED",
   "PERMISSION_DENIED",
+  "INVALID_STATE",
+  "AUTHORIZATION_FAILED",
+  "UNSUPPORTED",
 ] as const;
 
 export type ErrorCode = (typeof errorCodes)[number];
@@ -30,15 +33,22 @@ export class TokenVendError extends Error {
   override readonly name = "TokenVendError";
   readonly code: ErrorCode;
   readonly fieldViolations: readonly FieldViolation[];
+  /** Sent as the ErrorInfo metadata (AUTHORIZATION_FAILED: the provider's `oauth_error`). */
+  readonly metadata: Readonly<Record<string, string>>;
 
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { cause?: unknown; fieldViolations?: readonly FieldViolation[] } = {},
+    opts: {
+      cause?: unknown;
+      fieldViolations?: readonly FieldViolation[];
+      metadata?: Readonly<Record<string, string>>;
+    } = {},
   ) {
     super(message, { cause: opts.cause });
     this.code = code;
     this.fieldViolations = opts.fieldViolations ?? [];
+    this.metadata = opts.metadata ?? {};
   }
 }
 

@@ -50,6 +50,8 @@ export function createRefreshTelemetry(opts: {
   readonly tracer: Tracer | undefined;
   readonly metrics: VendorMetrics;
   readonly clock: Clock;
+  /** The grant type a key is renewed with, for attributes (default: by key kind). */
+  readonly grantTypeOf?: (entry: KeyEntry) => string;
 }): RefreshTelemetry {
   const { tracer, metrics, clock } = opts;
   const activeSpan = (): Span | undefined =>
@@ -58,7 +60,9 @@ export function createRefreshTelemetry(opts: {
     activeSpan,
     measure(entry, trigger, onSpan, fn) {
       const info: RefreshInfo = { source: "provider" };
-      const grantType = entry.key.kind === "grant" ? "client_credentials" : "refresh_token";
+      const grantType =
+        opts.grantTypeOf?.(entry) ??
+        (entry.key.kind === "grant" ? "client_credentials" : "refresh_token");
       const startedAt = clock.now();
       const done = (outcome: RefreshOutcome) => {
         const a: Attributes = {

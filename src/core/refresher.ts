@@ -28,6 +28,8 @@ export interface RefresherOptions {
   readonly run: (entry: KeyEntry, info: RefreshInfo) => Promise<LiveRecord>;
   /** The key's backoff changed: its next background attempt moves. */
   readonly onBackoff: (entry: KeyEntry) => void;
+  /** The key's token can no longer be renewed (REFRESH_FAILED, NO_REFRESH_TOKEN). */
+  readonly onPermanent?: ((entry: KeyEntry, err: TokenVendError) => void) | undefined;
 }
 
 export interface Refresher {
@@ -53,7 +55,10 @@ export function createRefresher(opts: RefresherOptions): Refresher {
   const classify = (entry: KeyEntry, err: unknown): TokenVendError => {
     const s = entry.refresh;
     if (isTokenVendError(err)) {
-      if (err.code === "NO_REFRESH_TOKEN") s.permanent = err;
+      if (err.code === "NO_REFRESH_TOKEN") {
+        s.permanent = err;
+        opts.onPermanent?.(entry, err);
+      }
       if (err.code === "STORE_UNAVAILABLE") backoff(entry, err, undefined);
       return err;
     }
@@ -65,6 +70,7 @@ export function createRefresher(opts: RefresherOptions): Refresher {
       );
       s.permanent = e;
       log.warn({ provider: entry.provider, oauthError: err.oauthError }, "refresh rejected");
+      opts.onPermanent?.(entry, e);
       return e;
     }
     const e = new TokenVendError(

@@ -31,6 +31,24 @@ export interface SweepResult {
   readonly claims: number;
 }
 
+/** Where a scan of unused sessions resumes: after this (issuedAt, sessionId), exclusive. */
+export interface UnusedCursor {
+  readonly issuedAt: number;
+  readonly sessionId: string;
+}
+
+/** A session whose active generation's refresh token has not been used since `issuedAt`. */
+export interface UnusedSession extends UnusedCursor {
+  readonly generation: number;
+}
+
+export interface UnusedQuery {
+  /** Only tokens obtained before this wall-clock ms. */
+  readonly before: number;
+  readonly after?: UnusedCursor | undefined;
+  readonly limit: number;
+}
+
 export interface TokenStore {
   /** Which adapter, for logs. */
   readonly kind: string;
@@ -59,6 +77,16 @@ export interface TokenStore {
   claim(claim: RefreshClaim, opts?: StoreCallOptions): Promise<ClaimResult>;
   /** Deletes this exact claim (same owner and lease); true only for the one caller that deleted it. */
   releaseClaim(claim: RefreshClaim, opts?: StoreCallOptions): Promise<boolean>;
+  /**
+   * Sessions of `provider` whose active generation holds a refresh token obtained before
+   * `q.before` (unused since), ordered by (issuedAt, sessionId), after `q.after`, at most
+   * `q.limit`. MongoDB answers it from the index `provider_issued` (./mongo-unused.ts).
+   */
+  unusedSessions(
+    provider: string,
+    q: UnusedQuery,
+    opts?: StoreCallOptions,
+  ): Promise<UnusedSession[]>;
   /** Deletes generations below each key's active one and claims whose lease ended before `now`. */
   sweep(now: number, opts?: StoreCallOptions): Promise<SweepResult>;
   close(): Promise<void>;

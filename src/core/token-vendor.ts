@@ -63,6 +63,11 @@ export interface TokenVendor {
    */
   watch(target: WatchTarget, listener: Listener<WatchEvent>, signal: AbortSignal): () => void;
   revokeSession(q: RevokeInput, signal?: AbortSignal): Promise<RevokeResult>;
+  /**
+   * Redeems the session's refresh token now if `generation` is still its active one (the
+   * unused-refresh renewal), under the cluster claim like any refresh; returns the active record.
+   */
+  renewSession(sessionId: string, provider: string, generation: number): Promise<LiveRecord>;
   stats(): VendorStats;
   /** Ends every stream with SHUTTING_DOWN and stops background work; calls in flight go on. */
   close(): Promise<void>;
@@ -162,6 +167,12 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     telemetry,
     run: cluster.run,
     onBackoff: scheduler.update,
+    onPermanent: (e, err) => {
+      if (e.key.kind === "session" && e.record !== undefined) {
+        const { sessionId, provider } = e.key;
+        opts.onRenewalFailure?.({ sessionId, provider, generation: e.record.generation }, err);
+      }
+    },
   });
   const writes = createSessionWrites({
     store,
@@ -318,11 +329,31 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         return () => {};
       }
       const binding = target.kind === "session" ? target : {};
+      const awaitLogin = opts.awaitLogin;
       return streams.open(entry.id, entry.provider, listener, signal, () =>
-        serve(entry, 0, binding, signal),
+        serve(entry, 0, binding, signal).catch(async (err: unknown) => {
+          // A session being logged in (device authorization): its first token is the first message.
+          if (!isTokenVendError(err, "SESSION_NOT_FOUND") || target.kind !== "session") throw err;
+          if (awaitLogin === undefined) throw err;
+          await awaitLogin(target.sessionId, target.provider, signal);
+          return serve(sessionEntry(target.sessionId, target.provider), 0, binding, signal);
+        }),
       );
     },
     revokeSession: (q, signal) => writes.revoke(q, signal),
+    async renewSession(sessionId, provider, generation) {
+      const entry = sessionEntry(sessionId, provider);
+      const known = entry.record !== undefined;
+      try {
+        const current = entry.record ?? (await load(entry, undefined));
+        if (current === undefined) throw notFoundError(entry.key);
+        if (current.generation !== generation) return current;
+        return await refresher.refresh(entry, "background");
+      } finally {
+        // Found by a scan, not asked for: it does not stay in this replica's memory.
+        if (!known) cache.dropUnpinned(entry);
+      }
+    },
     stats() {
       let inflight = 0;
       for (const e of cache.entries()) if (e.refresh.inflight !== undefined) inflight++;

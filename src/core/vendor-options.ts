@@ -5,6 +5,7 @@
 import type { Meter, Tracer } from "@opentelemetry/api";
 import type { GrantSettings, ProviderSettings } from "./catalog.ts";
 import type { Clock, Random } from "./clock.ts";
+import type { TokenVendError } from "./errors.ts";
 import type { Logger } from "./logger.ts";
 import type { TokenStore } from "./token-store.ts";
 import type { UpstreamClient } from "./upstream.ts";
@@ -45,6 +46,16 @@ export interface TokenVendorOptions extends VendorTuning {
   readonly tracer?: Tracer;
   /** Refresh, cache, stream, watcher and claim metrics; a no-op meter by default. */
   readonly meter?: Meter;
+  /** A session's token can no longer be renewed (REFRESH_FAILED, NO_REFRESH_TOKEN). */
+  readonly onRenewalFailure?: (
+    failure: { sessionId: string; provider: string; generation: number },
+    err: TokenVendError,
+  ) => void;
+  /**
+   * A stream of a session with no token waits here for a login in progress (a device
+   * authorization) before it ends with SESSION_NOT_FOUND; resolves when there is none (left).
+   */
+  readonly awaitLogin?: (sessionId: string, provider: string, signal: AbortSignal) => Promise<void>;
 }
 
 export interface VendorStats {

@@ -29,6 +29,9 @@ export const grpcCodeOf: Readonly<Record<ErrorCode, Code>> = {
   SHUTTING_DOWN: Code.Unavailable, // this replica drains: reconnect elsewhere
   UNAUTHENTICATED: Code.Unauthenticated,
   PERMISSION_DENIED: Code.PermissionDenied,
+  INVALID_STATE: Code.FailedPrecondition, // authorization state replayed, expired or unknown
+  AUTHORIZATION_FAILED: Code.FailedPrecondition, // the provider refused the flow (metadata oauth_error)
+  UNSUPPORTED: Code.FailedPrecondition, // the provider does not support it (token exchange)
 };
 
 /** Converts any error thrown by the core into the ConnectError sent to the caller. */
@@ -36,7 +39,10 @@ export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
   if (isTokenVendError(err)) {
     const details: OutgoingDetail[] = [
-      { desc: ErrorInfoSchema, value: { reason: err.code, domain: errorDomain } },
+      {
+        desc: ErrorInfoSchema,
+        value: { reason: err.code, domain: errorDomain, metadata: { ...err.metadata } },
+      },
     ];
     if (err.fieldViolations.length > 0) {
       details.push({

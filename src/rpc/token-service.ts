@@ -24,15 +24,26 @@ import {
 import type { Clock } from "../core/clock.ts";
 import { systemClock } from "../core/clock.ts";
 import type { LiveRecord, TokenSet } from "../core/token.ts";
-import type { WatchReason, WatchTarget } from "../core/token-stream.ts";
+import type { TokenExchanges } from "../core/token-exchange.ts";
+import type { WatchEvent, WatchReason, WatchTarget } from "../core/token-stream.ts";
 import type { TokenVendor } from "../core/token-vendor.ts";
 import { freeze, pushStream, type StreamSink } from "../transport/index.ts";
+import { exchangeTarget } from "./exchange-target.ts";
 import { limits, Violations } from "./validate.ts";
 
 export interface TokenServiceOptions {
   readonly vendor: TokenVendor;
   readonly clock?: Clock;
+  /** Streams of exchanged tokens (WatchToken's `exchange` target). */
+  readonly exchanges?: Pick<TokenExchanges, "watch">;
 }
+
+/** The flows' methods, implemented in flow-service.ts. */
+export type FlowMethods =
+  | "startAuthorization"
+  | "completeAuthorization"
+  | "startDeviceAuthorization"
+  | "exchangeToken";
 
 const reasons: Record<WatchReason, RenewalReason> = {
   initial: RenewalReason.INITIAL,
@@ -72,7 +83,9 @@ export function toCredential(r: LiveRecord): Credential {
   return c;
 }
 
-export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeof TokenService> {
+export function createTokenService(
+  opts: TokenServiceOptions,
+): Omit<ServiceImpl<typeof TokenService>, FlowMethods> {
   const { vendor } = opts;
   const clock = opts.clock ?? systemClock;
 
@@ -172,14 +185,18 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
 
     watchToken: pushStream(
       (req: WatchTokenRequest, ctx: HandlerContext, sink: StreamSink<WatchTokenResponse>) => {
-        vendor.watch(
-          watchTarget(req),
-          {
-            next: (ev) => sink.send(toWatchResponse(ev.record, ev.reason)),
-            end: (err) => sink.end(err),
-          },
-          ctx.signal,
-        );
+        const listener = {
+          next: (ev: WatchEvent) => sink.send(toWatchResponse(ev.record, ev.reason)),
+          end: (err: Error | undefined) => sink.end(err),
+        };
+        if (req.target.case === "exchange" && opts.exchanges !== undefined) {
+          const v = new Violations();
+          const target = exchangeTarget(req.target.value, v, "exchange.");
+          v.check();
+          opts.exchanges.watch(target, listener, ctx.signal);
+          return;
+        }
+        vendor.watch(watchTarget(req), listener, ctx.signal);
       },
     ),
 

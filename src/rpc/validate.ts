@@ -13,6 +13,7 @@ export const limits = {
   tokenTypeMaxChars: 32,
   maxLifetimeSec: 366 * 24 * 3600,
   maxMinValiditySec: 7 * 24 * 3600,
+  urlMaxChars: 4096,
 } as const;
 
 const printable = /^[\x21-\x7e]+$/;
@@ -53,6 +54,18 @@ export class Violations {
     if (v.length > limits.tokenMaxChars)
       return this.add(field, `longer than ${limits.tokenMaxChars} characters`);
     if (!printable.test(v)) return this.add(field, "must be printable ASCII without spaces");
+    return this;
+  }
+
+  /** An absolute http(s) URL of at most urlMaxChars. */
+  url(field: string, v: string, required: boolean): this {
+    if (v === "") return required ? this.add(field, "required") : this;
+    if (v.length > limits.urlMaxChars)
+      return this.add(field, `longer than ${limits.urlMaxChars} characters`);
+    const u = URL.parse(v);
+    if (u === null || !/^https?:$/.test(u.protocol)) {
+      return this.add(field, "must be an absolute http(s) URL");
+    }
     return this;
   }
 

@@ -41,6 +41,7 @@ import {
 } from "./state-file.ts";
 import { StoreError } from "./store-error.ts";
 import { fromDocument, resealDocument, type TokenDocument, toDocument } from "./token-document.ts";
+import { pickUnused } from "./unused-sessions.ts";
 
 export interface FileStoreOptions {
   /** The store's directory; created (mode 0700) when missing. */
@@ -241,6 +242,28 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
         if (old.length > 0) await commit([], old);
         return old.length;
       });
+    },
+
+    async unusedSessions(provider, q, callOpts) {
+      reading("unusedSessions", callOpts);
+      const actives = [...keys.keys()].map(top);
+      return pickUnused(
+        actives.flatMap((d) =>
+          d?.kind === "session" && d.provider !== undefined && d.sessionId !== undefined
+            ? [
+                {
+                  provider: d.provider,
+                  sessionId: d.sessionId,
+                  generation: d.generation,
+                  issuedAt: d.reason === "revoked" ? undefined : d.issuedAt,
+                  hasRefreshToken: d.refreshToken !== undefined,
+                },
+              ]
+            : [],
+        ),
+        provider,
+        q,
+      );
     },
 
     async claim(c, callOpts) {

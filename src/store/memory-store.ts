@@ -3,6 +3,7 @@
 import { keyId, type TokenKey, type TokenRecord } from "../core/token.ts";
 import type { InsertResult, TokenStore } from "../core/token-store.ts";
 import { createClaimTable } from "./claim-table.ts";
+import { pickUnused } from "./unused-sessions.ts";
 
 export function createMemoryStore(): TokenStore {
   // keyId -> generation -> record
@@ -69,6 +70,26 @@ export function createMemoryStore(): TokenStore {
       let n = 0;
       for (const g of [...gens.keys()]) if (g < generation && gens.delete(g)) n++;
       return n;
+    },
+    async unusedSessions(provider, q) {
+      const actives = [...keys.keys()].map((id) => active(id));
+      return pickUnused(
+        actives.flatMap((r) =>
+          r?.key.kind === "session"
+            ? [
+                {
+                  provider: r.key.provider,
+                  sessionId: r.key.sessionId,
+                  generation: r.generation,
+                  issuedAt: r.tokens?.issuedAt,
+                  hasRefreshToken: r.tokens?.refreshToken !== undefined,
+                },
+              ]
+            : [],
+        ),
+        provider,
+        q,
+      );
     },
     async claim(c) {
       return claims.claim(c);

@@ -32,6 +32,7 @@ import { isDuplicateKey } from "./mongo-errors.ts";
 import { createEnsureIndexes } from "./mongo-indexes.ts";
 import { reencryptTokens } from "./mongo-reencrypt.ts";
 import { createGenerationSweep } from "./mongo-sweep.ts";
+import { createUnusedSessions } from "./mongo-unused.ts";
 import type { Keyring } from "./sealing.ts";
 import { StoreError } from "./store-error.ts";
 import { fromDocument, type TokenDocument, toDocument } from "./token-document.ts";
@@ -236,6 +237,7 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
       return res.deletedCount;
     },
 
+    unusedSessions: createUnusedSessions({ tokens, run }),
     claim: claimOps.claim,
     releaseClaim: claimOps.releaseClaim,
 

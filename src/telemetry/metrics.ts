@@ -143,6 +143,30 @@ export function createSweepMetrics(meter: Meter): SweepMetrics {
   };
 }
 
+export interface FlowMetrics {
+  readonly renewalFailures: Counter;
+  readonly webhookDeliveries: Counter;
+  readonly clientSecretSwitches: Counter;
+}
+
+export function createFlowMetrics(meter: Meter): FlowMetrics {
+  return {
+    renewalFailures: meter.createCounter("tokenvend.renewal.failures", {
+      description:
+        "Sessions whose token can no longer be renewed, by provider and outcome (REFRESH_FAILED, NO_REFRESH_TOKEN)",
+      unit: "{session}",
+    }),
+    webhookDeliveries: meter.createCounter("tokenvend.webhook.deliveries", {
+      description: "Failure webhook attempts, by provider and outcome (delivered, retry, gave_up)",
+      unit: "{attempt}",
+    }),
+    clientSecretSwitches: meter.createCounter("tokenvend.client_secret.switches", {
+      description: "Switches to a provider's next client secret after invalid_client, by provider",
+      unit: "{switch}",
+    }),
+  };
+}
+
 export const noopMeter: Meter = createNoopMeter();
 
 /**

@@ -1,0 +1,69 @@
+// What the flows share: the token set a flow's tokens become, how a provider's failure in a
+// flow reaches the caller, and the ids flow records are stored under.
+
+import { createHash } from "node:crypto";
+import type { Clock } from "./clock.ts";
+import { renewedTokens } from "./cluster-refresh.ts";
+import { TokenVendError } from "./errors.ts";
+import type { FlowProviders } from "./flow-settings.ts";
+import type { FlowStateStore } from "./flow-state-store.ts";
+import type { FlowTokens, FlowUpstream } from "./flow-upstream.ts";
+import type { LifetimePolicy } from "./lifetime.ts";
+import type { Logger } from "./logger.ts";
+import type { StoreTokensInput } from "./session-writes.ts";
+import type { TokenSet } from "./token.ts";
+import { UpstreamError } from "./upstream.ts";
+
+/** What a login flow (authorization code, device) is built from. */
+export interface LoginFlowOptions {
+  readonly states: FlowStateStore;
+  readonly upstream: FlowUpstream;
+  readonly providers: FlowProviders;
+  readonly lifetimeOf: (provider: string) => LifetimePolicy;
+  /** Stores a session's tokens as its next generation (the vendor's storeUpstreamTokens). */
+  readonly storeTokens: (input: StoreTokensInput, signal?: AbortSignal) => Promise<number>;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** The service's lifetime: provider calls run under it and upstreamTimeoutMs, not a caller's. */
+  readonly signal: AbortSignal;
+  readonly upstreamTimeoutMs: number;
+}
+
+/** The session's new token set: bound to the ID token's subject and the provider's client. */
+export function flowTokenSet(
+  res: FlowTokens,
+  issuedAt: number,
+  lifetime: LifetimePolicy,
+  clientId: string,
+): TokenSet {
+  return { ...renewedTokens(undefined, res, issuedAt, lifetime), subject: res.subject, clientId };
+}
+
+/**
+ * A flow's failure at the provider: its OAuth error (access_denied, invalid_grant…) or a
+ * response that did not validate is AUTHORIZATION_FAILED with `oauth_error` in the metadata;
+ * no answer, 5xx or 429 is UPSTREAM_UNAVAILABLE. Domain errors pass as they are.
+ */
+export function flowError(err: unknown, provider: string, what: string): unknown {
+  if (!(err instanceof UpstreamError)) return err;
+  const answered = err.status !== undefined && err.status < 500 && err.status !== 429;
+  if (err.oauthError !== undefined || (answered && err.permanent) || err.status === 200) {
+    const code = err.oauthError;
+    return new TokenVendError(
+      "AUTHORIZATION_FAILED",
+      `${what} at provider "${provider}" failed${code !== undefined ? `: ${code}` : ": the provider's response did not validate"}`,
+      { cause: err, metadata: code !== undefined ? { oauth_error: code } : {} },
+    );
+  }
+  if (err.permanent && err.status === undefined) {
+    return new TokenVendError("AUTHORIZATION_FAILED", err.message, { cause: err });
+  }
+  return new TokenVendError("UPSTREAM_UNAVAILABLE", `provider "${provider}" is unavailable`, {
+    cause: err,
+  });
+}
+
+/** A one-way id for a secret handle (a state): a dump of the store does not reveal live ones. */
+export function handleId(kind: string, secret: string): string {
+  return `${kind}:${createHash("sha256").update(secret).digest("base64url")}`;
+}

@@ -1,0 +1,36 @@
+// The memory adapter of the FlowStateStore port: one process, nothing kept across restarts
+// (the embedded default, beside the memory token store).
+
+import type { FlowRecord, FlowStateStore } from "../core/flow-state-store.ts";
+
+export function createMemoryFlowStates(): FlowStateStore {
+  const records = new Map<string, FlowRecord>();
+  return {
+    kind: "memory",
+    async create(r) {
+      if (records.has(r.id)) return false;
+      records.set(r.id, structuredClone(r));
+      return true;
+    },
+    async get(id) {
+      const r = records.get(id);
+      return r === undefined ? undefined : structuredClone(r);
+    },
+    async replace(r) {
+      if (!records.has(r.id)) return false;
+      records.set(r.id, structuredClone(r));
+      return true;
+    },
+    async remove(id) {
+      return records.delete(id);
+    },
+    async sweep(now) {
+      let n = 0;
+      for (const [id, r] of records) if (r.expiresAt < now && records.delete(id)) n++;
+      return n;
+    },
+    async close() {
+      records.clear();
+    },
+  };
+}
