@@ -10,15 +10,10 @@
 // redeemed at the provider (callback and ID token validated there) and the tokens stored as the
 // session's next generation; the caller gets the generation and the scopes, never a token.
 
-import type { Clock } from "./clock.ts";
 import { invalidArgument, TokenVendError } from "./errors.ts";
 import { flowError, flowTokenSet, handleId, type LoginFlowOptions } from "./flow-common.ts";
-import { type FlowProviders, flowProvider } from "./flow-settings.ts";
-import { type FlowRecord, type FlowStateStore, fieldList, fieldText } from "./flow-state-store.ts";
-import type { FlowUpstream } from "./flow-upstream.ts";
-import type { LifetimePolicy } from "./lifetime.ts";
-import type { Logger } from "./logger.ts";
-import type { StoreTokensInput } from "./session-writes.ts";
+import { flowProvider } from "./flow-settings.ts";
+import { type FlowRecord, fieldList, fieldText } from "./flow-state-store.ts";
 
 export interface StartAuthorizationInput {
   readonly sessionId: string;

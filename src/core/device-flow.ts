@@ -10,20 +10,12 @@
 // or expiry marks it failed. WatchToken on the session, on any replica, waits on that record
 // (awaitLogin) and so delivers the first token, or ends with the failure.
 
-import type { Clock, Random } from "./clock.ts";
+import type { Random } from "./clock.ts";
 import { TokenVendError } from "./errors.ts";
 import { flowError, flowTokenSet, type LoginFlowOptions } from "./flow-common.ts";
-import { type FlowProviders, flowProvider } from "./flow-settings.ts";
-import {
-  type FlowRecord,
-  type FlowStateStore,
-  fieldNumber,
-  fieldText,
-} from "./flow-state-store.ts";
-import type { FlowUpstream } from "./flow-upstream.ts";
-import type { LifetimePolicy } from "./lifetime.ts";
-import { errorText, type Logger } from "./logger.ts";
-import type { StoreTokensInput } from "./session-writes.ts";
+import { flowProvider } from "./flow-settings.ts";
+import { type FlowRecord, fieldNumber, fieldText } from "./flow-state-store.ts";
+import { errorText } from "./logger.ts";
 import { keyId, sessionKey } from "./token.ts";
 import { UpstreamError } from "./upstream.ts";
 
