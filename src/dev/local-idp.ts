@@ -1,6 +1,8 @@
 // A real OpenID provider (oidc-provider 9) on a loopback port, for the dev mode
 // and the tests: client_credentials, refresh tokens with rotation, revocation
-// and introspection. Refresh tokens are minted through oidc-provider's own
+// and introspection, the authorization code flow with PKCE (login and consent
+// pages that a test drives over HTTP: ./idp-interactions.ts), the device grant,
+// token exchange, secret rotation and private_key_jwt clients. Refresh tokens are minted through oidc-provider's own
 // models (Grant, AccessToken, RefreshToken), so tests hold a real one without a
 // browser login. It can be stopped and started again on the same port, keeping
 // every token and grant, to play an outage.
@@ -8,9 +10,10 @@
 // Beside it: the provider's configuration (./idp-provider.ts), the request
 // counters (./idp-counters.ts) and the restartable listener (./idp-listener.ts).
 
-import { randomBytes } from "node:crypto";
+import { type JsonWebKey, randomBytes } from "node:crypto";
 import * as oauth from "oauth4webapi";
 import { countRequests, type LocalIdpCounters } from "./idp-counters.ts";
+import { withInteractions } from "./idp-interactions.ts";
 import { startIdpListener } from "./idp-listener.ts";
 import { createIdpProvider, type LocalIdpAuthMethod, type LocalIdpClient } from "./idp-provider.ts";
 
@@ -26,6 +29,10 @@ export interface LocalIdpClientOptions {
    * request used, look at `counters.lastTokenRequestHeaders.authorization`.
    */
   readonly authMethod: LocalIdpAuthMethod;
+  /** private_key_jwt: the client's public key. */
+  readonly publicJwk?: JsonWebKey;
+  /** Where logins may return; defaults to http://127.0.0.1:3000/callback. */
+  readonly redirectUris?: readonly string[];
 }
 
 export interface LocalIdpOptions {
@@ -43,6 +50,14 @@ export interface LocalIdpOptions {
   readonly accessTokenTtlSec?: number;
   /** Lifetime of each refresh token. Defaults to 14 days. */
   readonly refreshTokenTtlSec?: number;
+  /** Register the token exchange grant (RFC 8693). Defaults to true. */
+  readonly tokenExchange?: boolean;
+  /**
+   * The device grant's polling interval as advertised, and as enforced with slow_down
+   * (default: the advertised one, which defaults to 5 s).
+   */
+  readonly deviceIntervalSec?: number;
+  readonly deviceEnforcedIntervalSec?: number;
 }
 
 export interface MintOptions {
@@ -71,7 +86,11 @@ export interface LocalIdp extends AsyncDisposable {
   readonly tokenEndpoint: string;
   readonly revocationEndpoint: string;
   readonly introspectionEndpoint: string;
+  readonly authorizationEndpoint: string;
+  readonly deviceAuthorizationEndpoint: string;
   readonly clients: readonly LocalIdpClient[];
+  /** Changes a client's secret at the provider (a rotation): the old one is refused from now on. */
+  setClientSecret(clientId: string, secret: string): Promise<void>;
   /** A snapshot. */
   readonly counters: LocalIdpCounters;
   readonly running: boolean;
@@ -89,6 +108,7 @@ export interface LocalIdp extends AsyncDisposable {
 }
 
 const defaultAccessTokenTtlSec = 300;
+const defaultRedirectUri = "http://127.0.0.1:3000/callback";
 const defaultRefreshTokenTtlSec = 14 * 24 * 60 * 60;
 
 export async function startLocalIdp(opts: LocalIdpOptions = {}): Promise<LocalIdp> {
@@ -115,15 +135,18 @@ export async function startLocalIdp(opts: LocalIdpOptions = {}): Promise<LocalId
     clientId: c.clientId,
     authMethod: c.authMethod,
     clientSecret:
-      c.authMethod === "none"
+      c.authMethod === "none" || c.authMethod === "private_key_jwt"
         ? undefined
         : (c.clientSecret ?? randomBytes(24).toString("base64url")),
+    publicJwk: c.publicJwk,
+    redirectUris: c.redirectUris ?? [defaultRedirectUri],
   }));
   if (clients.length === 0) throw new TypeError("startLocalIdp: clients must not be empty");
 
   const listener = await startIdpListener(host, opts.port ?? 0);
   const issuer = `http://${host.includes(":") ? `[${host}]` : host}:${listener.port}`;
-  const provider = createIdpProvider({
+  const deviceIntervalSec = positiveInt(opts.deviceIntervalSec, 5, "deviceIntervalSec");
+  const { provider, putClient } = await createIdpProvider({
     issuer,
     clients,
     apiScopes,
@@ -131,9 +154,16 @@ export async function startLocalIdp(opts: LocalIdpOptions = {}): Promise<LocalId
     audiences,
     accessTtl,
     refreshTtl,
+    tokenExchange: opts.tokenExchange ?? true,
+    deviceIntervalSec,
+    deviceEnforcedIntervalSec: positiveInt(
+      opts.deviceEnforcedIntervalSec,
+      deviceIntervalSec,
+      "deviceEnforcedIntervalSec",
+    ),
   });
   const requests = countRequests(provider);
-  listener.serve(provider.callback());
+  listener.serve(withInteractions(provider, provider.callback()));
 
   const as: oauth.AuthorizationServer = {
     issuer,
@@ -155,6 +185,8 @@ export async function startLocalIdp(opts: LocalIdpOptions = {}): Promise<LocalId
         return oauth.ClientSecretPost(c.clientSecret ?? "");
       case "none":
         return oauth.None();
+      case "private_key_jwt":
+        throw new TypeError(`local IdP: client "${c.clientId}" has no secret to call with`);
     }
   };
   const insecure = { [oauth.allowInsecureRequests]: true };
@@ -167,7 +199,18 @@ export async function startLocalIdp(opts: LocalIdpOptions = {}): Promise<LocalId
     tokenEndpoint: as.token_endpoint as string,
     revocationEndpoint: as.revocation_endpoint as string,
     introspectionEndpoint: as.introspection_endpoint as string,
+    authorizationEndpoint: `${issuer}/auth`,
+    deviceAuthorizationEndpoint: `${issuer}/device/auth`,
     clients,
+    async setClientSecret(clientId, secret) {
+      const i = clients.findIndex((c) => c.clientId === clientId);
+      const c = clients[i];
+      if (c === undefined || c.clientSecret === undefined) {
+        throw new TypeError(`local IdP: client "${clientId}" has no secret to change`);
+      }
+      clients[i] = { ...c, clientSecret: secret };
+      await putClient(clients[i]);
+    },
     get counters(): LocalIdpCounters {
       return requests.counters;
     },

@@ -52,7 +52,31 @@ declare module "oidc-provider" {
 
   export interface GrantModel {
     addOIDCScope(scope: string): void;
+    addOIDCClaims(claims: readonly string[]): void;
+    addResourceScope(indicator: string, scope: string): void;
     save(): Promise<string>;
+  }
+
+  export interface InteractionDetails {
+    readonly uid: string;
+    readonly prompt: {
+      readonly name: string;
+      readonly details: {
+        readonly missingOIDCScope?: readonly string[];
+        readonly missingOIDCClaims?: readonly string[];
+        readonly missingResourceScopes?: Readonly<Record<string, readonly string[]>>;
+      };
+    };
+    readonly params: Readonly<Record<string, unknown>>;
+    readonly session?: { readonly accountId: string };
+    readonly grantId?: string;
+  }
+
+  export interface AccessTokenModel extends BaseTokenModel {
+    readonly accountId: string;
+    readonly scope?: string;
+    readonly isExpired: boolean;
+    resourceServer?: unknown;
   }
 
   export interface IdTokenModel {
@@ -88,16 +112,33 @@ declare module "oidc-provider" {
     /** Koa's flag: do not print unhandled middleware errors. */
     silent: boolean;
     use(middleware: Middleware): this;
+    interactionDetails(req: IncomingMessage, res: ServerResponse): Promise<InteractionDetails>;
+    interactionFinished(
+      req: IncomingMessage,
+      res: ServerResponse,
+      result: Record<string, unknown>,
+      opts?: { mergeWithLastSubmission?: boolean },
+    ): Promise<void>;
+    registerGrantType(
+      name: string,
+      handler: (ctx: KoaContextWithOIDC) => Promise<void>,
+      params?: ReadonlySet<string>,
+    ): void;
+    readonly ResourceServer: new (
+      identifier: string,
+      info: Record<string, unknown>,
+    ) => unknown;
     callback(): (req: IncomingMessage, res: ServerResponse) => void;
     on(event: string, listener: (...args: never[]) => void): this;
     readonly Client: { find(id: string): Promise<ClientModel | undefined> };
-    readonly Grant: new (init: {
-      accountId: string;
-      clientId: string;
-    }) => GrantModel;
-    readonly AccessToken: new (
-      init: TokenInit,
-    ) => BaseTokenModel;
+    readonly Grant: {
+      new (init: { accountId: string; clientId: string }): GrantModel;
+      find(id: string): Promise<GrantModel | undefined>;
+    };
+    readonly AccessToken: {
+      new (init: TokenInit): AccessTokenModel;
+      find(value: string): Promise<AccessTokenModel | undefined>;
+    };
     readonly RefreshToken: new (
       init: TokenInit,
     ) => BaseTokenModel;
@@ -109,5 +150,7 @@ declare module "oidc-provider" {
 
   export const errors: {
     readonly InvalidTarget: new (description?: string) => Error;
+    readonly InvalidGrant: new (description?: string) => Error;
+    readonly InvalidRequest: new (description?: string) => Error;
   };
 }

@@ -1,10 +1,15 @@
 // A real tokenvend replica on free loopback ports in front of a real
 // oidc-provider, plus real clients for it.
 
+import { readFileSync } from "node:fs";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type * as grpc from "@grpc/grpc-js";
 import {
+  CompleteAuthorizationRequestSchema,
+  CompleteAuthorizationResponseSchema,
+  ExchangeTokenRequestSchema,
+  ExchangeTokenResponseSchema,
   GetAllUpstreamCredentialsRequestSchema,
   GetAllUpstreamCredentialsResponseSchema,
   GetTokenRequestSchema,
@@ -13,6 +18,10 @@ import {
   GetValidTokensResponseSchema,
   RevokeSessionRequestSchema,
   RevokeSessionResponseSchema,
+  StartAuthorizationRequestSchema,
+  StartAuthorizationResponseSchema,
+  StartDeviceAuthorizationRequestSchema,
+  StartDeviceAuthorizationResponseSchema,
   type StoreUpstreamTokensRequest,
   StoreUpstreamTokensRequestSchema,
   StoreUpstreamTokensResponseSchema,
@@ -22,7 +31,12 @@ import {
 } from "../../gen/tokenvend/v1/token_service_pb.js";
 import { parseConfig } from "../../src/config.ts";
 import type { TokenStore } from "../../src/core/token-store.ts";
-import { type LocalIdp, type MintedTokens, startLocalIdp } from "../../src/dev/local-idp.ts";
+import {
+  type LocalIdp,
+  type LocalIdpOptions,
+  type MintedTokens,
+  startLocalIdp,
+} from "../../src/dev/local-idp.ts";
 import { type RunningServer, type StartServerOptions, startServer } from "../../src/server.ts";
 import { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "../../src/transport/index.ts";
 import { createGrpcJsClient, type GrpcCallError } from "./grpc-client.ts";
@@ -41,6 +55,14 @@ export interface StackOptions {
   readonly config?: Record<string, unknown>;
   /** Passed on to startServer (telemetry providers, a logger). */
   readonly server?: Pick<StartServerOptions, "telemetry" | "logger">;
+  /** More options of provider "idp" (YAML shape, e.g. { redirectUris: [...] }). */
+  readonly provider?: Record<string, unknown>;
+  /** More providers and grants (YAML shape), and the environment their secrets come from. */
+  readonly providers?: Record<string, Record<string, unknown>>;
+  readonly grants?: Record<string, Record<string, unknown>>;
+  readonly env?: Record<string, string>;
+  /** Options of the IdP the stack starts. */
+  readonly idpOptions?: LocalIdpOptions;
 }
 
 export interface Stack {
@@ -72,10 +94,15 @@ export const defaultTestLifetime = {
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const idp =
-    opts.idp ?? (await startLocalIdp({ accessTokenTtlSec: opts.accessTokenTtlSec ?? 300 }));
+    opts.idp ??
+    (await startLocalIdp({ accessTokenTtlSec: opts.accessTokenTtlSec ?? 300, ...opts.idpOptions }));
   const client = idp.client("tokenvend");
   const post = idp.client("tokenvend-post");
-  const env = { IDP_SECRET: client.clientSecret, IDP_POST_SECRET: post.clientSecret };
+  const env = {
+    IDP_SECRET: client.clientSecret,
+    IDP_POST_SECRET: post.clientSecret,
+    ...opts.env,
+  };
   const provider = (clientId: string, secretEnv: string, authMethod: string) => ({
     issuer: idp.issuer,
     ...(opts.tokenEndpoint !== undefined ? { tokenEndpoint: opts.tokenEndpoint } : {}),
@@ -94,15 +121,20 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       shutdownGrace: "3s",
       ...opts.config,
       providers: {
-        idp: provider(client.clientId, "IDP_SECRET", "client_secret_basic"),
+        idp: {
+          ...provider(client.clientId, "IDP_SECRET", "client_secret_basic"),
+          ...opts.provider,
+        },
         idp2: provider(post.clientId, "IDP_POST_SECRET", "client_secret_post"),
+        ...opts.providers,
       },
       grants: {
         demo: { provider: "idp", scopes: ["api:read"], audience: "https://api.example.test" },
         "demo-post": { provider: "idp2", scopes: ["api:write"] },
+        ...opts.grants,
       },
     },
-    { env, readFile: () => "" },
+    { env, readFile: (path) => readFileSync(path, "utf8") },
   );
   const server = await startServer({
     config,
@@ -176,6 +208,26 @@ export function api(address: string) {
       RevokeSessionRequestSchema,
       RevokeSessionResponseSchema,
     ),
+    startAuthorization: g.unary(
+      "StartAuthorization",
+      StartAuthorizationRequestSchema,
+      StartAuthorizationResponseSchema,
+    ),
+    completeAuthorization: g.unary(
+      "CompleteAuthorization",
+      CompleteAuthorizationRequestSchema,
+      CompleteAuthorizationResponseSchema,
+    ),
+    startDeviceAuthorization: g.unary(
+      "StartDeviceAuthorization",
+      StartDeviceAuthorizationRequestSchema,
+      StartDeviceAuthorizationResponseSchema,
+    ),
+    exchangeToken: g.unary(
+      "ExchangeToken",
+      ExchangeTokenRequestSchema,
+      ExchangeTokenResponseSchema,
+    ),
     watch: (req: Parameters<typeof create<typeof WatchTokenRequestSchema>>[1]) =>
       g.stream(
         "WatchToken",
@@ -198,6 +250,8 @@ export function grpcFailure(err: unknown): {
   code: number;
   reason: string | undefined;
   fields: string[];
+  metadata: Record<string, string>;
+  message: string;
 } {
   const e = err as GrpcCallError;
   const bin = e.metadata?.get(grpcStatusDetailsKey)[0];
@@ -206,6 +260,8 @@ export function grpcFailure(err: unknown): {
     code: e.code,
     reason: d?.errorInfo?.reason,
     fields: d?.badRequest?.fieldViolations.map((v) => v.field) ?? [],
+    metadata: { ...d?.errorInfo?.metadata },
+    message: e.details ?? e.message,
   };
 }
 
