@@ -30,30 +30,36 @@ export function registerTokenExchange(provider: Provider, opts: ExchangeOptions)
       if (opts.audiences !== undefined && !opts.audiences.has(audience)) {
         throw new errors.InvalidTarget("unknown audience");
       }
-      const subject = await provider.AccessToken.find(String(p.subject_token ?? ""));
-      if (subject === undefined || subject.isExpired || subject.grantId === undefined) {
+      const value = String(p.subject_token ?? "");
+      // A user's access token, or a client's (client_credentials).
+      const user = await provider.AccessToken.find(value);
+      const machine = user === undefined ? await provider.ClientCredentials.find(value) : undefined;
+      const subject = user ?? machine;
+      if (subject === undefined || subject.isExpired) {
         throw new errors.InvalidGrant("the subject token is invalid or expired");
       }
       const asked = typeof p.scope === "string" ? p.scope.split(" ").filter(Boolean) : [];
       const scope = (asked.length > 0 ? asked : [...opts.apiScopes])
         .filter((s) => opts.apiScopes.includes(s))
         .join(" ");
-      const token = new provider.AccessToken({
-        accountId: subject.accountId,
-        client,
-        grantId: subject.grantId,
-        scope,
-        gty: "token_exchange",
-      });
+      const token =
+        user !== undefined && user.grantId !== undefined
+          ? new provider.AccessToken({
+              accountId: user.accountId,
+              client,
+              grantId: user.grantId,
+              scope,
+              gty: "token_exchange",
+            })
+          : new provider.ClientCredentials({ client, scope });
       token.resourceServer = new provider.ResourceServer(audience, {
         audience,
         scope: opts.apiScopes.join(" "),
         accessTokenFormat: "opaque",
         accessTokenTTL: opts.accessTtl,
       });
-      const value = await token.save();
       ctx.body = {
-        access_token: value,
+        access_token: await token.save(),
         issued_token_type: accessTokenType,
         token_type: "Bearer",
         expires_in: token.expiration,

@@ -100,6 +100,14 @@ export async function createIdpProvider(opts: IdpProviderOptions): Promise<IdpPr
       devInteractions: { enabled: false },
       deviceFlow: {
         enabled: true,
+        userCodeInputSource: async (ctx: KoaContextWithOIDC, form: string) => {
+          ctx.type = "html";
+          ctx.body = `<!DOCTYPE html><title>local IdP</title>${form}<button type="submit" form="op.deviceInputForm">Continue</button>`;
+        },
+        userCodeConfirmSource: async (ctx: KoaContextWithOIDC, form: string) => {
+          ctx.type = "html";
+          ctx.body = `<!DOCTYPE html><title>local IdP</title>${form}<button type="submit" form="op.deviceConfirmForm">Continue</button><button type="submit" form="op.deviceConfirmForm" value="yes" name="abort">Deny</button>`;
+        },
         successSource: async (ctx: KoaContextWithOIDC) => {
           ctx.type = "json";
           ctx.body = { device: "approved" };
@@ -149,6 +157,7 @@ export async function createIdpProvider(opts: IdpProviderOptions): Promise<IdpPr
       Grant: Math.max(refreshTtl, yearSec),
       Session: 24 * 3600,
       Interaction: 3600,
+      DeviceCode: 600,
     },
     // Every refresh returns a new refresh token; presenting a used one is
     // invalid_grant and revokes the whole grant (reuse detection).

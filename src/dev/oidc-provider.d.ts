@@ -139,6 +139,10 @@ declare module "oidc-provider" {
       new (init: TokenInit): AccessTokenModel;
       find(value: string): Promise<AccessTokenModel | undefined>;
     };
+    readonly ClientCredentials: {
+      new (init: { client: ClientModel; scope: string }): AccessTokenModel;
+      find(value: string): Promise<AccessTokenModel | undefined>;
+    };
     readonly RefreshToken: new (
       init: TokenInit,
     ) => BaseTokenModel;
