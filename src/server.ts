@@ -27,6 +27,7 @@ import { createTokenService } from "./rpc/token-service.ts";
 import { openFlowStates } from "./store/open-flow-states.ts";
 import { openStore } from "./store/open-store.ts";
 import {
+  attr,
   createFlowMetrics,
   createRpcMetrics,
   instrumentationScope,
@@ -99,7 +100,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     providers: config.providers,
     signal: lifecycle.signal,
     onClientSecretSwitch: (provider, index) => {
-      flowMetrics.clientSecretSwitches.add(1, { "tokenvend.provider": provider });
+      flowMetrics.clientSecretSwitches.add(1, { [attr.provider]: provider });
       log.warn(
         { provider, secretIndex: index },
         "client secret rejected (invalid_client): switched to the next one",

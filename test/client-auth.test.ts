@@ -13,6 +13,7 @@ import test from "ava";
 import { GetTokenRequestSchema } from "../gen/tokenvend/v1/token_service_pb.js";
 import type { Logger } from "../src/core/logger.ts";
 import { type LocalIdp, startLocalIdp } from "../src/dev/local-idp.ts";
+import { createTestMeter, sumOf } from "./support/otel.ts";
 import { grpcFailure, type Stack, startStack } from "./support/stack.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "tokenvend-client-auth-"));
@@ -42,6 +43,7 @@ const logger: Logger = {
   error: () => {},
 };
 
+const meter = createTestMeter();
 let idp: LocalIdp;
 let stack: Stack;
 test.before(async () => {
@@ -90,7 +92,7 @@ test.before(async () => {
       "signed-grant": { provider: "signed", scopes: ["api:read"] },
       "forged-grant": { provider: "forged", scopes: ["api:read"] },
     },
-    server: { logger },
+    server: { logger, telemetry: { meterProvider: meter.meterProvider } },
   });
 });
 test.after.always(async () => {
@@ -123,6 +125,8 @@ test.serial(
     const switched = warnings.filter((w) => /client secret rejected/.test(w.msg ?? ""));
     t.is(switched.length, 1);
     t.deepEqual(switched[0]?.obj, { provider: "rot", secretIndex: 1 });
+    const rm = await meter.collect();
+    t.is(sumOf(rm, "tokenvend.client_secret.switches", { "tokenvend.provider": "rot" }), 1);
     t.false(JSON.stringify(warnings).includes(newSecret));
     t.false(JSON.stringify(warnings).includes(oldSecret));
     idp.resetCounters();

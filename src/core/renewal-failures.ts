@@ -82,7 +82,7 @@ export function createRenewalFailures(opts: RenewalFailuresOptions): RenewalFail
       }
       const ok = status !== undefined && status >= 200 && status < 300;
       const outcome = ok ? "delivered" : attempt >= opts.maxAttempts ? "gave_up" : "retry";
-      opts.deliveries.add(1, { [attr.provider]: provider, [attr.outcome]: outcome });
+      opts.deliveries.add(1, { [attr.provider]: provider, [attr.webhookOutcome]: outcome });
       if (ok) return;
       if (outcome === "gave_up") {
         log.error({ provider, attempts: attempt, status }, "webhook delivery gave up");
@@ -104,7 +104,7 @@ export function createRenewalFailures(opts: RenewalFailuresOptions): RenewalFail
       if (seen.has(id)) return;
       seen.add(id);
       if (seen.size > rememberMax) seen.delete(seen.values().next().value as string);
-      opts.failures.add(1, { [attr.provider]: f.provider, [attr.outcome]: err.code });
+      opts.failures.add(1, { [attr.provider]: f.provider, [attr.failureReason]: err.code });
       log.warn(
         { provider: f.provider, reason: err.code, oauthError: cause, eventId: id },
         "session can no longer be renewed",

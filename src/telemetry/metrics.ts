@@ -41,6 +41,8 @@ export const attr = {
   oauthError: "tokenvend.oauth.error",
   sweepKind: "tokenvend.sweep.kind",
   sweepOutcome: "tokenvend.sweep.outcome",
+  failureReason: "tokenvend.failure.reason",
+  webhookOutcome: "tokenvend.webhook.outcome",
 } as const;
 
 export type RefreshOutcome =
