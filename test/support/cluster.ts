@@ -3,7 +3,7 @@
 
 import { create } from "@bufbuild/protobuf";
 import { StoreUpstreamTokensRequestSchema } from "../../gen/tokenvend/v1/token_service_pb.js";
-import { type LocalIdp, startLocalIdp } from "../../src/dev/local-idp.ts";
+import { type LocalIdp, type LocalIdpOptions, startLocalIdp } from "../../src/dev/local-idp.ts";
 import { generateKey } from "../../src/store/sealing.ts";
 import { type DelayProxy, startDelayProxy } from "./delay-proxy.ts";
 import { type ServerProcess, spawnServer } from "./server-process.ts";
@@ -16,6 +16,9 @@ export interface ClusterOptions {
   readonly lifetime?: string;
   /** Access token lifetime at the identity provider. */
   readonly accessTokenTtlSec?: number;
+  readonly idpOptions?: LocalIdpOptions;
+  /** More lines of provider "idp" (e.g. "redirectUris: [http://…]"). */
+  readonly providerYaml?: readonly string[];
 }
 
 export const clusterKey = `primary:${generateKey()}`;
@@ -37,9 +40,10 @@ export async function startCluster(
   n: number,
   opts: ClusterOptions = {},
 ): Promise<Cluster> {
-  const idp = await startLocalIdp(
-    opts.accessTokenTtlSec !== undefined ? { accessTokenTtlSec: opts.accessTokenTtlSec } : {},
-  );
+  const idp = await startLocalIdp({
+    ...(opts.accessTokenTtlSec !== undefined ? { accessTokenTtlSec: opts.accessTokenTtlSec } : {}),
+    ...opts.idpOptions,
+  });
   t.teardown(() => idp.stop());
   const proxy = await startDelayProxy(idp.issuer);
   t.teardown(() => proxy.close());
@@ -60,6 +64,7 @@ export async function startCluster(
     "    timeout: 10s",
     `    lifetime: ${opts.lifetime ?? "{ clockSkew: 5s, refreshMargin: 0s }"}`,
     "    backoff: { initial: 200ms, max: 1s }",
+    ...(opts.providerYaml ?? []).map((l) => `    ${l}`),
   ].join("\n");
   const env = {
     IDP_SECRET: client.clientSecret ?? "",

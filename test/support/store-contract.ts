@@ -350,4 +350,52 @@ export function claimContract(test: TestFn, name: string, factory: StoreFactory)
       await store.close();
     }
   });
+
+  test(`${name}: unusedSessions finds active sessions with a refresh token obtained before the cut, in order`, async (a) => {
+    const store = await factory.create();
+    try {
+      const provider = uniqueSession("prov");
+      const t0 = 1_700_000_000_000;
+      const at = (
+        key: TokenKey,
+        generation: number,
+        issuedAt: number,
+        refresh = true,
+      ): TokenRecord => {
+        const r = live(key, generation) as LiveRecord;
+        return {
+          ...r,
+          tokens: { ...r.tokens, issuedAt, refreshToken: refresh ? `rt-${generation}` : undefined },
+        };
+      };
+      const [s1, s2, s3, s4, s5] = [1, 2, 3, 4, 5].map(() => uniqueSession("u")) as [
+        string,
+        string,
+        string,
+        string,
+        string,
+      ];
+      await store.insert(at(sessionKey(s1, provider), 1, t0));
+      await store.insert(at(sessionKey(s1, provider), 2, t0 + 10)); // renewed: its newest counts
+      await store.insert(at(sessionKey(s2, provider), 1, t0 + 5, false)); // nothing to renew with
+      await store.insert(at(sessionKey(s3, provider), 1, t0 + 1));
+      await store.insert({ key: sessionKey(s3, provider), generation: 2, reason: "revoked" });
+      await store.insert(at(sessionKey(s4, provider), 1, t0 + 2));
+      await store.insert(at(sessionKey(s5, provider), 1, t0 + 100)); // used recently
+      await store.insert(at(sessionKey(uniqueSession("u"), `${provider}-other`), 1, t0));
+      const all = await store.unusedSessions(provider, { before: t0 + 50, limit: 10 });
+      a.deepEqual(all, [
+        { sessionId: s4, generation: 1, issuedAt: t0 + 2 },
+        { sessionId: s1, generation: 2, issuedAt: t0 + 10 },
+      ]);
+      a.deepEqual(await store.unusedSessions(provider, { before: t0 + 50, limit: 1 }), [all[0]]);
+      a.deepEqual(
+        await store.unusedSessions(provider, { before: t0 + 50, after: all[0], limit: 10 }),
+        [all[1]],
+      );
+      a.deepEqual(await store.unusedSessions(provider, { before: t0 + 2, limit: 10 }), []);
+    } finally {
+      await store.close();
+    }
+  });
 }
