@@ -58,6 +58,7 @@ const recordId = (sessionId: string, provider: string) =>
 export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
   const { states, clock, logger: log } = opts;
   let polling = 0;
+  let starts = 0;
 
   const fail = async (record: FlowRecord, oauthError: string) => {
     log.warn(
@@ -142,7 +143,8 @@ export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
           provider: q.provider,
           status: "pending",
           intervalMs,
-          attempt: Math.floor(opts.random() * 2 ** 48).toString(36),
+          // Unique per start: a random part for other replicas, a count for this one.
+          attempt: `${Math.floor(opts.random() * 2 ** 48).toString(36)}.${++starts}`,
         },
         secrets: { deviceCode: res.deviceCode },
       };
