@@ -11,7 +11,7 @@ import {
   StartAuthorizationRequestSchema,
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import { createBrowser } from "./support/browser.ts";
-import { getValid, grpcFailure, type Stack, startStack } from "./support/stack.ts";
+import { getValid, grpcFailureDetail, type Stack, startStack } from "./support/stack.ts";
 
 const redirectUri = "http://127.0.0.1:3000/callback";
 let stack: Stack;
@@ -35,7 +35,7 @@ const complete = (req: Parameters<typeof create<typeof CompleteAuthorizationRequ
   stack.client.completeAuthorization(create(CompleteAuthorizationRequestSchema, req));
 
 const failure = async (p: Promise<unknown>) =>
-  grpcFailure(
+  grpcFailureDetail(
     await p.then(
       () => undefined,
       (e: unknown) => e,
@@ -111,7 +111,7 @@ test("concurrent completions of one state: exactly one wins", async (t) => {
   );
   t.is(results.filter((r) => r.status === "fulfilled").length, 1);
   for (const r of results) {
-    if (r.status === "rejected") t.is(grpcFailure(r.reason).reason, "INVALID_STATE");
+    if (r.status === "rejected") t.is(grpcFailureDetail(r.reason).reason, "INVALID_STATE");
   }
 });
 

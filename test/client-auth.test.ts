@@ -14,7 +14,7 @@ import { GetTokenRequestSchema } from "../gen/tokenvend/v1/token_service_pb.js";
 import type { Logger } from "../src/core/logger.ts";
 import { type LocalIdp, startLocalIdp } from "../src/dev/local-idp.ts";
 import { createTestMeter, sumOf } from "./support/otel.ts";
-import { grpcFailure, type Stack, startStack } from "./support/stack.ts";
+import { grpcFailureDetail, type Stack, startStack } from "./support/stack.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "tokenvend-client-auth-"));
 const keyFile = (name: string) => {
@@ -149,7 +149,7 @@ test("private_key_jwt: a client assertion signed with the key from the file, no 
 test("private_key_jwt with a key the provider does not know: REFRESH_FAILED (invalid_client)", async (t) => {
   const f = await getToken("forged-grant").then(
     () => undefined,
-    (e: unknown) => grpcFailure(e),
+    (e: unknown) => grpcFailureDetail(e),
   );
   t.is(f?.code, 9);
   t.is(f?.reason, "REFRESH_FAILED");

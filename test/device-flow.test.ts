@@ -11,7 +11,7 @@ import {
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import { type LocalIdp, startLocalIdp } from "../src/dev/local-idp.ts";
 import { createBrowser } from "./support/browser.ts";
-import { getValid, grpcFailure, type Stack, startStack } from "./support/stack.ts";
+import { getValid, grpcFailureDetail, type Stack, startStack } from "./support/stack.ts";
 
 const deviceGrant = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -71,13 +71,13 @@ test("a refused device authorization ends the stream: FAILED_PRECONDITION, oauth
     () => undefined,
     (e: unknown) => e,
   );
-  const f = grpcFailure(err);
+  const f = grpcFailureDetail(err);
   t.is(f.code, 9);
   t.is(f.reason, "AUTHORIZATION_FAILED");
   t.is(f.metadata.oauth_error, "access_denied");
   const none = await stack.client.getValidTokens(getValid("tv-denied")).then(
     () => undefined,
-    (e: unknown) => grpcFailure(e),
+    (e: unknown) => grpcFailureDetail(e),
   );
   t.is(none?.reason, "SESSION_NOT_FOUND");
 });
@@ -100,7 +100,7 @@ test("slow_down: each one adds 5 s to the polling interval (RFC 8628 §3.5)", as
   t.is(polls(), 2, "no poll between 2 s and 5.5 s");
   const none = await stack.client.getValidTokens(getValid("tv-slow")).then(
     () => "found",
-    (e: unknown) => grpcFailure(e).reason,
+    (e: unknown) => grpcFailureDetail(e).reason,
   );
   t.is(none, "SESSION_NOT_FOUND");
   for (let i = 0; i < 40 && polls() < 3; i++) await new Promise((r) => setTimeout(r, 100));

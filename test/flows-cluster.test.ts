@@ -15,7 +15,7 @@ import {
 import { createBrowser } from "./support/browser.ts";
 import { startCluster } from "./support/cluster.ts";
 import { mongoForTests } from "./support/mongo.ts";
-import { getValid, grpcFailure } from "./support/stack.ts";
+import { getValid, grpcFailureDetail } from "./support/stack.ts";
 
 const redirectUri = "http://127.0.0.1:3000/callback";
 let mongo: { uri: string; stop(): Promise<void> };
@@ -57,7 +57,7 @@ test.serial("a login started on one replica completes on another, once", async (
     )
     .then(
       () => undefined,
-      (e: unknown) => grpcFailure(e),
+      (e: unknown) => grpcFailureDetail(e),
     );
   t.is(replay?.reason, "INVALID_STATE");
   const cred = await a.getValidTokens(getValid("cl-login", "idp", { expectedSubject: "gina" }));

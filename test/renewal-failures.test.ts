@@ -10,7 +10,7 @@ import test from "ava";
 import { Webhook } from "standardwebhooks";
 import type { Logger } from "../src/core/logger.ts";
 import { createTestMeter, sumOf } from "./support/otel.ts";
-import { getValid, grpcFailure, startStack } from "./support/stack.ts";
+import { getValid, grpcFailureDetail, startStack } from "./support/stack.ts";
 
 const secretBytes = Buffer.from("0123456789abcdef0123456789abcdef");
 const secret = `whsec_${secretBytes.toString("base64")}`;
@@ -56,7 +56,7 @@ test("a refresh token revoked at the provider: a signed event, retried after a 5
   await stack.idp.revoke(minted.refreshToken);
   const f = await stack.client.getValidTokens(getValid("hooked")).then(
     () => undefined,
-    (e: unknown) => grpcFailure(e),
+    (e: unknown) => grpcFailureDetail(e),
   );
   t.is(f?.reason, "REFRESH_FAILED");
 

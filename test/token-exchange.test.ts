@@ -12,7 +12,7 @@ import {
   RevokeSessionRequestSchema,
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import { type LocalIdp, startLocalIdp } from "../src/dev/local-idp.ts";
-import { grpcFailure, type Stack, startStack } from "./support/stack.ts";
+import { grpcFailureDetail, type Stack, startStack } from "./support/stack.ts";
 
 const audience = "https://orders.example.test";
 let stack: Stack;
@@ -105,7 +105,7 @@ test("WatchToken streams the exchanged token, and ends with NOT_FOUND when its s
   await stack.client.revokeSession(create(RevokeSessionRequestSchema, { sessionId: "x-4" }));
   const end = await it.next().then(
     () => undefined,
-    (e: unknown) => grpcFailure(e),
+    (e: unknown) => grpcFailureDetail(e),
   );
   t.is(end?.code, 5);
   t.is(end?.reason, "SESSION_NOT_FOUND");
@@ -114,7 +114,7 @@ test("WatchToken streams the exchanged token, and ends with NOT_FOUND when its s
 test("a provider not configured for token exchange: FAILED_PRECONDITION / UNSUPPORTED", async (t) => {
   const f = await exchange({ subject: { case: "grant", value: "demo-post" }, audience }).then(
     () => undefined,
-    (e: unknown) => grpcFailure(e),
+    (e: unknown) => grpcFailureDetail(e),
   );
   t.is(f?.code, 9);
   t.is(f?.reason, "UNSUPPORTED");
@@ -135,7 +135,7 @@ test("a provider that answers unsupported_grant_type: UNSUPPORTED too", async (t
     )
     .then(
       () => undefined,
-      (e: unknown) => grpcFailure(e),
+      (e: unknown) => grpcFailureDetail(e),
     );
   t.is(f?.code, 9);
   t.is(f?.reason, "UNSUPPORTED");
@@ -144,12 +144,12 @@ test("a provider that answers unsupported_grant_type: UNSUPPORTED too", async (t
 test("an unknown session is NOT_FOUND; a missing audience INVALID_ARGUMENT", async (t) => {
   const nf = await exchange({ ...session("nobody"), audience }).then(
     () => undefined,
-    (e: unknown) => grpcFailure(e),
+    (e: unknown) => grpcFailureDetail(e),
   );
   t.is(nf?.reason, "SESSION_NOT_FOUND");
   const bad = await exchange({ ...session("x-1") }).then(
     () => undefined,
-    (e: unknown) => grpcFailure(e),
+    (e: unknown) => grpcFailureDetail(e),
   );
   t.is(bad?.code, 3);
   t.deepEqual(bad?.fields, ["target.audience"]);

@@ -7,6 +7,8 @@ import { startLocalIdp } from "./local-idp.ts";
 
 const demoSessionId = "demo-session";
 export const demoProvider = "local";
+/** The redirect URI the local IdP's default client and the dev provider allow. */
+export const devRedirectUri = "http://127.0.0.1:3000/callback";
 
 export interface DevIdentity {
   /** Raw config (as if read from YAML) for the embedded defaults. */
@@ -33,6 +35,9 @@ export async function startDevIdentity(): Promise<DevIdentity> {
           clientId: client.clientId,
           clientSecretEnv: "TOKENVEND_DEV_CLIENT_SECRET",
           authMethod: "client_secret_basic",
+          // The README's browser login: the local IdP sends the browser back here.
+          redirectUris: [devRedirectUri],
+          tokenExchange: true,
         },
       },
       grants: {

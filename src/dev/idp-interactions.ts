@@ -45,7 +45,7 @@ async function interact(
     res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
     const step = prompt.name === "login" ? "login" : "confirm";
     return void res.end(
-      `<!DOCTYPE html><title>local IdP</title><p>${prompt.name} for ${escape(String(params.client_id))}</p>` +
+      `<!DOCTYPE html><title>local IdP</title><p>${prompt.name} for ${htmlEscape(String(params.client_id))}</p>` +
         `<form method="post" action="/interaction/${uid}/${step}">` +
         (step === "login" ? `<input name="accountId" value="demo-user">` : "") +
         `<button>Continue</button></form>` +
@@ -108,4 +108,4 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
-const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const htmlEscape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

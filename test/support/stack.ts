@@ -250,8 +250,6 @@ export function grpcFailure(err: unknown): {
   code: number;
   reason: string | undefined;
   fields: string[];
-  metadata: Record<string, string>;
-  message: string;
 } {
   const e = err as GrpcCallError;
   const bin = e.metadata?.get(grpcStatusDetailsKey)[0];
@@ -260,6 +258,19 @@ export function grpcFailure(err: unknown): {
     code: e.code,
     reason: d?.errorInfo?.reason,
     fields: d?.badRequest?.fieldViolations.map((v) => v.field) ?? [],
+  };
+}
+
+/** grpcFailure, with the ErrorInfo metadata and the status message. */
+export function grpcFailureDetail(err: unknown): ReturnType<typeof grpcFailure> & {
+  metadata: Record<string, string>;
+  message: string;
+} {
+  const e = err as GrpcCallError;
+  const bin = e.metadata?.get(grpcStatusDetailsKey)[0];
+  const d = bin instanceof Buffer ? decodeGrpcStatusDetails(bin) : undefined;
+  return {
+    ...grpcFailure(err),
     metadata: { ...d?.errorInfo?.metadata },
     message: e.details ?? e.message,
   };
