@@ -16,6 +16,7 @@ import { flowError, flowTokenSet, type LoginFlowOptions } from "./flow-common.ts
 import { flowProvider } from "./flow-settings.ts";
 import { type FlowRecord, fieldNumber, fieldText } from "./flow-state-store.ts";
 import { errorText } from "./logger.ts";
+import type { StoreTokensInput } from "./session-writes.ts";
 import { keyId, sessionKey } from "./token.ts";
 import { UpstreamError } from "./upstream.ts";
 
@@ -74,6 +75,26 @@ export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
       .catch(() => {});
   };
 
+  /**
+   * The device code is spent once the provider answered with tokens: their refresh token is the
+   * session's only one, so a store failure is retried (capped backoff) until it is written or
+   * the service stops (undefined).
+   */
+  const storeUntilStored = async (input: StoreTokensInput): Promise<number | undefined> => {
+    for (let waitMs = 1_000; ; waitMs = Math.min(waitMs * 2, maxTransientWaitMs)) {
+      try {
+        return await opts.storeTokens(input);
+      } catch (err) {
+        log.warn(
+          { provider: input.provider, retryInMs: waitMs, err: errorText(err) },
+          "storing a device login failed",
+        );
+        await clock.sleep(waitMs, opts.signal).catch(() => {});
+        if (opts.signal.aborted) return undefined;
+      }
+    }
+  };
+
   const poll = async (record: FlowRecord) => {
     const provider = fieldText(record, "provider");
     const sessionId = fieldText(record, "sessionId");
@@ -81,7 +102,8 @@ export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
     let waitMs = fieldNumber(record, "intervalMs") ?? defaultIntervalMs;
     let transientWaitMs = waitMs;
     for (;;) {
-      await clock.sleep(waitMs, opts.signal);
+      await clock.sleep(waitMs, opts.signal).catch(() => {});
+      if (opts.signal.aborted) return;
       const current = await states.get(record.id).catch(() => record);
       if (current === undefined || fieldText(current, "attempt") !== attempt) return;
       if (clock.now() >= record.expiresAt) return fail(record, "expired_token");
@@ -93,7 +115,8 @@ export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
         });
         const p = flowProvider(opts.providers, provider);
         const tokens = flowTokenSet(res, startedAt, opts.lifetimeOf(provider), p.clientId);
-        const generation = await opts.storeTokens({ sessionId, provider, tokens });
+        const generation = await storeUntilStored({ sessionId, provider, tokens });
+        if (generation === undefined) return;
         await states.remove(record.id).catch(() => {});
         log.info({ provider, generation }, "device authorization completed");
         return;
@@ -116,6 +139,7 @@ export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
           "device poll failed",
         );
         await clock.sleep(transientWaitMs - waitMs, opts.signal).catch(() => {});
+        if (opts.signal.aborted) return;
       }
     }
   };

@@ -41,7 +41,12 @@ const oauthError = (code: string) =>
   new UpstreamError(`provider said ${code}`, { permanent: false, oauthError: code, status: 400 });
 
 /** A device flow whose polls answer `answers` in turn, recording when each came. */
-function deviceHarness(answers: Array<string | "tokens">, intervalSec: number | undefined) {
+function deviceHarness(
+  answers: Array<string | "tokens">,
+  intervalSec: number | undefined,
+  storeFailures = 0,
+) {
+  let failuresLeft = storeFailures;
   const clock = createFakeClock();
   const t0 = clock.now();
   const polls: number[] = [];
@@ -71,6 +76,7 @@ function deviceHarness(answers: Array<string | "tokens">, intervalSec: number | 
     providers: new Map([["idp", settings()]]),
     lifetimeOf: () => lifetime,
     storeTokens: async (input) => {
+      if (failuresLeft-- > 0) throw new TokenVendError("STORE_UNAVAILABLE", "store down");
       stored.push(input);
       return 1;
     },
@@ -125,6 +131,15 @@ test("device polling stops at the code's expiry (expired_token); a new start rep
     .awaitLogin("s", "idp", new AbortController().signal)
     .catch((e: unknown) => e);
   t.deepEqual((err as TokenVendError).metadata, { oauth_error: "expired_token" });
+});
+
+test("device polling: tokens the store could not take are stored again, not polled for again", async (t) => {
+  const h = deviceHarness(["tokens"], 1, 2);
+  await h.device.start({ sessionId: "s", provider: "idp", scopes: [] });
+  await h.clock.advance(10_000);
+  t.deepEqual(h.polls, [1_000], "the device code is spent: one poll");
+  t.is(h.stored.length, 1);
+  await h.device.awaitLogin("s", "idp", new AbortController().signal);
 });
 
 test("webhook delivery: retried on the backoff policy until a 2xx; one event per failure", async (t) => {

@@ -16,7 +16,7 @@ import { abandonWait } from "./abandon-wait.ts";
 import type { Catalog } from "./catalog.ts";
 import type { Clock, Random } from "./clock.ts";
 import { renewedTokens } from "./cluster-refresh.ts";
-import { isTokenVendError, TokenVendError } from "./errors.ts";
+import { isTokenVendError, shuttingDownError, TokenVendError } from "./errors.ts";
 import { flowError } from "./flow-common.ts";
 import { type FlowProviders, flowProvider } from "./flow-settings.ts";
 import { accessTokenType, type FlowUpstream } from "./flow-upstream.ts";
@@ -228,7 +228,11 @@ export function createTokenExchanges(opts: TokenExchangesOptions): TokenExchange
       const bad =
         (s.expectedSubject && s.expectedSubject !== record.tokens.subject) ||
         (s.expectedClientId && s.expectedClientId !== record.tokens.clientId);
-      if (bad) await subjectToken(t, signal ?? opts.signal);
+      if (bad) {
+        // INVALID_BINDING unless the subject was logged in again as the one expected: then anew.
+        await subjectToken(t, signal ?? opts.signal);
+        record = undefined;
+      }
     }
     if (record !== undefined) {
       const lifetime = catalog.provider(entry.provider).lifetime;
@@ -266,6 +270,7 @@ export function createTokenExchanges(opts: TokenExchangesOptions): TokenExchange
     },
     close() {
       scheduler.stop();
+      hub.endAll(shuttingDownError());
       for (const ac of sourceWatches.values()) ac.abort();
       sourceWatches.clear();
     },
