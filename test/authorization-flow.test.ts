@@ -225,3 +225,23 @@ test("the refreshed session keeps the login's binding (subject and client)", asy
   );
   t.is(wrong.reason, "INVALID_BINDING");
 });
+
+test("the flows are served on the Connect listener too (JSON over HTTP/1.1)", async (t) => {
+  const post = (method: string, body: unknown) =>
+    fetch(`${stack.httpUrl}/tokenvend.v1.TokenService/${method}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  const started = await post("StartAuthorization", {
+    sessionId: "bff-connect",
+    provider: "idp",
+    redirectUri,
+  });
+  t.is(started.status, 200);
+  const body = (await started.json()) as { authorizationUrl: string; state: string };
+  t.true(body.authorizationUrl.startsWith(stack.idp.issuer));
+  const bad = await post("CompleteAuthorization", { state: "nope", code: "x" });
+  const err = (await bad.json()) as { code: string };
+  t.is(err.code, "failed_precondition");
+});
