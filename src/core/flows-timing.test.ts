@@ -15,7 +15,7 @@ import { isTokenVendError, TokenVendError } from "./errors.ts";
 import type { ProviderFlowSettings } from "./flow-settings.ts";
 import type { FlowTokens, FlowUpstream } from "./flow-upstream.ts";
 import { noopLogger } from "./logger.ts";
-import { createRenewalFailures } from "./renewal-failures.ts";
+import { createRenewalFailures, type WebhookDeliver } from "./renewal-failures.ts";
 import type { StoreTokensInput } from "./session-writes.ts";
 import { sessionKey } from "./token.ts";
 import { startUnusedRefresh } from "./unused-refresh.ts";
@@ -142,29 +142,44 @@ test("device polling: tokens the store could not take are stored again, not poll
   await h.device.awaitLogin("s", "idp", new AbortController().signal);
 });
 
+/** Renewal failures posting through `deliver`, on `clock`, jitter drawn as 0. */
+function failuresWith(
+  clock: ReturnType<typeof createFakeClock>,
+  deliver: WebhookDeliver,
+  backoff: { initialMs: number; maxMs: number; jitter: number },
+  maxAttempts: number,
+) {
+  return createRenewalFailures({
+    providers: new Map([
+      ["idp", settings({ webhook: { url: "https://app.example/hook", secret: "whsec_x" } })],
+    ]),
+    deliver,
+    clock,
+    random: () => 0,
+    logger: noopLogger,
+    signal: new AbortController().signal,
+    backoff: { ...backoff, multiplier: 2, maxRetryAfterMs: 0 },
+    maxAttempts,
+    timeoutMs: 1_000,
+    failures: noopMeter.createCounter("f"),
+    deliveries: noopMeter.createCounter("d"),
+  });
+}
+
 test("webhook delivery: retried on the backoff policy until a 2xx; one event per failure", async (t) => {
   const clock = createFakeClock();
   const t0 = clock.now();
   const attempts: Array<{ at: number; id: string }> = [];
   const statuses = [500, 503, 204];
-  const failures = createRenewalFailures({
-    providers: new Map([
-      ["idp", settings({ webhook: { url: "https://app.example/hook", secret: "whsec_x" } })],
-    ]),
-    deliver: async (_hook, msg) => {
+  const failures = failuresWith(
+    clock,
+    async (_hook, msg) => {
       attempts.push({ at: clock.now() - t0, id: msg.id });
       return statuses.shift() ?? 204;
     },
-    clock,
-    random: () => 0,
-    logger: noopLogger,
-    signal: new AbortController().signal,
-    backoff: { initialMs: 1_000, multiplier: 2, maxMs: 60_000, jitter: 0.2, maxRetryAfterMs: 0 },
-    maxAttempts: 5,
-    timeoutMs: 1_000,
-    failures: noopMeter.createCounter("f"),
-    deliveries: noopMeter.createCounter("d"),
-  });
+    { initialMs: 1_000, maxMs: 60_000, jitter: 0.2 },
+    5,
+  );
   const err = new TokenVendError("REFRESH_FAILED", "rejected", {
     cause: oauthError("invalid_grant"),
   });
@@ -182,24 +197,15 @@ test("webhook delivery: retried on the backoff policy until a 2xx; one event per
 test("webhook delivery gives up after maxAttempts", async (t) => {
   const clock = createFakeClock();
   let n = 0;
-  const failures = createRenewalFailures({
-    providers: new Map([
-      ["idp", settings({ webhook: { url: "https://app.example/hook", secret: "whsec_x" } })],
-    ]),
-    deliver: async () => {
+  const failures = failuresWith(
+    clock,
+    async () => {
       n++;
       throw new Error("connection refused");
     },
-    clock,
-    random: () => 0,
-    logger: noopLogger,
-    signal: new AbortController().signal,
-    backoff: { initialMs: 100, multiplier: 2, maxMs: 1_000, jitter: 0, maxRetryAfterMs: 0 },
-    maxAttempts: 3,
-    timeoutMs: 1_000,
-    failures: noopMeter.createCounter("f"),
-    deliveries: noopMeter.createCounter("d"),
-  });
+    { initialMs: 100, maxMs: 1_000, jitter: 0 },
+    3,
+  );
   failures.report(
     { sessionId: "s", provider: "idp", generation: 1 },
     new TokenVendError("NO_REFRESH_TOKEN", "none"),

@@ -17,7 +17,7 @@ import {
 import { UpstreamError } from "../core/upstream.ts";
 import { exchange, type ProviderState } from "./provider-state.ts";
 import { normalize, stateOf } from "./upstream-client.ts";
-import { clean } from "./upstream-errors.ts";
+import { type CallContext, clean } from "./upstream-errors.ts";
 
 export function createFlowClient(states: ReadonlyMap<string, ProviderState>): FlowUpstream {
   /** The ID token's signature, against the provider's JWKS, when the response carried one. */
@@ -50,6 +50,38 @@ export function createFlowClient(states: ReadonlyMap<string, ProviderState>): Fl
   const withSubject = (res: oauth.TokenEndpointResponse): FlowTokens => {
     const sub = res.id_token !== undefined ? oauth.getValidatedIdTokenClaims(res)?.sub : undefined;
     return { ...normalize(res), ...(sub !== undefined ? { subject: sub } : {}) };
+  };
+
+  /**
+   * A token request authenticated as the client, processed, and, when the response carries an
+   * ID token, its signature checked; resolves with the tokens and the ID token's subject.
+   */
+  const tokensWithIdToken = async (
+    st: ProviderState,
+    as: oauth.AuthorizationServer,
+    what: string,
+    secrets: readonly string[],
+    signal: AbortSignal,
+    send: (auth: oauth.ClientAuth, call: CallContext) => Promise<Response>,
+    process: (response: Response) => Promise<oauth.TokenEndpointResponse>,
+  ): Promise<FlowTokens> => {
+    const res = await st.authenticated(async (auth) => {
+      const call = st.call(what, secrets, signal);
+      let response: Response | undefined;
+      const tokens = await exchange(
+        call,
+        () => send(auth, call),
+        (r) => {
+          response = r;
+          return process(r);
+        },
+      );
+      if (tokens.id_token !== undefined && response !== undefined) {
+        await checkSignature(st, as, response, what, signal);
+      }
+      return tokens;
+    });
+    return withSubject(res);
   };
 
   return {
@@ -96,35 +128,28 @@ export function createFlowClient(states: ReadonlyMap<string, ProviderState>): Fl
       } catch (err) {
         throw authResponseError(err, provider, [req.state]);
       }
-      const res = await st.authenticated(async (auth) => {
-        const call = st.call(what, [params.get("code") ?? "", req.codeVerifier], req.signal);
-        let response: Response | undefined;
-        const tokens = await exchange(
-          call,
-          () =>
-            oauth.authorizationCodeGrantRequest(
-              as,
-              st.client,
-              auth,
-              params,
-              req.redirectUri,
-              req.codeVerifier,
-              { signal: call.signal, ...st.transport(tokenUrl) },
-            ),
-          (r) => {
-            response = r;
-            return oauth.processAuthorizationCodeResponse(as, st.client, r, {
-              expectedNonce: req.nonce ?? oauth.expectNoNonce,
-              requireIdToken: req.nonce !== undefined,
-            });
-          },
-        );
-        if (tokens.id_token !== undefined && response !== undefined) {
-          await checkSignature(st, as, response, what, req.signal);
-        }
-        return tokens;
-      });
-      return withSubject(res);
+      return tokensWithIdToken(
+        st,
+        as,
+        what,
+        [params.get("code") ?? "", req.codeVerifier],
+        req.signal,
+        (auth, call) =>
+          oauth.authorizationCodeGrantRequest(
+            as,
+            st.client,
+            auth,
+            params,
+            req.redirectUri,
+            req.codeVerifier,
+            { signal: call.signal, ...st.transport(tokenUrl) },
+          ),
+        (r) =>
+          oauth.processAuthorizationCodeResponse(as, st.client, r, {
+            expectedNonce: req.nonce ?? oauth.expectNoNonce,
+            requireIdToken: req.nonce !== undefined,
+          }),
+      );
     },
 
     async startDevice(provider, req): Promise<DeviceAuthorization> {
@@ -162,27 +187,19 @@ export function createFlowClient(states: ReadonlyMap<string, ProviderState>): Fl
       const what = `device code grant at provider "${provider}"`;
       const as = await st.metadata(req.signal);
       const url = st.endpoint(as, "token_endpoint", what);
-      const res = await st.authenticated(async (auth) => {
-        const call = st.call(what, [req.deviceCode], req.signal);
-        let response: Response | undefined;
-        const tokens = await exchange(
-          call,
-          () =>
-            oauth.deviceCodeGrantRequest(as, st.client, auth, req.deviceCode, {
-              signal: call.signal,
-              ...st.transport(url),
-            }),
-          (r) => {
-            response = r;
-            return oauth.processDeviceCodeResponse(as, st.client, r);
-          },
-        );
-        if (tokens.id_token !== undefined && response !== undefined) {
-          await checkSignature(st, as, response, what, req.signal);
-        }
-        return tokens;
-      });
-      return withSubject(res);
+      return tokensWithIdToken(
+        st,
+        as,
+        what,
+        [req.deviceCode],
+        req.signal,
+        (auth, call) =>
+          oauth.deviceCodeGrantRequest(as, st.client, auth, req.deviceCode, {
+            signal: call.signal,
+            ...st.transport(url),
+          }),
+        (r) => oauth.processDeviceCodeResponse(as, st.client, r),
+      );
     },
 
     async exchange(provider, req): Promise<ExchangedToken> {
