@@ -28,6 +28,7 @@ import type {
   SweepResult,
   TokenStore,
 } from "../core/token-store.ts";
+import { pageOfIds } from "./active-page.ts";
 import { createClaimTable } from "./claim-table.ts";
 import { acquireLock } from "./directory-lock.ts";
 import { io } from "./file-io.ts";
@@ -231,6 +232,12 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
         if (d !== undefined) out.set(id, d.generation);
       }
       return out;
+    },
+
+    async listActive({ after, limit }, callOpts) {
+      reading("listActive", callOpts);
+      const page = pageOfIds(keys.keys(), after, limit);
+      return { records: page.ids.map((id) => decode(top(id) as TokenDocument)), next: page.next };
     },
 
     pruneBelow(key, generation, callOpts) {

@@ -30,6 +30,7 @@ import { storeClient } from "./mongo-client.ts";
 import { createMongoRun, withSignal } from "./mongo-command.ts";
 import { isDuplicateKey } from "./mongo-errors.ts";
 import { createEnsureIndexes } from "./mongo-indexes.ts";
+import { createListActive } from "./mongo-list.ts";
 import { reencryptTokens } from "./mongo-reencrypt.ts";
 import { createGenerationSweep } from "./mongo-sweep.ts";
 import type { Keyring } from "./sealing.ts";
@@ -225,6 +226,8 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
       }
       return out;
     },
+
+    listActive: createListActive({ tokens, run, decode: (d) => decode(d, keyring) }),
 
     async pruneBelow(key, generation, callOpts) {
       const res = await run("pruneBelow", callOpts, (signal) =>
