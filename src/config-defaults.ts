@@ -25,6 +25,12 @@ export const configDefaults = {
   grantKeepFreshMs: 600_000,
   sweepIntervalMs: 60_000,
   mongoDbName: "tokenvend",
+  /** A replica records itself in a shared store this often; missing 3 beats, it is gone. */
+  replicaHeartbeatMs: 10_000,
+  /** tokenvend export: keys per page read from the store and per sealed chunk of the file. */
+  exportPageSize: 200,
+  /** tokenvend import: inserts in flight at once. */
+  importConcurrency: 8,
   /** Per provider (providers.NAME.lifetime). */
   lifetime: {
     freshness: 0.75,

@@ -4,6 +4,7 @@
 // validators: config-values.ts.
 
 import { parse as parseYaml } from "yaml";
+import { type BootstrapToken, parseBootstrap } from "./config-bootstrap.ts";
 import { configDefaults, type LogLevel } from "./config-defaults.ts";
 import { nameRe, type ProviderConfig, parseProvider } from "./config-provider.ts";
 import {
@@ -18,6 +19,7 @@ import {
   strList,
 } from "./config-values.ts";
 
+export type { BootstrapToken } from "./config-bootstrap.ts";
 export { configDefaults, type LogLevel } from "./config-defaults.ts";
 export type { AuthMethod, ProviderConfig } from "./config-provider.ts";
 export { ConfigError, parseDuration } from "./config-values.ts";
@@ -68,6 +70,10 @@ export interface Config {
   readonly maxMessageBytes: number;
   readonly providers: ReadonlyMap<string, ProviderConfig>;
   readonly grants: ReadonlyMap<string, GrantConfig>;
+  /** Tokens stored at start where their key has none (config-bootstrap.ts). Holds secrets. */
+  readonly bootstrap: readonly BootstrapToken[];
+  /** Shared store: how often a replica records itself and its keys (for reencrypt's check). */
+  readonly replicaHeartbeatMs: number;
 }
 
 const logLevels: readonly LogLevel[] = [
@@ -131,6 +137,8 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "providers",
     "grants",
     "metrics",
+    "bootstrap",
+    "replicaHeartbeat",
   ]);
   const env = opts.env;
   const grpc = obj(root.grpc ?? {}, "grpc");
@@ -236,5 +244,17 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     ),
     providers,
     grants,
+    bootstrap: parseBootstrap({
+      env,
+      readFile: opts.readFile,
+      section: root.bootstrap,
+      providers: new Set(providers.keys()),
+      grants: new Set(grants.keys()),
+    }),
+    replicaHeartbeatMs: duration(
+      root.replicaHeartbeat,
+      "replicaHeartbeat",
+      configDefaults.replicaHeartbeatMs,
+    ),
   };
 }

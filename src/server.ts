@@ -1,7 +1,9 @@
 // Assembles one replica: the vendor over a store and the upstream client, the
 // service mounted on the gRPC and the HTTP listeners, and a bounded drain.
 
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import type { MeterProvider, TracerProvider } from "@opentelemetry/api";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
 import type { Config } from "./config.ts";
@@ -14,12 +16,16 @@ import type { TokenStore } from "./core/token-store.ts";
 import { createTokenVendor, type TokenVendor } from "./core/token-vendor.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
 import { createUpstreamClient } from "./idp/upstream-client.ts";
+import { startReplicaHeartbeat } from "./ops/replica-heartbeat.ts";
+import { seedStore } from "./ops/seed.ts";
 import { toConnectError } from "./rpc/error-mapping.ts";
 import { createRpcTelemetry } from "./rpc/rpc-interceptor.ts";
 import { createTokenService } from "./rpc/token-service.ts";
+import { replicaRegistryOf } from "./store/mongo-replicas.ts";
 import { openStore } from "./store/open-store.ts";
 import {
   createRpcMetrics,
+  createServiceLimitMetrics,
   instrumentationScope,
   noopMeter,
   teeMeter,
@@ -77,6 +83,13 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       keys: { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles },
       logger: log,
     }));
+  const clock = opts.clock ?? systemClock;
+  if (config.bootstrap.length > 0) {
+    const seeded = await seedStore(store, config.bootstrap, { nowMs: clock.now() });
+    log.info(seeded, "bootstrap tokens: stored where their key had none");
+  }
+  // Names this replica in refresh claims and in the shared store's replica records.
+  const replicaId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const upstream =
     opts.upstream ??
     createUpstreamClient({
@@ -121,6 +134,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     idleEvictMs: config.idleEvictMs,
     minRefreshIntervalMs: config.minRefreshIntervalMs,
     grantKeepFreshMs: config.grantKeepFreshMs,
+    replicaId,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
     ...(tracer !== undefined ? { tracer } : {}),
     ...(meter !== undefined ? { meter } : {}),
@@ -165,9 +179,22 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       ? await metricsListener.listen(config.prometheusListen)
       : undefined;
   grpc.setServing(true);
+  if (meter !== undefined) createServiceLimitMetrics(meter, { maxStreams: config.maxStreams });
+  const registry = replicaRegistryOf(store);
+  const heartbeat =
+    registry !== undefined
+      ? startReplicaHeartbeat({
+          registry,
+          replicaId,
+          clock,
+          intervalMs: config.replicaHeartbeatMs,
+          logger: log,
+          signal: lifecycle.signal,
+        })
+      : undefined;
   const sweeper = startStoreSweeper({
     store,
-    clock: opts.clock ?? systemClock,
+    clock,
     intervalMs: config.sweepIntervalMs,
     logger: log,
     meter: meter ?? noopMeter,
@@ -195,6 +222,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
         log.info({ graceMs: config.shutdownGraceMs }, "draining");
         sweeper.stop();
         grpc.setServing(false);
+        await heartbeat?.stop(config.shutdownGraceMs);
         await vendor.close();
         await Promise.all([
           grpc.shutdown(config.shutdownGraceMs),

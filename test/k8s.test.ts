@@ -574,7 +574,7 @@ test("the image has what `npm start` loads, and that needs only production depen
     seen.add(file);
     t.true(shipped.includes(file), `${file} is in the image`);
     const text = read(file);
-    for (const m of text.matchAll(/(?:\bfrom|\bimport\(?)\s*"([^"]+)"/g)) {
+    for (const m of text.matchAll(/(?:\bfrom|\bimport\(|^import)\s*"([^"]+)"/gm)) {
       const spec = m[1] as string;
       if (spec.startsWith(".")) {
         const target = normalize(join(dirname(file), spec));
