@@ -122,7 +122,7 @@ interface NetworkPolicy extends Manifest {
 
 const kustomization = parseYaml(read("k8s/kustomization.yaml")) as {
   resources: string[];
-  images?: { name: string; newName?: string; newTag?: string }[];
+  images?: { name: string; newName?: string; newTag?: string; digest?: string }[];
 };
 const manifests: Manifest[] = kustomization.resources.map((file) => ({
   ...(parseYaml(read(`k8s/${file}`)) as Omit<Manifest, "file">),
