@@ -196,7 +196,7 @@ test.serial(
     );
     const onNew = await replica(t, { ...base, TOKENVEND_ENCRYPTION_KEYS: `${newKey},${oldKey}` });
     // Past 3 heartbeats after the killed replica's last one, it is no longer live.
-    const lastBeat = (left[0]?.seenAt as Date).getTime();
+    const lastBeat = (left[0]?.seenAt as Date | undefined)?.getTime() ?? Date.now();
     await sleep(Math.max(0, lastBeat + 3 * HEARTBEAT_MS + 500 - Date.now()));
     const dry = await run(["--dry-run", "--json"]);
     t.is(dry.code, 0, dry.stderr);
