@@ -222,12 +222,14 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
         log.info({ graceMs: config.shutdownGraceMs }, "draining");
         sweeper.stop();
         grpc.setServing(false);
-        await heartbeat?.stop(config.shutdownGraceMs);
+        // Removing this replica's record runs beside the drain, bounded by it.
+        const withdrawn = heartbeat?.stop(config.shutdownGraceMs);
         await vendor.close();
         await Promise.all([
           grpc.shutdown(config.shutdownGraceMs),
           http.close(config.shutdownGraceMs),
         ]);
+        await withdrawn;
         lifecycle.abort(shuttingDownError());
         await store.close();
         // Last: a scrape during the drain still sees the drain's metrics.

@@ -67,6 +67,13 @@ test("no command, an unknown command or an unknown flag: exit 2, saying what is 
   t.is(flag.code, 2);
   t.regex(flag.stderr, /tokenvend export: Unknown option '--outt'/);
   t.regex(flag.stderr, /tokenvend export --help/);
+  await Promise.all(
+    commands.map(async (c) => {
+      const bad = await tokenvend([c, "--no-such-flag"]);
+      t.is(bad.code, 2, c);
+      t.regex(bad.stderr, new RegExp(`^tokenvend ${c}: Unknown option '--no-such-flag'`), c);
+    }),
+  );
 });
 
 test("npx tokenvend runs the package's bin from the checkout", async (t) => {
