@@ -85,7 +85,12 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     }));
   const clock = opts.clock ?? systemClock;
   if (config.bootstrap.length > 0) {
-    const seeded = await seedStore(store, config.bootstrap, { nowMs: clock.now() });
+    const seeded = await seedStore(store, config.bootstrap, { nowMs: clock.now() }).catch(
+      async (err: unknown) => {
+        if (opts.store === undefined) await store.close();
+        throw new Error("could not store the bootstrap tokens", { cause: err });
+      },
+    );
     log.info(seeded, "bootstrap tokens: stored where their key had none");
   }
   // Names this replica in refresh claims and in the shared store's replica records.

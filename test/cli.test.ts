@@ -398,3 +398,25 @@ test("serve --config runs a replica that health reaches; SIGTERM drains it and e
   t.is(bad.code, 2);
   t.regex(bad.stderr, /tokenvend serve: invalid configuration: TOKENVEND_CONFIG: cannot read/);
 });
+
+test("serve exits 1 when the tokens to preload cannot be stored (the database is unreachable)", async (t) => {
+  const config = fresh("unreachable.yaml");
+  await writeFile(
+    config,
+    providerYaml("grpc: { listen: 127.0.0.1:0 }\nhttp: { listen: 127.0.0.1:0 }"),
+  );
+  const res = await tokenvend(["serve", "--config", config], {
+    env: {
+      CORP_SECRET: "x",
+      MONGODB_URI: "mongodb://127.0.0.1:1",
+      TOKENVEND_ENCRYPTION_KEYS: `a:${generateKey()}`,
+      TOKENVEND_BOOTSTRAP: "grants: [{ grant: billing, accessToken: boot-secret, expiresIn: 1h }]",
+    },
+  });
+  t.is(res.code, 1);
+  t.regex(
+    res.stderr,
+    /tokenvend serve: failed to start: could not store the bootstrap tokens: .*unreachable/,
+  );
+  t.false(res.stderr.includes("boot-secret"));
+});

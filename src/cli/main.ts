@@ -96,5 +96,8 @@ if (import.meta.main) {
     stdin: process.stdin,
     cwd: process.cwd(),
   });
+  // A replica that could not start may hold listeners or connections open: it exits at once.
+  // The other commands let stdout drain first (an export may be writing to a pipe).
+  if (code !== "running" && ["serve", "dev"].includes(process.argv[2] ?? "")) process.exit(code);
   if (code !== "running") process.exitCode = code;
 }

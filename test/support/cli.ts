@@ -28,12 +28,12 @@ export function cleanEnv(env: Record<string, string> = {}): Record<string, strin
 
 export function tokenvend(
   args: readonly string[],
-  opts: { env?: Record<string, string>; cwd?: string; input?: string; timeoutMs?: number } = {},
+  opts: { env?: Record<string, string>; input?: string; timeoutMs?: number } = {},
 ): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["src/cli/main.ts", ...args], {
       cwd: repo,
-      env: cleanEnv({ ...opts.env, ...(opts.cwd !== undefined ? {} : {}) }),
+      env: cleanEnv(opts.env),
       stdio: ["pipe", "pipe", "pipe"],
     });
     let stdout = "";
