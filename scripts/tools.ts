@@ -1,10 +1,14 @@
 // The external tools the tests drive, each built once per state of its inputs (lib/stamp.ts):
 //
 //   .cache/go/bin/grpcurl, ghz,          `go install tool` of tools/devtools/go.mod, with each
-//     protoc-gen-go, protoc-gen-go-grpc  tool's module version stamped in (`grpcurl -version`)
+//     promtool, protoc-gen-go,           tool's module version stamped in (`grpcurl -version`)
+//     protoc-gen-go-grpc
 //   .cache/go/bin/tokenvend-goclient     tools/goclient on the Go stubs buf generates from proto/
 //                                        into tools/goclient/gen (git-ignored)
 //   .cache/go/bin/ferretdb               tools/ferretdb (scripts/ferretdb.ts)
+//   .cache/go/bin/tokenvend-k8scheck     tools/k8scheck: k8s/ decoded strictly into k8s.io/api types
+//   tools/javaclient/target/*.jar        tools/javaclient (Maven) on grpc-java stubs from proto/;
+//                                        its Maven repository is .cache/m2 (offline once filled)
 //   .cache/py                            a venv with tools/python/requirements.txt
 //
 // Go's module and build caches are Go's own (GOMODCACHE, GOCACHE), shared by every checkout.
@@ -27,7 +31,7 @@ const GOCLIENT_BIN = path.join(GO_BIN_DIR, "tokenvend-goclient");
 
 const BUF = path.join(REPO_ROOT, "node_modules", ".bin", "buf");
 
-const TOOL_NAMES = ["grpcurl", "ghz", "protoc-gen-go", "protoc-gen-go-grpc"] as const;
+const TOOL_NAMES = ["grpcurl", "ghz", "promtool", "protoc-gen-go", "protoc-gen-go-grpc"] as const;
 export type GoToolName = (typeof TOOL_NAMES)[number];
 interface GoTool {
   pkg: string;
@@ -124,6 +128,40 @@ export async function ensureGoClient(): Promise<string> {
   });
 }
 
+/** The manifest checker (`tokenvend-k8scheck DIR…`): test/k8s-types.test.ts. */
+export function ensureK8sCheck(): Promise<string> {
+  return ensureGoProgram("k8scheck", path.join(GO_BIN_DIR, "tokenvend-k8scheck"));
+}
+
+/** The Java client's self-contained jar (`java -jar JAR calls ADDRESS`): test/java-client.test.ts. */
+export const JAVA_CLIENT_JAR = path.join(
+  REPO_ROOT,
+  "tools/javaclient/target/tokenvend-javaclient.jar",
+);
+
+/**
+ * Builds tools/javaclient with Maven when its inputs change: offline from .cache/m2 when that
+ * holds everything (every build after the first), else online (Maven Central) to fill it.
+ */
+export async function ensureJavaClient(): Promise<string> {
+  const m2 = path.join(CACHE_DIR, "m2");
+  const mvn = (offline: boolean) =>
+    run("mvn", ["-B", "-q", `-Dmaven.repo.local=${m2}`, ...(offline ? ["-o"] : []), "package"], {
+      cwd: path.join(REPO_ROOT, "tools/javaclient"),
+    });
+  await buildOnce({
+    name: "javaclient",
+    inputs: ["tools/javaclient/pom.xml", "tools/javaclient/src/**/*.java", "proto/**/*.proto"],
+    outputs: [JAVA_CLIENT_JAR],
+    build: async () => {
+      await mvn(true).catch(() => mvn(false));
+      // buildOnce keeps executables: the jar runs as `java -jar`, and on binfmt hosts directly.
+      await fs.chmod(JAVA_CLIENT_JAR, 0o755);
+    },
+  });
+  return JAVA_CLIENT_JAR;
+}
+
 /** Creates .cache/py from tools/python/requirements.txt, unless it is current. */
 export async function ensurePythonVenv(): Promise<string> {
   const requirements = "tools/python/requirements.txt";
@@ -141,9 +179,13 @@ export async function ensurePythonVenv(): Promise<string> {
   return PY_VENV_PYTHON;
 }
 
-/** Everything but FerretDB (scripts/ferretdb.ts); the venv is made beside the Go builds. */
+/** Everything but FerretDB (scripts/ferretdb.ts); the venv and the Java client beside the Go builds. */
 export async function ensureAllTools(): Promise<void> {
-  await Promise.all([ensureGoClient(), ensurePythonVenv()]);
+  await Promise.all([
+    ensureGoClient().then(ensureK8sCheck),
+    ensurePythonVenv(),
+    ensureJavaClient(),
+  ]);
 }
 
 /** TOKENVEND_TOOLS_BIN (test/support/tools.ts), TOKENVEND_PYTHON, PATH with the Go tools first. */

@@ -44,6 +44,12 @@ export const configDefaults = {
     jitter: 0.2,
     maxRetryAfterMs: 600_000,
   } satisfies BackoffPolicy as BackoffPolicy,
+  /** A replica records itself in a shared store this often; missing 3 beats, it is gone. */
+  replicaHeartbeatMs: 10_000,
+  /** tokenvend export: keys per page read from the store and per sealed chunk of the file. */
+  exportPageSize: 200,
+  /** tokenvend import: inserts in flight at once. */
+  importConcurrency: 8,
   /** Per provider (providers.NAME.lifetime). */
   lifetime: {
     freshness: 0.75,

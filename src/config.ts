@@ -4,6 +4,7 @@
 // validators: config-values.ts.
 
 import { parse as parseYaml } from "yaml";
+import { type BootstrapToken, parseBootstrap } from "./config-bootstrap.ts";
 import { configDefaults, type LogLevel } from "./config-defaults.ts";
 import { type FlowTuningConfig, flowRootKeys, parseFlowTuning } from "./config-flows.ts";
 import { nameRe, type ProviderConfig, parseProvider } from "./config-provider.ts";
@@ -19,6 +20,7 @@ import {
   strList,
 } from "./config-values.ts";
 
+export type { BootstrapToken } from "./config-bootstrap.ts";
 export { configDefaults, type LogLevel } from "./config-defaults.ts";
 export type { AuthMethod, ProviderConfig } from "./config-provider.ts";
 export { ConfigError, parseDuration } from "./config-values.ts";
@@ -71,6 +73,10 @@ export interface Config {
   readonly grants: ReadonlyMap<string, GrantConfig>;
   /** The flows' tunables (authorization state lifetime, unused-refresh pace, webhooks). */
   readonly flows: FlowTuningConfig;
+  /** Tokens stored at start where their key has none (config-bootstrap.ts). Holds secrets. */
+  readonly bootstrap: readonly BootstrapToken[];
+  /** Shared store: how often a replica records itself and its keys (for reencrypt's check). */
+  readonly replicaHeartbeatMs: number;
 }
 
 const logLevels: readonly LogLevel[] = [
@@ -135,6 +141,8 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "grants",
     "metrics",
     ...flowRootKeys,
+    "bootstrap",
+    "replicaHeartbeat",
   ]);
   const env = opts.env;
   const grpc = obj(root.grpc ?? {}, "grpc");
@@ -241,5 +249,17 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     providers,
     grants,
     flows: parseFlowTuning(root),
+    bootstrap: parseBootstrap({
+      env,
+      readFile: opts.readFile,
+      section: root.bootstrap,
+      providers: new Set(providers.keys()),
+      grants: new Set(grants.keys()),
+    }),
+    replicaHeartbeatMs: duration(
+      root.replicaHeartbeat,
+      "replicaHeartbeat",
+      configDefaults.replicaHeartbeatMs,
+    ),
   };
 }

@@ -1,6 +1,8 @@
-// The only place that reads the environment, builds clients and wires
-// everything. `--dev` runs the embedded defaults: memory store, an in-process
-// identity provider, a demo grant and a demo session, authentication off.
+// Runs a replica: the only place that reads the environment, builds clients and
+// wires everything. `tokenvend serve` and `tokenvend dev` (src/cli/) run it, and so
+// does `node src/main.ts [--dev]`. Dev mode runs the embedded defaults: memory
+// store, an in-process identity provider, a demo grant and a demo session,
+// authentication off.
 
 import { readFileSync } from "node:fs";
 import { metrics, trace } from "@opentelemetry/api";
@@ -12,13 +14,22 @@ import { SealingError } from "./store/sealing.ts";
 import { otelConfigured, preloadedSdk } from "./telemetry/bootstrap.ts";
 import { formatHostPort, parseHostPort } from "./transport/index.ts";
 
-const dev = process.argv.includes("--dev");
+export interface RunServiceOptions {
+  readonly dev: boolean;
+  /** The environment (process.env, with the CLI's --config as TOKENVEND_CONFIG). */
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
 
-async function main(): Promise<void> {
+/**
+ * Starts a replica and installs the SIGTERM/SIGINT drain, which exits the process. Resolves once
+ * it serves; rejects when it cannot start (startFailure says how to exit).
+ */
+export async function runService(opts: RunServiceOptions): Promise<void> {
+  const { dev } = opts;
   let config: Config;
   let stopDev: (() => Promise<void>) | undefined;
   let devSession: ((vendor: TokenVendor) => Promise<void>) | undefined;
-  const env = { ...process.env };
+  const env = { ...opts.env };
   const readFile = (p: string) => readFileSync(p, "utf8");
 
   if (dev && env.TOKENVEND_CONFIG === undefined) {
@@ -108,16 +119,31 @@ function printDevExamples(config: Config, grpcPort: number, httpPort: number) {
   process.stdout.write(`${lines.join("\n")}\n`);
 }
 
-main().catch((err: unknown) => {
+/** Whether an error is the configuration's fault (exit 2) rather than the world's (exit 1). */
+export function isConfigurationError(err: unknown): err is Error {
   // A missing or malformed encryption key is a configuration error too.
-  if (err instanceof ConfigError || (err instanceof SealingError && err.code === "INVALID_KEY")) {
-    process.stderr.write(`tokenvend: invalid configuration: ${err.message}\n`);
-    process.exit(2);
+  return err instanceof ConfigError || (err instanceof SealingError && err.code === "INVALID_KEY");
+}
+
+/** The message and exit code of a replica that could not start. */
+export function startFailure(err: unknown): { message: string; exitCode: number } {
+  if (isConfigurationError(err)) {
+    return { message: `invalid configuration: ${err.message}`, exitCode: 2 };
   }
-  // The cause says what failed underneath (a connection error, a missing file).
-  const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
-  process.stderr.write(
-    `tokenvend: failed to start: ${err instanceof Error ? err.message : String(err)}${cause}\n`,
-  );
-  process.exit(1);
-});
+  return { message: `failed to start: ${withCause(err)}`, exitCode: 1 };
+}
+
+/** An error's message, and its cause's when that says more (a connection error, a missing file). */
+export function withCause(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause = err.cause instanceof Error ? err.cause.message : "";
+  return cause !== "" && !err.message.includes(cause) ? `${err.message}: ${cause}` : err.message;
+}
+
+if (import.meta.main) {
+  runService({ dev: process.argv.includes("--dev"), env: process.env }).catch((err: unknown) => {
+    const { message, exitCode } = startFailure(err);
+    process.stderr.write(`tokenvend: ${message}\n`);
+    process.exit(exitCode);
+  });
+}

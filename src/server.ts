@@ -1,8 +1,9 @@
 // Assembles one replica: the vendor over a store and the upstream client, the
 // service mounted on the gRPC and the HTTP listeners, and a bounded drain.
 
-import { randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import type { MeterProvider, TracerProvider } from "@opentelemetry/api";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
 import { type Config, configDefaults } from "./config.ts";
@@ -20,16 +21,20 @@ import type { UpstreamClient } from "./core/upstream.ts";
 import { createFlowClient } from "./idp/flow-client.ts";
 import { createProviderStates, createUpstreamClient } from "./idp/upstream-client.ts";
 import { createWebhookSender } from "./idp/webhook-sender.ts";
+import { startReplicaHeartbeat } from "./ops/replica-heartbeat.ts";
+import { seedStore } from "./ops/seed.ts";
 import { toConnectError } from "./rpc/error-mapping.ts";
 import { createFlowService } from "./rpc/flow-service.ts";
 import { createRpcTelemetry } from "./rpc/rpc-interceptor.ts";
 import { createTokenService } from "./rpc/token-service.ts";
+import { replicaRegistryOf } from "./store/mongo-replicas.ts";
 import { openFlowStates } from "./store/open-flow-states.ts";
 import { openStore } from "./store/open-store.ts";
 import {
   attr,
   createFlowMetrics,
   createRpcMetrics,
+  createServiceLimitMetrics,
   instrumentationScope,
   noopMeter,
   teeMeter,
@@ -90,10 +95,18 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       keys: { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles },
       logger: log,
     }));
+  if (config.bootstrap.length > 0) {
+    const seeded = await seedStore(store, config.bootstrap, {
+      nowMs: (opts.clock ?? systemClock).now(),
+    }).catch(async (err: unknown) => {
+      if (opts.store === undefined) await store.close();
+      throw new Error("could not store the bootstrap tokens", { cause: err });
+    });
+    log.info(seeded, "bootstrap tokens: stored where their key had none");
+  }
   const keys = { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles };
   const flowStates = opts.flowStates ?? (await openFlowStates(config.store, keys));
   const clock = opts.clock ?? systemClock;
-  const replicaId = `replica-${randomUUID()}`;
   // One state per provider (metadata, client authentication), shared by both clients.
   const providerStates = createProviderStates({
     // A ProviderConfig is an UpstreamProviderConfig plus the lifecycle policy.
@@ -107,6 +120,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       );
     },
   });
+  // Names this replica in refresh claims and in the shared store's replica records.
+  const replicaId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const upstream =
     opts.upstream ?? createUpstreamClient({ providers: config.providers, states: providerStates });
   // --- telemetry: spans from the given tracer provider; metrics to the given
@@ -237,9 +252,22 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       ? await metricsListener.listen(config.prometheusListen)
       : undefined;
   grpc.setServing(true);
+  if (meter !== undefined) createServiceLimitMetrics(meter, { maxStreams: config.maxStreams });
+  const registry = replicaRegistryOf(store);
+  const heartbeat =
+    registry !== undefined
+      ? startReplicaHeartbeat({
+          registry,
+          replicaId,
+          clock,
+          intervalMs: config.replicaHeartbeatMs,
+          logger: log,
+          signal: lifecycle.signal,
+        })
+      : undefined;
   const sweeper = startStoreSweeper({
     store,
-    clock: opts.clock ?? systemClock,
+    clock,
     intervalMs: config.sweepIntervalMs,
     logger: log,
     meter: meter ?? noopMeter,
@@ -269,11 +297,14 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
         sweeper.stop();
         grpc.setServing(false);
         flows?.close();
+        // Removing this replica's record runs beside the drain, bounded by it.
+        const withdrawn = heartbeat?.stop(config.shutdownGraceMs);
         await vendor.close();
         await Promise.all([
           grpc.shutdown(config.shutdownGraceMs),
           http.close(config.shutdownGraceMs),
         ]);
+        await withdrawn;
         lifecycle.abort(shuttingDownError());
         await store.close();
         await flowStates.close();

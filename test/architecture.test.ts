@@ -46,6 +46,7 @@ const rules: Record<string, { local: string[]; packages?: string[] }> = {
     local: ["src/rpc/", "src/core/", "src/transport/", "src/telemetry/", "gen/"],
   },
   "src/dev/": { local: ["src/dev/", "src/core/", "src/config.ts"] },
+  "src/ops/": { local: ["src/ops/", "src/core/", "src/store/"] },
   "scripts/": { local: ["scripts/", "tools/"] },
 };
 

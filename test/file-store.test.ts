@@ -158,8 +158,14 @@ test("reencrypt moves every document to the new primary in one write", async (t)
   const missing = await t.throwsAsync(createFileStore({ dir, keyring: createKeyring([newKey]) }));
   t.is((missing as SealingError).code, "KEY_NOT_FOUND");
   store = await createFileStore({ dir, keyring: createKeyring([newKey, oldKey]) });
-  t.is(await store.reencrypt(), 5); // the revocation has nothing sealed
-  t.is(await store.reencrypt(), 0);
+  t.deepEqual(await store.reencrypt({ dryRun: true }), {
+    scanned: 5, // the revocation has nothing sealed
+    resealed: 5,
+    fromKeys: { old: 5 },
+    unreadable: {},
+  });
+  t.is((await store.reencrypt()).resealed, 5);
+  t.is((await store.reencrypt()).resealed, 0);
   await store.close();
   const state = JSON.parse(await fs.readFile(path.join(dir, STATE_FILE), "utf8"));
   t.deepEqual(state.tokens.map((d: { kid?: string }) => d.kid ?? "-").sort(), [

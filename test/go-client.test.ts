@@ -6,10 +6,10 @@ import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
 import test from "ava";
 import { GetTokenRequestSchema } from "../gen/tokenvend/v1/token_service_pb.js";
 import { GO_TOOLS } from "../scripts/tools.ts";
+import { errorAnswers, grantAnswer } from "./support/client-answers.ts";
 import { startStack } from "./support/stack.ts";
 import { goClientPath } from "./support/tools.ts";
 
@@ -41,22 +41,8 @@ test("a Go client with grpc-go stubs generated from proto/", async (t) => {
       expires_at_ms: expiresAtMs,
     },
     // The grant's token as the Node client sees it: the same credential through both stubs.
-    grant: {
-      access_token: demo.accessToken,
-      id_token: demo.idToken,
-      token_type: "Bearer",
-      scopes: ["api:read"],
-      generation: 1,
-      expires_at_ms: timestampMs(demo.expiresAt!),
-    },
-    not_found: { code: "NOT_FOUND", reason: "SESSION_NOT_FOUND", domain: "tokenvend" },
-    wrong_subject: { code: "PERMISSION_DENIED", reason: "INVALID_BINDING", domain: "tokenvend" },
-    missing_access_token: {
-      code: "INVALID_ARGUMENT",
-      reason: "INVALID_ARGUMENT",
-      domain: "tokenvend",
-      violations: [{ field: "access_token", description: "required" }],
-    },
+    grant: grantAnswer(demo),
+    ...errorAnswers,
     watch: [
       { reason: "RENEWAL_REASON_INITIAL", access_token: "go-at-1", generation: 1 },
       { reason: "RENEWAL_REASON_STORED", access_token: "go-at-2", generation: 2 },

@@ -122,7 +122,7 @@ interface NetworkPolicy extends Manifest {
 
 const kustomization = parseYaml(read("k8s/kustomization.yaml")) as {
   resources: string[];
-  images?: { name: string; newName?: string; newTag?: string }[];
+  images?: { name: string; newName?: string; newTag?: string; digest?: string }[];
 };
 const manifests: Manifest[] = kustomization.resources.map((file) => ({
   ...(parseYaml(read(`k8s/${file}`)) as Omit<Manifest, "file">),
@@ -574,7 +574,7 @@ test("the image has what `npm start` loads, and that needs only production depen
     seen.add(file);
     t.true(shipped.includes(file), `${file} is in the image`);
     const text = read(file);
-    for (const m of text.matchAll(/(?:\bfrom|\bimport\(?)\s*"([^"]+)"/g)) {
+    for (const m of text.matchAll(/(?:\bfrom|\bimport\(|^import)\s*"([^"]+)"/gm)) {
       const spec = m[1] as string;
       if (spec.startsWith(".")) {
         const target = normalize(join(dirname(file), spec));

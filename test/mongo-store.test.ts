@@ -229,8 +229,12 @@ test("key rotation: a new primary reads old documents, reencrypt() moves them to
   await rotated.insert(live(fresh, 1, "fresh"));
   t.is((await col.findOne({ key: keyId(fresh) }))?.kid, "b");
 
-  t.is(await rotated.reencrypt(), 7); // the tombstone and the new document are not touched
-  t.is(await rotated.reencrypt(), 0);
+  const dry = await rotated.reencrypt({ dryRun: true });
+  t.deepEqual(dry, { scanned: 8, resealed: 7, fromKeys: { a: 7 }, unreadable: {} });
+  t.is(await col.countDocuments({ kid: "a" }), 7, "a dry run writes nothing");
+  // The tombstone (nothing sealed) and the new document are not touched.
+  t.is((await rotated.reencrypt()).resealed, 7);
+  t.is((await rotated.reencrypt()).resealed, 0);
   t.deepEqual(await col.distinct("kid"), ["b"]);
   t.is(await col.countDocuments({ accessToken: { $regex: "^v1:a:" } }), 0);
 
@@ -263,12 +267,38 @@ test("reencrypt pages through more documents than one page and skips what it can
     collectionPrefix: prefix,
     reencryptPageSize: 25,
   });
-  t.is(await rotated.reencrypt(), 60);
+  const progress: number[] = [];
+  const report = await rotated.reencrypt({ onProgress: (r) => progress.push(r.scanned) });
+  t.deepEqual(report, { scanned: 61, resealed: 60, fromKeys: { a: 60 }, unreadable: { gone: 1 } });
+  t.deepEqual(progress, [25, 50, 61]);
   t.is(await col.countDocuments({ kid: "b" }), 60);
   t.is(await col.countDocuments({ kid: "gone" }), 1);
   for (const k of [at(keys, 0), at(keys, 59)]) {
     t.is((await rotated.getActive(k))?.tokens?.accessToken, `t-${keyId(k)}`);
   }
+});
+
+test("reencrypt reads the key id from each sealed value, not from the document's kid field", async (t) => {
+  const prefix = newPrefix();
+  const col = client.db(DB).collection(`${prefix}${TOKENS_COLLECTION}`);
+  const key = sessionKey(uniqueSession(), "corp");
+  await storeOn(prefix, createKeyring([keyA])).insert(live(key, 1, "sealed-under-a"));
+  // The plaintext field says "b", the values say "a": the values win.
+  await col.updateOne({ key: keyId(key) }, { $set: { kid: "b" } });
+  const rotated = storeOn(prefix, createKeyring([keyB, keyA]));
+  t.deepEqual(await rotated.reencrypt(), {
+    scanned: 1,
+    resealed: 1,
+    fromKeys: { a: 1 },
+    unreadable: {},
+  });
+  const doc = await col.findOne({ key: keyId(key) });
+  t.regex(String(doc?.accessToken), /^v1:b:/);
+  t.regex(String(doc?.refreshToken), /^v1:b:/);
+  t.is(
+    (await storeOn(prefix, createKeyring([keyB])).getActive(key))?.tokens?.accessToken,
+    "sealed-under-a",
+  );
 });
 
 test("activeGenerations over 200 keys and getSession are ONE command each", async (t) => {

@@ -22,6 +22,7 @@ export function classifiedStore(store: TokenStore): TokenStore {
     getSession: (id, o) => guard(o, () => store.getSession(id, o)),
     insert: (record, o) => guard(o, () => store.insert(record, o)),
     activeGenerations: (keys, o) => guard(o, () => store.activeGenerations(keys, o)),
+    listActive: (page, o) => guard(o, () => store.listActive(page, o)),
     pruneBelow: (key, generation, o) => guard(o, () => store.pruneBelow(key, generation, o)),
     claim: (claim, o) => guard(o, () => store.claim(claim, o)),
     releaseClaim: (claim, o) => guard(o, () => store.releaseClaim(claim, o)),

@@ -26,6 +26,13 @@ export type ClaimResult =
   | { readonly acquired: true }
   | { readonly acquired: false; readonly holder: RefreshClaim };
 
+/** One page of listActive. */
+export interface ActivePage {
+  readonly records: TokenRecord[];
+  /** Pass as `after` for the next page; undefined after the last page. */
+  readonly next: string | undefined;
+}
+
 export interface SweepResult {
   readonly generations: number;
   readonly claims: number;
@@ -68,6 +75,15 @@ export interface TokenStore {
     keys: readonly TokenKey[],
     opts?: StoreCallOptions,
   ): Promise<Map<string, number>>;
+  /**
+   * One page of every key's highest generation (revocations included), at most `limit` keys,
+   * continuing after the cursor of the previous page (`after`, opaque). For export: a key
+   * written while paging may or may not be listed, and none is listed twice.
+   */
+  listActive(
+    page: { readonly after?: string | undefined; readonly limit: number },
+    opts?: StoreCallOptions,
+  ): Promise<ActivePage>;
   /** Deletes generations of `key` below `generation` (the sweeper's work). */
   pruneBelow(key: TokenKey, generation: number, opts?: StoreCallOptions): Promise<number>;
   /**

@@ -28,9 +28,17 @@ import type {
   SweepResult,
   TokenStore,
 } from "../core/token-store.ts";
+import { pageOfIds } from "./active-page.ts";
 import { createClaimTable } from "./claim-table.ts";
 import { acquireLock } from "./directory-lock.ts";
 import { io } from "./file-io.ts";
+import {
+  createReencryptTally,
+  hasSealedValues,
+  type ReencryptOptions,
+  type ReencryptReport,
+  resealIfStale,
+} from "./reseal.ts";
 import type { Keyring } from "./sealing.ts";
 import {
   loadState,
@@ -40,7 +48,7 @@ import {
   writeAtomically,
 } from "./state-file.ts";
 import { StoreError } from "./store-error.ts";
-import { fromDocument, resealDocument, type TokenDocument, toDocument } from "./token-document.ts";
+import { fromDocument, type TokenDocument, toDocument } from "./token-document.ts";
 import { pickUnused } from "./unused-sessions.ts";
 
 export interface FileStoreOptions {
@@ -57,8 +65,8 @@ export interface FileStore extends TokenStore {
   readonly shared: false;
   /** The state file. */
   readonly path: string;
-  /** Re-seals every document sealed under a non-primary key with the primary; one write. */
-  reencrypt(opts?: StoreCallOptions): Promise<number>;
+  /** Re-seals every document with a value sealed under a non-primary key (./reseal.ts); one write. */
+  reencrypt(opts?: ReencryptOptions): Promise<ReencryptReport>;
 }
 
 /** Opens (or creates) the store in `dir`, taking its lock. Throws StoreError LOCKED when a live process holds it. */
@@ -234,6 +242,12 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
       return out;
     },
 
+    async listActive({ after, limit }, callOpts) {
+      reading("listActive", callOpts);
+      const page = pageOfIds(keys.keys(), after, limit);
+      return { records: page.ids.map((id) => decode(top(id) as TokenDocument)), next: page.next };
+    },
+
     pruneBelow(key, generation, callOpts) {
       return serialized("pruneBelow", callOpts?.signal, async () => {
         const old = [...(keys.get(keyId(key))?.values() ?? [])].filter(
@@ -289,24 +303,30 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
       });
     },
 
-    reencrypt(callOpts) {
-      return serialized("reencrypt", callOpts?.signal, async () => {
+    reencrypt(opts) {
+      return serialized("reencrypt", opts?.signal, async () => {
+        const tally = createReencryptTally();
         const olds: TokenDocument[] = [];
         const news: TokenDocument[] = [];
         for (const gens of keys.values()) {
           for (const d of gens.values()) {
-            if (d.kid === undefined || d.kid === keyring.primaryId) continue;
-            // Throws SealingError for a document the keyring cannot open: nothing is written.
-            news.push({
-              ...d,
-              ...resealDocument(d as unknown as Record<string, unknown>, keyring),
-            });
+            const plain = d as unknown as Record<string, unknown>;
+            if (!hasSealedValues(plain)) continue;
+            const outcome = resealIfStale(plain, keyring);
+            tally.add(outcome);
+            if (outcome.kind !== "stale") continue;
+            news.push({ ...d, ...outcome.fields });
             olds.push(d);
           }
         }
-        if (olds.length > 0) await commit(news, olds);
-        logger.info({ rewritten: olds.length, primary: keyring.primaryId }, "reencrypt done");
-        return olds.length;
+        if (olds.length > 0 && !opts?.dryRun) await commit(news, olds);
+        const report = tally.report();
+        opts?.onProgress?.(report);
+        logger.info(
+          { resealed: report.resealed, dryRun: opts?.dryRun === true, primary: keyring.primaryId },
+          "reencrypt done",
+        );
+        return report;
       });
     },
 

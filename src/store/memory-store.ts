@@ -2,6 +2,7 @@
 
 import { keyId, type TokenKey, type TokenRecord } from "../core/token.ts";
 import type { InsertResult, TokenStore } from "../core/token-store.ts";
+import { pageOfIds } from "./active-page.ts";
 import { createClaimTable } from "./claim-table.ts";
 import { pickUnused } from "./unused-sessions.ts";
 
@@ -63,6 +64,10 @@ export function createMemoryStore(): TokenStore {
         if (r !== undefined) out.set(id, r.generation);
       }
       return out;
+    },
+    async listActive({ after, limit }) {
+      const page = pageOfIds(keys.keys(), after, limit);
+      return { records: page.ids.map((id) => active(id) as TokenRecord), next: page.next };
     },
     async pruneBelow(key, generation) {
       const gens = keys.get(keyId(key));

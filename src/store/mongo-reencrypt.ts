@@ -1,22 +1,26 @@
 // Re-sealing the MongoDB store's documents under the keyring's primary key, in pages
-// (docs/STORAGE.md, "Rotating a key").
+// (docs/STORAGE.md, "Rotating a key"). Every document with sealed values is read (by _id, a page
+// at a time) and the key id of each value is read from the value itself (./reseal.ts).
 //
 // Why this is safe without compare-and-swap: a token document is never modified except by this
-// rewrite (each renewal inserts a new generation), and the rewrite keeps the plaintext. Two
-// replicas re-encrypting the same document both write valid ciphertexts of the same values under
-// the primary key, so whichever lands last is right; the filter on the old kid only saves
-// repeated work (it need not be atomic, and on FerretDB it is not). A document swept meanwhile
-// simply matches nothing. Run it only once every replica has the new primary: a replica with an
-// older primary would seal new documents under the old key.
+// rewrite (each renewal inserts a new generation), and the rewrite keeps the plaintext. The update
+// is filtered on the document's exact old sealed values, so a document re-sealed meanwhile (by
+// another reencrypt) is left alone, and one swept meanwhile matches nothing. Run it only once every
+// replica has the new primary (`tokenvend reencrypt` checks the live replicas first): a replica
+// with an older primary would seal new documents under the old key.
 
 import type { Collection, Document, ObjectId } from "mongodb";
 import type { Logger } from "../core/logger.ts";
-import type { StoreCallOptions } from "../core/token-store.ts";
 import { type MongoRun, withSignal } from "./mongo-command.ts";
-import { type Keyring, SealingError } from "./sealing.ts";
-import { resealDocument } from "./token-document.ts";
+import {
+  createReencryptTally,
+  type ReencryptOptions,
+  type ReencryptReport,
+  resealIfStale,
+} from "./reseal.ts";
+import { type Keyring, sealedTokenFields } from "./sealing.ts";
 
-export interface ReencryptOptions {
+export interface ReencryptDeps {
   readonly tokens: Collection<Document>;
   readonly run: MongoRun;
   readonly keyring: Keyring;
@@ -25,49 +29,52 @@ export interface ReencryptOptions {
   readonly pageSize: number;
 }
 
-/**
- * Rewrites every document sealed under a key other than the primary; returns how many it
- * rewrote. Documents it cannot open (key not in the ring) are left alone and logged.
- */
+const withSealedValues = { $or: sealedTokenFields.map((f) => ({ [f]: { $exists: true } })) };
+
+/** Re-seals every document with a value sealed under a key other than the primary. */
 export async function reencryptTokens(
-  opts: ReencryptOptions,
-  callOpts: StoreCallOptions | undefined,
-): Promise<number> {
-  const { tokens, run, keyring, logger, pageSize } = opts;
-  const primary = keyring.primaryId;
-  let rewritten = 0;
+  deps: ReencryptDeps,
+  opts: ReencryptOptions | undefined,
+): Promise<ReencryptReport> {
+  const { tokens, run, keyring, logger, pageSize } = deps;
+  const tally = createReencryptTally();
   let after: ObjectId | undefined;
-  const unreadable = new Map<string, number>();
   for (;;) {
-    const filter: Document = { kid: { $exists: true, $ne: primary } };
-    if (after !== undefined) filter._id = { $gt: after };
-    const docs = await run("reencrypt (scan)", callOpts, (signal) =>
+    const filter: Document =
+      after === undefined
+        ? withSealedValues
+        : { $and: [withSealedValues, { _id: { $gt: after } }] };
+    const docs = await run("reencrypt (scan)", opts, (signal) =>
       tokens.find(filter, { sort: { _id: 1 }, limit: pageSize, signal }).toArray(),
     );
     for (const d of docs) {
       after = d._id;
-      let fields: Document;
-      try {
-        fields = resealDocument(d, keyring);
-      } catch (err) {
-        if (!(err instanceof SealingError)) throw err;
-        const kid = String(d.kid);
-        unreadable.set(kid, (unreadable.get(kid) ?? 0) + 1);
+      const outcome = resealIfStale(d, keyring);
+      if (outcome.kind !== "stale" || opts?.dryRun) {
+        tally.add(outcome);
         continue;
       }
-      const res = await run("reencrypt (update)", callOpts, (signal) =>
-        tokens.updateOne({ _id: d._id, kid: d.kid }, { $set: fields }, withSignal({}, signal)),
+      // Only if no other reencrypt re-sealed it first: its sealed values are still the old ones.
+      const unchanged: Document = { _id: d._id };
+      for (const f of sealedTokenFields) if (typeof d[f] === "string") unchanged[f] = d[f];
+      const res = await run("reencrypt (update)", opts, (signal) =>
+        tokens.updateOne(unchanged, { $set: outcome.fields }, withSignal({}, signal)),
       );
-      rewritten += res.modifiedCount;
+      tally.add(outcome, res.modifiedCount > 0);
     }
+    opts?.onProgress?.(tally.report());
     if (docs.length < pageSize) break;
   }
-  if (unreadable.size > 0) {
+  const report = tally.report();
+  if (Object.keys(report.unreadable).length > 0) {
     logger.error(
-      { unreadable: Object.fromEntries(unreadable), primary },
+      { unreadable: report.unreadable, primary: keyring.primaryId },
       "reencrypt left documents sealed under keys the keyring cannot open",
     );
   }
-  logger.info({ rewritten, primary }, "reencrypt done");
-  return rewritten;
+  logger.info(
+    { resealed: report.resealed, dryRun: opts?.dryRun === true, primary: keyring.primaryId },
+    "reencrypt done",
+  );
+  return report;
 }

@@ -30,9 +30,16 @@ import { storeClient } from "./mongo-client.ts";
 import { createMongoRun, withSignal } from "./mongo-command.ts";
 import { isDuplicateKey } from "./mongo-errors.ts";
 import { createEnsureIndexes } from "./mongo-indexes.ts";
+import { createListActive } from "./mongo-list.ts";
 import { reencryptTokens } from "./mongo-reencrypt.ts";
+import {
+  createReplicaRegistry,
+  REPLICAS_COLLECTION,
+  type ReplicaRegistry,
+} from "./mongo-replicas.ts";
 import { createGenerationSweep } from "./mongo-sweep.ts";
 import { createUnusedSessions } from "./mongo-unused.ts";
+import type { ReencryptOptions, ReencryptReport } from "./reseal.ts";
 import type { Keyring } from "./sealing.ts";
 import { StoreError } from "./store-error.ts";
 import { fromDocument, type TokenDocument, toDocument } from "./token-document.ts";
@@ -74,11 +81,13 @@ export interface MongoStore extends TokenStore {
    */
   ensureIndexes(opts?: StoreCallOptions): Promise<void>;
   /**
-   * Rewrites every document sealed under a key other than the keyring's primary with the primary
-   * key, in pages. Returns how many documents it rewrote. Documents it cannot open (key not in
-   * the ring) are left alone and logged.
+   * Rewrites every document with a value sealed under a key other than the keyring's primary with
+   * the primary key, in pages (./mongo-reencrypt.ts). Documents it cannot open (key not in the
+   * ring) are left alone, counted and logged.
    */
-  reencrypt(opts?: StoreCallOptions): Promise<number>;
+  reencrypt(opts?: ReencryptOptions): Promise<ReencryptReport>;
+  /** The replicas that share this database, as they record themselves (./mongo-replicas.ts). */
+  readonly replicas: ReplicaRegistry;
 }
 
 export const TOKENS_COLLECTION = "tokens";
@@ -154,6 +163,12 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
     kind: "mongo",
     shared: true, // every replica writes the same database
     ensureIndexes,
+    replicas: createReplicaRegistry({
+      replicas: db.collection(`${prefix}${REPLICAS_COLLECTION}`),
+      run,
+      keyring,
+      now,
+    }),
 
     async getActive(key, callOpts) {
       const doc = await run("getActive", callOpts, (signal) => readActive(keyId(key), signal));
@@ -226,6 +241,8 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
       }
       return out;
     },
+
+    listActive: createListActive({ tokens, run, decode: (d) => decode(d, keyring) }),
 
     async pruneBelow(key, generation, callOpts) {
       const res = await run("pruneBelow", callOpts, (signal) =>

@@ -169,6 +169,19 @@ export function createFlowMetrics(meter: Meter): FlowMetrics {
   };
 }
 
+/**
+ * The configured limits, so alerts compare usage with them (streams near maxStreams) instead of
+ * with a number copied into the rules.
+ */
+export function createServiceLimitMetrics(meter: Meter, limits: { maxStreams: number }): void {
+  meter
+    .createObservableGauge("tokenvend.streams.limit", {
+      description: "maxStreams: the WatchToken streams this replica accepts",
+      unit: "{stream}",
+    })
+    .addCallback((r) => r.observe(limits.maxStreams));
+}
+
 export const noopMeter: Meter = createNoopMeter();
 
 /**

@@ -12,14 +12,17 @@ import { createInterface } from "node:readline";
 
 const repo = new URL("../..", import.meta.url).pathname;
 
-/** package.json's `scripts.start` as argv; it must be a plain `node …` command (no shell). */
+/**
+ * package.json's `scripts.start` as argv; it must be a plain `exec node …` command: `exec` so the
+ * shell npm runs it in becomes node, and SIGTERM sent to npm reaches the server (no other shell).
+ */
 export function npmStartArgv(): string[] {
   const pkg = JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as {
     scripts: { start: string };
   };
-  const argv = pkg.scripts.start.trim().split(/\s+/);
-  if (argv[0] !== "node" || /["'`$\\|&;<>()*?~]/.test(pkg.scripts.start)) {
-    throw new Error(`npm start is not a plain node command: ${pkg.scripts.start}`);
+  const [exec, ...argv] = pkg.scripts.start.trim().split(/\s+/);
+  if (exec !== "exec" || argv[0] !== "node" || /["'`$\\|&;<>()*?~]/.test(pkg.scripts.start)) {
+    throw new Error(`npm start is not a plain \`exec node …\` command: ${pkg.scripts.start}`);
   }
   return argv;
 }

@@ -292,6 +292,59 @@ export function storeContract(test: TestFn, name: string, factory: StoreFactory)
       await store.close();
     }
   });
+
+  test(`${name}: listActive pages through every key's highest generation once, revocations included`, async (a) => {
+    const store = await factory.create();
+    try {
+      const s = uniqueSession();
+      const twice = sessionKey(s, "corp");
+      const revoked = sessionKey(s, "other");
+      const grant = grantKey(uniqueSession("g"));
+      const single = sessionKey(uniqueSession(), "corp");
+      const last = sessionKey(uniqueSession(), "third");
+      for (const g of [1, 2, 3]) await store.insert(live(twice, g));
+      await store.insert(live(revoked, 1));
+      await store.insert({ key: revoked, generation: 2, reason: "revoked" });
+      await store.insert(live(grant, 4));
+      await store.insert(live(single, 1));
+      await store.insert(live(last, 7));
+
+      const seen: TokenRecord[] = [];
+      let after: string | undefined;
+      let pages = 0;
+      do {
+        const page = await store.listActive({ after, limit: 2 });
+        a.true(page.records.length <= 2);
+        seen.push(...page.records);
+        after = page.next;
+        pages++;
+      } while (after !== undefined && pages < 20);
+      a.is(after, undefined);
+      const byKey = new Map(seen.map((r) => [keyId(r.key), r]));
+      a.is(byKey.size, seen.length, "no key listed twice");
+      a.deepEqual(
+        [...byKey.keys()].sort(),
+        [twice, revoked, grant, single, last].map(keyId).sort(),
+      );
+      a.deepEqual(byKey.get(keyId(twice)), await store.getActive(twice));
+      a.is(byKey.get(keyId(twice))?.generation, 3);
+      a.is(byKey.get(keyId(revoked))?.reason, "revoked");
+      a.deepEqual(byKey.get(keyId(grant)), await store.getActive(grant));
+      a.is(byKey.get(keyId(last))?.generation, 7);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test(`${name}: listActive of an empty store is one empty last page; a limit below 1 is refused`, async (a) => {
+    const store = await factory.create();
+    try {
+      a.deepEqual(await store.listActive({ limit: 100 }), { records: [], next: undefined });
+      await a.throwsAsync(store.listActive({ limit: 0 }), { instanceOf: RangeError });
+    } finally {
+      await store.close();
+    }
+  });
 }
 
 export function claimContract(test: TestFn, name: string, factory: StoreFactory): void {

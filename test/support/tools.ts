@@ -7,6 +7,8 @@ import { accessSync, constants } from "node:fs";
 import * as path from "node:path";
 import {
   ensureGoClient,
+  ensureJavaClient,
+  ensureK8sCheck,
   GO_BIN_DIR,
   type GoToolName,
   PY_VENV_PYTHON,
@@ -24,7 +26,7 @@ function executable(file: string): boolean {
   }
 }
 
-/** Absolute path of `grpcurl` or `ghz`; throws, saying how to install it, when it is missing. */
+/** Absolute path of `grpcurl`, `ghz` or `promtool`; throws, saying how to install it, when it is missing. */
 export function toolPath(name: GoToolName): string {
   const file = path.join(process.env.TOKENVEND_TOOLS_BIN || GO_BIN_DIR, name);
   if (!executable(file)) throw new Error(`${name} is not installed at ${file}: ${HOW_TO_INSTALL}`);
@@ -45,12 +47,21 @@ export function pythonPath(): string {
  * when it is missing or its inputs changed (cached: a hash check, no process, when current).
  * Go is part of the machine: without it this fails, saying so, instead of skipping.
  */
-export async function goClientPath(): Promise<string> {
+export const goClientPath = () => built("the Go client", ensureGoClient);
+
+/** Builds `what` with `build` when needed (cached), or fails saying what could not be built. */
+async function built(what: string, build: () => Promise<string>): Promise<string> {
   try {
-    return await ensureGoClient();
+    return await build();
   } catch (err) {
     throw new Error(
-      `the Go client could not be built: ${err instanceof Error ? err.message : String(err)}`,
+      `${what} could not be built: ${err instanceof Error ? err.message : String(err)}`,
     );
   }
 }
+
+/** The Java client's jar (tools/javaclient, grpc-java stubs from proto/), built when needed. */
+export const javaClientPath = () => built("the Java client", ensureJavaClient);
+
+/** The manifest checker (tools/k8scheck), built when needed. */
+export const k8sCheckPath = () => built("tools/k8scheck", ensureK8sCheck);
