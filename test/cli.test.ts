@@ -5,7 +5,7 @@
 // bootstrap across replicas) is in cli-mongo.test.ts.
 
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -164,6 +164,50 @@ test("check-config: what the config resolves to and its digest, without secrets;
   });
   t.is(keyless.code, 2);
   t.regex(keyless.stderr, /needs an encryption key/);
+});
+
+test("check-config leaves out every kind of secret a provider holds: rotated client secrets, a private key, a webhook secret", async (t) => {
+  const config = fresh("config.yaml");
+  const keyFile = fresh("client.pem");
+  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const pem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+  await writeFile(keyFile, pem);
+  const secrets = [1, 2, 3].map((i) => `secret-${i}-${randomBytes(8).toString("hex")}`);
+  const webhook = `whsec_${randomBytes(24).toString("base64")}`;
+  await writeFile(
+    config,
+    [
+      "logLevel: warn",
+      "providers:",
+      "  rotating:",
+      "    tokenEndpoint: http://127.0.0.1:9/token",
+      "    clientId: a",
+      "    clientSecretEnvs: [S1, S2]",
+      "    webhook: { url: http://127.0.0.1:9/hook, secretEnv: HOOK }",
+      "  signed:",
+      "    tokenEndpoint: http://127.0.0.1:9/token",
+      "    clientId: b",
+      "    authMethod: private_key_jwt",
+      `    privateKeyFile: ${keyFile}`,
+      "  plain:",
+      "    tokenEndpoint: http://127.0.0.1:9/token",
+      "    clientId: c",
+      "    clientSecretEnv: S3",
+    ].join("\n"),
+  );
+  const env = { S1: secrets[0]!, S2: secrets[1]!, S3: secrets[2]!, HOOK: webhook };
+  const res = await tokenvend(["check-config", "--config", config, "--json"], { env });
+  t.is(res.code, 0, res.stderr);
+  for (const s of [...secrets, webhook, webhook.slice(6)]) t.false(res.stdout.includes(s));
+  const body = pem.split("\n")[1]!;
+  t.false(res.stdout.includes(body), "no line of the private key");
+  const providers = (
+    json(res.stdout).config as { providers: Record<string, Record<string, unknown>> }
+  ).providers;
+  t.is(providers.rotating?.clientSecrets, "2 set");
+  t.deepEqual(providers.rotating?.webhook, { url: "http://127.0.0.1:9/hook", secret: "set" });
+  t.is(providers.signed?.privateKey, "set");
+  t.is(providers.plain?.clientSecret, "set");
 });
 
 /** A file store in a fresh directory holding `records`, sealed under `keys`. */

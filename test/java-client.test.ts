@@ -16,8 +16,11 @@ const run = promisify(execFile);
 
 test("a Java client on grpc-java stubs calls every RPC, follows a stream and decodes ErrorInfo", async (t) => {
   const jar = await javaClientPath();
-  const s = await startStack();
+  const redirectUri = "http://127.0.0.1:3000/callback";
+  const s = await startStack({ provider: { redirectUris: [redirectUri], tokenExchange: true } });
   t.teardown(s.stop);
+  // Real tokens for the Java client to exchange (Main.java's EXCHANGE_SESSION).
+  await s.store("java-exchange", await s.mint("java-user"), 300);
   const before = Date.now();
   const { stdout } = await run("java", ["-jar", jar, "calls", s.grpcAddress], { timeout: 60_000 });
   const after = Date.now();
@@ -26,6 +29,9 @@ test("a Java client on grpc-java stubs calls every RPC, follows a stream and dec
     unknown
   >;
   const { called } = out;
+  // The exchanged token is the provider's, narrowed to the audience, for the stored user.
+  const info = await s.idp.introspect(String(out.exchanged_access_token));
+  t.like(info, { active: true, sub: "java-user", aud: "https://orders.example.test" });
 
   const expiresAtMs = out.valid.expires_at_ms;
   t.true(
@@ -50,6 +56,20 @@ test("a Java client on grpc-java stubs calls every RPC, follows a stream and dec
     all_failures: 0,
     grant: grantAnswer(demo),
     ...errorAnswers,
+    authorization: { origin: s.idp.issuer, state_in_url: true, pkce: true },
+    unknown_state: {
+      code: "FAILED_PRECONDITION",
+      reason: "INVALID_STATE",
+      domain: "tokenvend",
+    },
+    device: { user_code_set: true, verification_uri: `${s.idp.issuer}/device` },
+    exchange: {
+      issued_token_type: "urn:ietf:params:oauth:token-type:access_token",
+      token_type: "Bearer",
+      scopes: ["api:read"],
+      generation: 1,
+    },
+    exchanged_access_token: out.exchanged_access_token,
     restored_generation: 2,
     watch: [
       { reason: "RENEWAL_REASON_INITIAL", access_token: "java-at-1", generation: 1 },

@@ -55,7 +55,7 @@ const concrete = (expr: string) =>
 async function definedMetrics(): Promise<Set<string>> {
   const text = await read("src/telemetry/metrics.ts");
   const names = new Set<string>();
-  for (const m of text.matchAll(/create(\w+)\(\s*"([a-z.]+)"/g)) {
+  for (const m of text.matchAll(/create(\w+)\(\s*"([a-z._]+)"/g)) {
     const [, kind, dotted] = m as unknown as [string, string, string];
     const base = dotted.replaceAll(".", "_");
     if (kind === "Histogram") for (const s of ["_bucket", "_count", "_sum"]) names.add(base + s);

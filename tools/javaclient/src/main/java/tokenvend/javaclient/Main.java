@@ -24,7 +24,11 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import tokenvend.v1.TokenServiceGrpc;
+import tokenvend.v1.TokenServiceOuterClass.CompleteAuthorizationRequest;
 import tokenvend.v1.TokenServiceOuterClass.Credential;
+import tokenvend.v1.TokenServiceOuterClass.ExchangeTarget;
+import tokenvend.v1.TokenServiceOuterClass.ExchangeTokenRequest;
+import tokenvend.v1.TokenServiceOuterClass.ExchangeTokenResponse;
 import tokenvend.v1.TokenServiceOuterClass.GetAllUpstreamCredentialsRequest;
 import tokenvend.v1.TokenServiceOuterClass.GetAllUpstreamCredentialsResponse;
 import tokenvend.v1.TokenServiceOuterClass.GetTokenRequest;
@@ -32,6 +36,10 @@ import tokenvend.v1.TokenServiceOuterClass.GetValidTokensRequest;
 import tokenvend.v1.TokenServiceOuterClass.RevokeSessionRequest;
 import tokenvend.v1.TokenServiceOuterClass.RevokeSessionResponse;
 import tokenvend.v1.TokenServiceOuterClass.SessionTarget;
+import tokenvend.v1.TokenServiceOuterClass.StartAuthorizationRequest;
+import tokenvend.v1.TokenServiceOuterClass.StartAuthorizationResponse;
+import tokenvend.v1.TokenServiceOuterClass.StartDeviceAuthorizationRequest;
+import tokenvend.v1.TokenServiceOuterClass.StartDeviceAuthorizationResponse;
 import tokenvend.v1.TokenServiceOuterClass.StoreUpstreamTokensRequest;
 import tokenvend.v1.TokenServiceOuterClass.WatchTokenRequest;
 import tokenvend.v1.TokenServiceOuterClass.WatchTokenResponse;
@@ -39,6 +47,11 @@ import tokenvend.v1.TokenServiceOuterClass.WatchTokenResponse;
 public final class Main {
   private static final String SESSION = "java-session";
   private static final String PROVIDER = "idp";
+  // What test/java-client.test.ts sets up: an allowed redirect URI, a session with real tokens
+  // to exchange, and the audience to narrow them to.
+  private static final String REDIRECT_URI = "http://127.0.0.1:3000/callback";
+  private static final String EXCHANGE_SESSION = "java-exchange";
+  private static final String AUDIENCE = "https://orders.example.test";
 
   public static void main(String[] args) throws Exception {
     if (args.length != 2 || !args[0].equals("calls")) {
@@ -86,6 +99,69 @@ public final class Main {
     out.put(
         "grant",
         credential(stub.getToken(GetTokenRequest.newBuilder().setGrant("demo").build()).getCredential()));
+
+    // The flows tokenvend runs itself: a login's URL and state, a state it never issued, a
+    // device login's user code, and a token narrowed to one audience.
+    called.add("StartAuthorization");
+    StartAuthorizationResponse login =
+        stub.startAuthorization(
+            StartAuthorizationRequest.newBuilder()
+                .setSessionId("java-login")
+                .setProvider(PROVIDER)
+                .setRedirectUri(REDIRECT_URI)
+                .build());
+    Map<String, Object> started = new LinkedHashMap<>();
+    java.net.URI url = java.net.URI.create(login.getAuthorizationUrl());
+    started.put("origin", url.getScheme() + "://" + url.getAuthority());
+    started.put("state_in_url", login.getAuthorizationUrl().contains("state=" + login.getState()));
+    started.put("pkce", login.getAuthorizationUrl().contains("code_challenge_method=S256"));
+    out.put("authorization", started);
+
+    called.add("CompleteAuthorization");
+    out.put(
+        "unknown_state",
+        error(
+            () ->
+                stub.completeAuthorization(
+                    CompleteAuthorizationRequest.newBuilder()
+                        .setState("java-never-issued")
+                        .setCode("x")
+                        .build())));
+
+    called.add("StartDeviceAuthorization");
+    StartDeviceAuthorizationResponse device =
+        stub.startDeviceAuthorization(
+            StartDeviceAuthorizationRequest.newBuilder()
+                .setSessionId("java-device")
+                .setProvider(PROVIDER)
+                .build());
+    Map<String, Object> deviceOut = new LinkedHashMap<>();
+    deviceOut.put("user_code_set", !device.getUserCode().isEmpty());
+    deviceOut.put("verification_uri", device.getVerificationUri());
+    out.put("device", deviceOut);
+
+    called.add("ExchangeToken");
+    ExchangeTokenResponse exchanged =
+        stub.exchangeToken(
+            ExchangeTokenRequest.newBuilder()
+                .setTarget(
+                    ExchangeTarget.newBuilder()
+                        .setSession(
+                            SessionTarget.newBuilder()
+                                .setSessionId(EXCHANGE_SESSION)
+                                .setProvider(PROVIDER)
+                                .build())
+                        .setAudience(AUDIENCE)
+                        .addScopes("api:read")
+                        .build())
+                .build());
+    Map<String, Object> exchangeOut = new LinkedHashMap<>();
+    exchangeOut.put("issued_token_type", exchanged.getIssuedTokenType());
+    exchangeOut.put("token_type", exchanged.getCredential().getTokenType());
+    exchangeOut.put("scopes", new ArrayList<Object>(exchanged.getCredential().getScopesList()));
+    exchangeOut.put("generation", exchanged.getCredential().getGeneration());
+    out.put("exchange", exchangeOut);
+    out.put("exchanged_access_token", exchanged.getCredential().getAccessToken());
 
     out.put(
         "not_found",
