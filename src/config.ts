@@ -4,6 +4,7 @@
 // validators: config-values.ts.
 
 import { parse as parseYaml } from "yaml";
+import { parseSecurity, type SecurityConfig } from "./config-auth.ts";
 import { configDefaults, type LogLevel } from "./config-defaults.ts";
 import { nameRe, type ProviderConfig, parseProvider } from "./config-provider.ts";
 import {
@@ -18,6 +19,7 @@ import {
   strList,
 } from "./config-values.ts";
 
+export type { AuditConfig, AuthConfig, SecurityConfig, TlsConfig } from "./config-auth.ts";
 export { configDefaults, type LogLevel } from "./config-defaults.ts";
 export type { AuthMethod, ProviderConfig } from "./config-provider.ts";
 export { ConfigError, parseDuration } from "./config-values.ts";
@@ -35,7 +37,7 @@ export type StoreConfig =
   | { readonly kind: "mongo"; readonly uri: string; readonly dbName: string }
   | { readonly kind: "file"; readonly dir: string };
 
-export interface Config {
+export interface Config extends SecurityConfig {
   /** MONGODB_URI → mongo; else TOKENVEND_DATA_DIR → file; else memory. */
   readonly store: StoreConfig;
   /** TOKENVEND_ENCRYPTION_KEYS: comma-separated kid:base64 keys, the first one writes. */
@@ -131,10 +133,16 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "providers",
     "grants",
     "metrics",
+    "auth",
+    "policy",
+    "tls",
+    "audit",
   ]);
   const env = opts.env;
   const grpc = obj(root.grpc ?? {}, "grpc");
   const http = obj(root.http ?? {}, "http");
+  known(grpc, "grpc", ["listen"]);
+  known(http, "http", ["listen", "allowedHosts", "corsOrigins"]);
   const grpcListen = hostPort(
     env.TOKENVEND_GRPC_LISTEN ?? str(grpc.listen, "grpc.listen") ?? configDefaults.grpcListen,
     env.TOKENVEND_GRPC_LISTEN !== undefined ? "TOKENVEND_GRPC_LISTEN" : "grpc.listen",
@@ -198,6 +206,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
       ? { kind: "file", dir: env.TOKENVEND_DATA_DIR }
       : { kind: "memory" };
   return {
+    ...parseSecurity(root, http, opts),
     store,
     encryptionKeys: env.TOKENVEND_ENCRYPTION_KEYS || undefined,
     encryptionKeyFiles: (env.TOKENVEND_ENCRYPTION_KEY_FILES ?? "").split(",").filter(Boolean),

@@ -1,5 +1,8 @@
 // Assembles one replica: the vendor over a store and the upstream client, the
 // service mounted on the gRPC and the HTTP listeners, and a bounded drain.
+// With authentication on, both listeners authenticate every call but health's
+// before its body is read, and the TokenService guard (rpc/access-control.ts)
+// applies the policy and writes the audit stream (security.ts builds them).
 
 import { readFileSync } from "node:fs";
 import type { MeterProvider, TracerProvider } from "@opentelemetry/api";
@@ -14,9 +17,11 @@ import type { TokenStore } from "./core/token-store.ts";
 import { createTokenVendor, type TokenVendor } from "./core/token-vendor.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
 import { createUpstreamClient } from "./idp/upstream-client.ts";
+import { guardTokenService } from "./rpc/access-control.ts";
 import { toConnectError } from "./rpc/error-mapping.ts";
 import { createRpcTelemetry } from "./rpc/rpc-interceptor.ts";
 import { createTokenService } from "./rpc/token-service.ts";
+import { createSecurity } from "./security.ts";
 import { openStore } from "./store/open-store.ts";
 import {
   createRpcMetrics,
@@ -40,6 +45,8 @@ export interface StartServerOptions {
   /** Defaults to the oauth4webapi client built from config.providers (src/idp). */
   readonly upstream?: UpstreamClient;
   readonly clock?: Clock;
+  /** For JWKS and discovery requests (tests); default the global fetch. */
+  readonly fetch?: typeof fetch;
   /** Adds services to the grpc-js server before it listens (the benchmark's echo). */
   readonly configureGrpc?: (server: GrpcServer["server"]) => void;
   /**
@@ -77,13 +84,21 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       keys: { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles },
       logger: log,
     }));
-  const upstream =
+  const clock = opts.clock ?? systemClock;
+  const security = createSecurity({
+    config,
+    logger: log,
+    now: () => clock.now(),
+    ...(opts.fetch !== undefined ? { fetch: opts.fetch } : {}),
+  });
+  const upstream = security.audited(
     opts.upstream ??
-    createUpstreamClient({
-      // A ProviderConfig is an UpstreamProviderConfig plus the lifecycle policy.
-      providers: config.providers,
-      signal: lifecycle.signal,
-    });
+      createUpstreamClient({
+        // A ProviderConfig is an UpstreamProviderConfig plus the lifecycle policy.
+        providers: config.providers,
+        signal: lifecycle.signal,
+      }),
+  );
   // --- telemetry: spans from the given tracer provider; metrics to the given
   // meter provider and/or the Prometheus endpoint ---
   // Loaded only when configured: the metrics SDK costs ~16 MB resident.
@@ -125,10 +140,20 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     ...(tracer !== undefined ? { tracer } : {}),
     ...(meter !== undefined ? { meter } : {}),
   });
-  const impl = createTokenService({
+  const service = createTokenService({
     vendor,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
   });
+  // Authentication off and no audit: the handlers as they are, nothing on the hot path.
+  const impl =
+    security.policy !== undefined || security.audit !== undefined
+      ? guardTokenService(service, {
+          policy: security.policy,
+          sessionJwts: security.sessionJwts,
+          audit: security.audit,
+          now: () => clock.now(),
+        })
+      : service;
   // The one mapping of errors to the wire, for both listeners.
   const errors = createWireErrors({
     toConnectError,
@@ -145,6 +170,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     reflectionDescriptorSet: readFileSync(descriptorSetPath),
     maxReceiveMessageBytes: config.maxMessageBytes,
     errors,
+    ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
+    ...(security.tls !== undefined ? { credentials: security.tls.grpcCredentials() } : {}),
     ...(rpcTelemetry !== undefined
       ? { interceptors, pushStreamObserver: rpcTelemetry.pushStreamObserver }
       : {}),
@@ -154,6 +181,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     services,
     readMaxBytes: config.maxMessageBytes,
     errors,
+    guard: { allowedHosts: config.allowedHosts, corsOrigins: config.corsOrigins },
+    ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
+    ...(security.tls !== undefined ? { tls: security.tls } : {}),
     ...(interceptors.length > 0 ? { interceptors } : {}),
   });
   const grpcAddr = await grpc.listen(config.grpcListen);
@@ -167,7 +197,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   grpc.setServing(true);
   const sweeper = startStoreSweeper({
     store,
-    clock: opts.clock ?? systemClock,
+    clock,
     intervalMs: config.sweepIntervalMs,
     logger: log,
     meter: meter ?? noopMeter,
@@ -179,6 +209,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       http: formatHostPort(httpAddr),
       ...(promAddr !== undefined ? { prometheus: formatHostPort(promAddr) } : {}),
       store: store.kind,
+      auth: config.auth.enabled ? "on" : "off",
+      tls: config.tls === undefined ? "off" : config.tls.requireClientCert ? "mtls" : "on",
+      audit: config.audit === undefined ? "off" : config.audit.target.kind,
     },
     "tokenvend serving",
   );
@@ -202,6 +235,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
         ]);
         lifecycle.abort(shuttingDownError());
         await store.close();
+        await security.close();
         // Last: a scrape during the drain still sees the drain's metrics.
         await metricsListener?.close(config.shutdownGraceMs);
         await prometheus?.shutdown();

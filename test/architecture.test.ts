@@ -43,8 +43,18 @@ const rules: Record<string, { local: string[]; packages?: string[] }> = {
   "src/store/": { local: ["src/store/", "src/core/"] },
   "src/idp/": { local: ["src/idp/", "src/core/"] },
   "src/rpc/": {
-    local: ["src/rpc/", "src/core/", "src/transport/", "src/telemetry/", "gen/"],
+    local: [
+      "src/rpc/",
+      "src/core/",
+      "src/transport/",
+      "src/telemetry/",
+      "src/auth/",
+      "src/audit/",
+      "gen/",
+    ],
   },
+  "src/auth/": { local: ["src/auth/"], packages: ["jose", "lru-cache"] },
+  "src/audit/": { local: ["src/audit/"], packages: [] },
   "src/dev/": { local: ["src/dev/", "src/core/", "src/config.ts"] },
   "scripts/": { local: ["scripts/", "tools/"] },
 };

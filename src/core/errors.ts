@@ -30,15 +30,18 @@ export class TokenVendError extends Error {
   override readonly name = "TokenVendError";
   readonly code: ErrorCode;
   readonly fieldViolations: readonly FieldViolation[];
+  /** A finer reason than the code, for ErrorInfo (NOT_OWNER for a PERMISSION_DENIED). */
+  readonly reason: string | undefined;
 
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { cause?: unknown; fieldViolations?: readonly FieldViolation[] } = {},
+    opts: { cause?: unknown; fieldViolations?: readonly FieldViolation[]; reason?: string } = {},
   ) {
     super(message, { cause: opts.cause });
     this.code = code;
     this.fieldViolations = opts.fieldViolations ?? [];
+    this.reason = opts.reason;
   }
 }
 
@@ -61,6 +64,13 @@ export function notFoundError(key: TokenKey): TokenVendError {
         `no tokens for this session at provider "${key.provider}"`,
       )
     : new TokenVendError("GRANT_NOT_FOUND", `grant "${key.grant}" has no token`);
+}
+
+/** A session that belongs to another owner than the caller's. */
+export function notOwnerError(): TokenVendError {
+  return new TokenVendError("PERMISSION_DENIED", "this session belongs to another owner", {
+    reason: "NOT_OWNER",
+  });
 }
 
 export function shuttingDownError(): TokenVendError {

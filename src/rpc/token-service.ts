@@ -27,6 +27,7 @@ import type { LiveRecord, TokenSet } from "../core/token.ts";
 import type { WatchReason, WatchTarget } from "../core/token-stream.ts";
 import type { TokenVendor } from "../core/token-vendor.ts";
 import { freeze, pushStream, type StreamSink } from "../transport/index.ts";
+import { accessOf } from "./access.ts";
 import { limits, Violations } from "./validate.ts";
 
 export interface TokenServiceOptions {
@@ -88,6 +89,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
         .text("subject", req.subject, limits.bindingMaxChars)
         .text("client_id", req.clientId, limits.bindingMaxChars)
         .text("token_type", req.tokenType, limits.tokenTypeMaxChars);
+      const access = accessOf(ctx);
       const now = clock.now();
       let expiresAt = Number.NaN;
       const e = req.expiry;
@@ -114,9 +116,10 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
         expiresAt,
         subject: req.subject || undefined,
         clientId: req.clientId || undefined,
+        owner: access.recordOwner,
       };
       const generation = await vendor.storeUpstreamTokens(
-        { sessionId: req.sessionId, provider: req.provider, tokens },
+        { sessionId: req.sessionId, provider: req.provider, tokens, owner: access.owner },
         ctx.signal,
       );
       return create(StoreUpstreamTokensResponseSchema, { generation: BigInt(generation) });
@@ -137,6 +140,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
           expectedSubject: req.expectedSubject,
           expectedClientId: req.expectedClientId,
           minValidityMs: req.minValiditySeconds * 1000,
+          owner: accessOf(ctx).owner,
         },
         ctx.signal,
       );
@@ -147,7 +151,11 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
 
     async getAllUpstreamCredentials(req, ctx) {
       new Violations().sessionId("session_id", req.sessionId).check();
-      const res = await vendor.getAllUpstreamCredentials(req.sessionId, ctx.signal);
+      const access = accessOf(ctx);
+      const res = await vendor.getAllUpstreamCredentials(req.sessionId, ctx.signal, {
+        owner: access.owner,
+        expectedClientId: access.expectedClientId,
+      });
       const out = create(GetAllUpstreamCredentialsResponseSchema, {
         failures: res.failures.map((f) => ({
           provider: f.provider,
@@ -173,7 +181,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
     watchToken: pushStream(
       (req: WatchTokenRequest, ctx: HandlerContext, sink: StreamSink<WatchTokenResponse>) => {
         vendor.watch(
-          watchTarget(req),
+          watchTarget(req, accessOf(ctx).owner),
           {
             next: (ev) => sink.send(toWatchResponse(ev.record, ev.reason)),
             end: (err) => sink.end(err),
@@ -192,6 +200,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
           sessionId: req.sessionId,
           provider: req.provider || undefined,
           revokeUpstream: req.revokeUpstream,
+          owner: accessOf(ctx).owner,
         },
         ctx.signal,
       );
@@ -208,7 +217,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
 }
 
 /** The validated target of a WatchToken request; throws INVALID_ARGUMENT. */
-function watchTarget(req: WatchTokenRequest): WatchTarget {
+function watchTarget(req: WatchTokenRequest, owner: string | undefined): WatchTarget {
   const t = req.target;
   const v = new Violations();
   let target: WatchTarget;
@@ -224,6 +233,7 @@ function watchTarget(req: WatchTokenRequest): WatchTarget {
       provider: s.provider,
       expectedSubject: s.expectedSubject,
       expectedClientId: s.expectedClientId,
+      owner,
     };
   } else if (t.case === "grant") {
     v.name("grant", t.value);

@@ -12,6 +12,8 @@ import {
   type HandlerContext,
 } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
+import { authenticatedKey } from "./authentication.ts";
+import { authenticatedBy } from "./grpc-authentication.ts";
 
 type AnyCall = grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<Buffer, Buffer>;
 
@@ -44,6 +46,8 @@ export class GrpcCallContext implements HandlerContext {
     this.#call = call;
     this.method = method;
     this.service = method.parent;
+    const caller = authenticatedBy(call.metadata);
+    if (caller !== undefined) this.#values = createContextValues().set(authenticatedKey, caller);
     const deadline = call.getDeadline();
     const at = deadline instanceof Date ? deadline.getTime() : deadline;
     if (Number.isFinite(at)) {

@@ -18,11 +18,14 @@
 //
 // Library internals are read in library-internals.ts and nowhere else.
 
+export type { Authenticate, AuthenticationRequest } from "./authentication.ts";
+export { authenticatedKey } from "./authentication.ts";
 export { freeze } from "./frozen-message.ts";
 export type { GrpcServer, GrpcServerOptions } from "./grpc-server.ts";
 export { createGrpcServer } from "./grpc-server.ts";
 export type { HostPort } from "./host-port.ts";
 export { formatHostPort, parseHostPort } from "./host-port.ts";
+export type { HttpGuardOptions } from "./http-guard.ts";
 export type { HttpServer, HttpServerOptions } from "./http-server.ts";
 export { createHttpServer } from "./http-server.ts";
 export type { PlainHttpListener } from "./plain-http.ts";
@@ -33,7 +36,7 @@ export type {
   PushStreamObserver,
   StreamSink,
 } from "./push-stream.ts";
-export { pushStream } from "./push-stream.ts";
+export { pushStream, pushStreamOf } from "./push-stream.ts";
 export type {
   ListenAddress,
   ServiceRegistration,
@@ -41,5 +44,7 @@ export type {
 } from "./service-registration.ts";
 export type { GrpcStatusDetails } from "./status-details.ts";
 export { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "./status-details.ts";
+export type { TlsFiles, TlsFilesOptions } from "./tls-files.ts";
+export { watchTlsFiles } from "./tls-files.ts";
 export type { InternalErrorHandler, WireErrorOptions, WireErrors } from "./wire-errors.ts";
 export { createWireErrors } from "./wire-errors.ts";

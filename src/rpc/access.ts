@@ -1,0 +1,25 @@
+// What the access control decided for one call, handed to the handlers as a
+// context value: the owner a stored session gets, and the owner (if any) a
+// session must have for this caller to touch it.
+
+import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+
+export interface Access {
+  /** Recorded as the owner of sessions this call stores. */
+  readonly recordOwner: string | undefined;
+  /** Sessions of any other owner are PERMISSION_DENIED (NOT_OWNER); undefined: any owner. */
+  readonly owner: string | undefined;
+  /** The client id a session JWT bound this call to (GetAllUpstreamCredentials). */
+  readonly expectedClientId?: string | undefined;
+}
+
+/** Authentication off: nothing recorded, nothing checked. */
+export const openAccess: Access = { recordOwner: undefined, owner: undefined };
+
+export const accessKey = createContextKey<Access>(openAccess, {
+  description: "what the policy decided for this call",
+});
+
+export function accessOf(ctx: HandlerContext): Access {
+  return ctx.values.get(accessKey);
+}
