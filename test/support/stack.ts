@@ -1,6 +1,7 @@
 // A real tokenvend replica on free loopback ports in front of a real
 // oidc-provider, plus real clients for it.
 
+import { readFileSync } from "node:fs";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type * as grpc from "@grpc/grpc-js";
@@ -40,7 +41,11 @@ export interface StackOptions {
   /** More top-level options of the config (YAML shape, e.g. { syncInterval: "1h" }). */
   readonly config?: Record<string, unknown>;
   /** Passed on to startServer (telemetry providers, a logger). */
-  readonly server?: Pick<StartServerOptions, "telemetry" | "logger">;
+  readonly server?: Pick<StartServerOptions, "telemetry" | "logger" | "fetch">;
+  /** Metadata every call of `client` (and `store`) sends: credentials when auth is on. */
+  readonly metadata?: Record<string, string>;
+  /** More environment for the config (TOKENVEND_AUDIT_HMAC_KEY...). */
+  readonly env?: Record<string, string>;
 }
 
 export interface Stack {
@@ -75,7 +80,11 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     opts.idp ?? (await startLocalIdp({ accessTokenTtlSec: opts.accessTokenTtlSec ?? 300 }));
   const client = idp.client("tokenvend");
   const post = idp.client("tokenvend-post");
-  const env = { IDP_SECRET: client.clientSecret, IDP_POST_SECRET: post.clientSecret };
+  const env = {
+    ...opts.env,
+    IDP_SECRET: client.clientSecret,
+    IDP_POST_SECRET: post.clientSecret,
+  };
   const provider = (clientId: string, secretEnv: string, authMethod: string) => ({
     issuer: idp.issuer,
     ...(opts.tokenEndpoint !== undefined ? { tokenEndpoint: opts.tokenEndpoint } : {}),
@@ -102,7 +111,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         "demo-post": { provider: "idp2", scopes: ["api:write"] },
       },
     },
-    { env, readFile: () => "" },
+    // Real files: API key files, audit keys and TLS files of the tests that configure them.
+    { env, readFile: (p) => readFileSync(p, "utf8") },
   );
   const server = await startServer({
     config,
@@ -110,7 +120,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     ...opts.server,
   });
   const grpcAddress = `127.0.0.1:${server.grpcPort}`;
-  const c = api(grpcAddress);
+  const c = api(grpcAddress, opts.metadata);
   return {
     idp,
     server,
@@ -152,8 +162,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 }
 
 /** Typed unary calls and the stream over @grpc/grpc-js. */
-export function api(address: string) {
-  const g = createGrpcJsClient(TokenService, address);
+export function api(address: string, metadata?: Record<string, string>) {
+  const g = createGrpcJsClient(TokenService, address, metadata);
   return {
     storeUpstreamTokens: g.unary(
       "StoreUpstreamTokens",
