@@ -5,7 +5,7 @@
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generateApiKey } from "../../src/auth/index.ts";
+import { generateApiKey, permissions } from "../../src/auth/index.ts";
 import { type JwksIssuer, startJwksIssuer } from "./jwks-issuer.ts";
 import { type Stack, type StackOptions, startStack } from "./stack.ts";
 
@@ -28,15 +28,7 @@ export const testPolicy = {
     {
       name: "apps",
       callers: ["system:serviceaccount:apps:*", "api-key:ci"],
-      allow: [
-        "StoreUpstreamTokens",
-        "GetValidTokens",
-        "GetAllUpstreamCredentials",
-        "GetToken",
-        "WatchToken",
-        "RevokeSession",
-        "RevokeUpstream",
-      ],
+      allow: [...permissions],
       providers: ["*"],
       grants: ["demo"],
       sessions: "own",

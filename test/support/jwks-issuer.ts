@@ -71,16 +71,16 @@ export async function startJwksIssuer(): Promise<JwksIssuer> {
   const requests = { jwks: 0, discovery: 0 };
   let base = "";
   const server = http.createServer((req, res) => {
+    if (req.url === "/openid/v1/jwks") requests.jwks++;
+    if (req.url === "/.well-known/openid-configuration") requests.discovery++;
     if (down) {
       res.writeHead(503).end();
       return;
     }
     if (req.url === "/.well-known/openid-configuration") {
-      requests.discovery++;
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify({ issuer: base, jwks_uri: `${base}/openid/v1/jwks` }));
     } else if (req.url === "/openid/v1/jwks") {
-      requests.jwks++;
       res.writeHead(200, { "content-type": "application/json" });
       res.end(JSON.stringify({ keys: keys.map((k) => k.jwk) }));
     } else {
