@@ -13,6 +13,7 @@
 
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { trace } from "@opentelemetry/api";
+import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import type {
   GetAllUpstreamCredentialsResponse,
   TokenService,
@@ -32,6 +33,7 @@ import {
 } from "../auth/index.ts";
 import { authenticatedKey, pushStream, pushStreamOf, type StreamSink } from "../transport/index.ts";
 import { type Access, accessKey } from "./access.ts";
+import { errorDomain, toConnectError } from "./error-mapping.ts";
 import { grpcStatusNames } from "./rpc-interceptor.ts";
 import { boundClient, type SessionOfJwt, sessionId, sessionOf } from "./session-jwt.ts";
 import { expiringSink, generationOfCredential } from "./stream-expiry.ts";
@@ -90,6 +92,14 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
     });
   };
 
+  const tryRecord = (...args: Parameters<typeof record>) => {
+    try {
+      record(...args);
+    } catch {
+      // Reported by the sink; what is being recorded happens (or is refused) regardless.
+    }
+  };
+
   /** Authenticated caller, rule and session; throws (and audits) a refusal. */
   const decide = async (
     ctx: HandlerContext,
@@ -127,7 +137,8 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
       };
     } catch (err) {
       const e = err instanceof AuthError ? err : undefined;
-      record(
+      // Refused whether or not the refusal could be recorded.
+      tryRecord(
         ctx,
         method,
         target,
@@ -156,7 +167,7 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
     try {
       res = await run();
     } catch (err) {
-      record(ctx, method, target, d, { decision: "allow", outcome: outcomeOf(err) });
+      tryRecord(ctx, method, target, d, { decision: "allow", ...outcomeOf(err) });
       throw err;
     }
     try {
@@ -304,12 +315,8 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
             d.caller?.expiresAt,
             opts.now,
             (err, generation) => {
-              try {
-                const outcome = err === undefined ? "OK" : outcomeOf(err);
-                record(ctx, "WatchToken", t, d, { decision: "allow", outcome, generation });
-              } catch {
-                // The stream ends anyway; a failed end record cannot hold anything back.
-              }
+              const outcome = err === undefined ? { outcome: "OK" } : outcomeOf(err);
+              tryRecord(ctx, "WatchToken", t, d, { decision: "allow", ...outcome, generation });
             },
           );
           try {
@@ -324,11 +331,13 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
   };
 }
 
-function outcomeOf(err: unknown): string {
-  if (err instanceof ConnectError) return grpcStatusNames[err.code] ?? "UNKNOWN";
-  if (err instanceof AuthError) return err.code;
-  const code = (err as { code?: unknown })?.code;
-  return typeof code === "string" ? code : "INTERNAL";
+/** How an operation ended, as the caller sees it: the status name and the ErrorInfo reason. */
+function outcomeOf(err: unknown): Pick<AuditRecord, "outcome" | "reason"> {
+  const wire = toConnectError(err);
+  return {
+    outcome: grpcStatusNames[wire.code] ?? "UNKNOWN",
+    reason: wire.findDetails(ErrorInfoSchema)[0]?.reason,
+  };
 }
 
 function auditUnavailable(err: unknown): ConnectError {
@@ -336,7 +345,7 @@ function auditUnavailable(err: unknown): ConnectError {
     "the audit record could not be written; the call is refused",
     Code.Unavailable,
     undefined,
-    undefined,
+    [{ desc: ErrorInfoSchema, value: { reason: "AUDIT_UNAVAILABLE", domain: errorDomain } }],
     err instanceof AuditUnavailableError ? err : new AuditUnavailableError("audit", { cause: err }),
   );
 }

@@ -34,6 +34,14 @@ export const testPolicy = {
       sessions: "own",
     },
     {
+      // A gateway reads any session whose end user's session JWT it shows.
+      name: "gateway",
+      callers: ["system:serviceaccount:gateway:*"],
+      allow: ["GetValidTokens", "WatchToken"],
+      providers: ["idp"],
+      sessions: "token",
+    },
+    {
       name: "readers",
       callers: ["system:serviceaccount:readers:*"],
       allow: ["GetToken"],
