@@ -27,6 +27,8 @@ export interface Security {
   readonly policy: Policy | undefined;
   readonly sessionJwts: JwtVerifier | undefined;
   readonly tls: TlsFiles | undefined;
+  /** The config load (its digest) and the keyring in use, to the audit stream. */
+  recordStart(configDigest: string | undefined): void;
   /** `upstream` with every refresh and revocation at a provider audited. */
   audited(upstream: UpstreamClient): UpstreamClient;
   close(): Promise<void>;
@@ -153,6 +155,33 @@ export function createSecurity(opts: SecurityOptions): Security {
     }
   };
   return {
+    recordStart(configDigest) {
+      // Key ids only: "id:base64" entries and key files named by their id.
+      const ids = [
+        ...(config.encryptionKeys ?? "").split(",").map((e) => e.split(":")[0]?.trim() ?? ""),
+        ...config.encryptionKeyFiles.map((f) => f.split("/").at(-1) ?? ""),
+      ].filter(Boolean);
+      try {
+        audit?.write({
+          event: "config",
+          outcome: "OK",
+          details: {
+            ...(configDigest !== undefined ? { sha256: configDigest } : {}),
+            auth: config.auth.enabled,
+            rules: config.policy.length,
+          },
+        });
+        if (ids.length > 0) {
+          audit?.write({
+            event: "keyring",
+            outcome: "OK",
+            details: { primary: ids[0] as string, keyIds: ids },
+          });
+        }
+      } catch (err) {
+        log.error({ err: err instanceof Error ? err.message : String(err) }, "audit write failed");
+      }
+    },
     audit,
     authenticate,
     policy,

@@ -45,6 +45,8 @@ export interface StartServerOptions {
   /** Defaults to the oauth4webapi client built from config.providers (src/idp). */
   readonly upstream?: UpstreamClient;
   readonly clock?: Clock;
+  /** The config file's SHA-256, for the audit stream's config record. */
+  readonly configDigest?: string;
   /** For JWKS and discovery requests (tests); default the global fetch. */
   readonly fetch?: typeof fetch;
   /** Adds services to the grpc-js server before it listens (the benchmark's echo). */
@@ -195,6 +197,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       ? await metricsListener.listen(config.prometheusListen)
       : undefined;
   grpc.setServing(true);
+  security.recordStart(opts.configDigest);
   const sweeper = startStoreSweeper({
     store,
     clock,
