@@ -74,14 +74,19 @@ export function watchTlsFiles(opts: TlsFilesOptions): TlsFiles {
   const identity = new Set<grpc.experimental.IdentityCertificateUpdateListener>();
   const ca = new Set<grpc.experimental.CaCertificateUpdateListener>();
   const provider: grpc.experimental.CertificateProvider = {
+    // grpc-js adds its watcher after adding the listener: the first set goes out after that.
     addIdentityCertificateListener(l) {
       identity.add(l);
-      l({ certificate: current.cert as Buffer, privateKey: current.key as Buffer });
+      queueMicrotask(() =>
+        l({ certificate: current.cert as Buffer, privateKey: current.key as Buffer }),
+      );
     },
     removeIdentityCertificateListener: (l) => identity.delete(l),
     addCaCertificateListener(l) {
       ca.add(l);
-      if (current.ca !== undefined) l({ caCertificate: current.ca as Buffer });
+      queueMicrotask(() => {
+        if (current.ca !== undefined) l({ caCertificate: current.ca as Buffer });
+      });
     },
     removeCaCertificateListener: (l) => ca.delete(l),
   };
