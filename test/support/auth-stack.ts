@@ -27,7 +27,7 @@ export const testPolicy = {
   rules: [
     {
       name: "apps",
-      callers: ["system:serviceaccount:apps:*", "api-key:ci"],
+      callers: ["system:serviceaccount:apps:*", "api-key:ci", "spiffe://example.test/ns/apps/*"],
       allow: [...permissions],
       providers: ["*"],
       grants: ["demo"],

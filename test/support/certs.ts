@@ -3,6 +3,7 @@
 // SAN) or only a subject; a second, unrelated CA for certificates nobody trusts.
 
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +22,8 @@ export interface TestCa {
   /** A certificate signed by this CA: subject CN, and SANs (e.g. "URI:spiffe://…", "IP:127.0.0.1"). */
   issue(name: string, cn: string, sans: string[], usage: "server" | "client"): Promise<Issued>;
 }
+
+let issued = 0;
 
 export async function createTestCa(name = "ca"): Promise<TestCa> {
   const dir = await mkdtemp(join(tmpdir(), `tokenvend-${name}-`));
@@ -46,7 +49,9 @@ export async function createTestCa(name = "ca"): Promise<TestCa> {
   return {
     dir,
     caCert,
-    async issue(file, cn, sans, usage) {
+    async issue(name, cn, sans, usage) {
+      // Unique per call: tests issue concurrently.
+      const file = `${name}-${++issued}`;
       const key = join(dir, `${file}.key`);
       const csr = join(dir, `${file}.csr`);
       const cert = join(dir, `${file}.pem`);
@@ -82,7 +87,8 @@ export async function createTestCa(name = "ca"): Promise<TestCa> {
         caCert,
         "-CAkey",
         caKey,
-        "-CAcreateserial",
+        "-set_serial",
+        `0x${randomBytes(8).toString("hex")}`,
         "-out",
         cert,
         "-days",
