@@ -51,6 +51,8 @@ export interface StartServerOptions {
   readonly fetch?: typeof fetch;
   /** Adds services to the grpc-js server before it listens (the benchmark's echo). */
   readonly configureGrpc?: (server: GrpcServer["server"]) => void;
+  /** Paths configureGrpc adds that are served without authentication. */
+  readonly openGrpcPaths?: readonly string[];
   /**
    * Where spans and metrics go (main passes the OTEL_* SDK's). Without it and
    * without config.prometheusListen, telemetry is off: no interceptor on either
@@ -173,6 +175,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     maxReceiveMessageBytes: config.maxMessageBytes,
     errors,
     ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
+    ...(opts.openGrpcPaths !== undefined ? { openPaths: opts.openGrpcPaths } : {}),
     ...(security.tls !== undefined ? { credentials: security.tls.grpcCredentials() } : {}),
     ...(rpcTelemetry !== undefined
       ? { interceptors, pushStreamObserver: rpcTelemetry.pushStreamObserver }

@@ -6,7 +6,19 @@
 import type { PeerCertificate } from "node:tls";
 import { type Caller, unauthenticated } from "./caller.ts";
 
+// Listeners hand the same certificate object for every call of a connection.
+const known = new WeakMap<PeerCertificate, Omit<Caller, "peer">>();
+
 export function certificateIdentity(cert: PeerCertificate): Omit<Caller, "peer"> {
+  let id = known.get(cert);
+  if (id === undefined) {
+    id = identityOf(cert);
+    known.set(cert, id);
+  }
+  return id;
+}
+
+function identityOf(cert: PeerCertificate): Omit<Caller, "peer"> {
   const uris = (cert.subjectaltname ?? "")
     .split(/,\s*/)
     .filter((s) => s.startsWith("URI:spiffe://"))

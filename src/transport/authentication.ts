@@ -43,12 +43,21 @@ export function refusalOf(err: unknown): ConnectError {
     : new ConnectError("authentication failed", Code.Unauthenticated, undefined, undefined, err);
 }
 
+// A connection's certificate cannot change: read once per socket (getPeerCertificate
+// builds a new object from the X.509 on every call).
+const bySocket = new WeakMap<object, { cert: PeerCertificate | undefined }>();
+
 /** The verified client certificate of a TLS socket, if it has one. */
 export function verifiedCertificate(socket: unknown): PeerCertificate | undefined {
   const tls = socket as Partial<TLSSocket> | undefined;
   if (tls?.authorized !== true || typeof tls.getPeerCertificate !== "function") return undefined;
-  const cert = tls.getPeerCertificate();
-  return cert !== undefined && Object.keys(cert).length > 0 ? cert : undefined;
+  let known = bySocket.get(tls);
+  if (known === undefined) {
+    const cert = tls.getPeerCertificate();
+    known = { cert: cert !== undefined && Object.keys(cert).length > 0 ? cert : undefined };
+    bySocket.set(tls, known);
+  }
+  return known.cert;
 }
 
 /** "address:port" of a socket's peer. */

@@ -7,9 +7,25 @@
 // here (test/library-internals.test.ts pins it; were it to change, handlers
 // would find no caller and refuse every call: closed, never open).
 
+import type { PeerCertificate } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { type Authenticate, isOpenPath, peerOf, refusalOf } from "./authentication.ts";
 import { toServiceError } from "./grpc-metadata.ts";
+import { connectionOf } from "./library-internals.ts";
+
+/** The verified client certificate of each TLS connection, read once per connection. */
+const certificates = new WeakMap<object, { cert: PeerCertificate | undefined }>();
+
+function certificateOf(call: grpc.ServerInterceptingCallInterface): PeerCertificate | undefined {
+  const connection = connectionOf(call);
+  if (connection === undefined) return call.getAuthContext().sslPeerCertificate;
+  let known = certificates.get(connection);
+  if (known === undefined) {
+    known = { cert: call.getAuthContext().sslPeerCertificate };
+    certificates.set(connection, known);
+  }
+  return known.cert;
+}
 
 /** The caller of each accepted call, by the metadata object its handler gets. */
 const callers = new WeakMap<grpc.Metadata, unknown>();
@@ -18,21 +34,29 @@ export function authenticatedBy(metadata: grpc.Metadata): unknown {
   return callers.get(metadata);
 }
 
-export function grpcAuthentication(authenticate: Authenticate): grpc.ServerInterceptor {
+/** `openPaths`: more paths served without authentication (the benchmark's echo). */
+export function grpcAuthentication(
+  authenticate: Authenticate,
+  openPaths: ReadonlySet<string> = new Set(),
+): grpc.ServerInterceptor {
   return (method, call) => {
-    if (isOpenPath(method.path)) return new grpc.ServerInterceptingCall(call);
+    if (isOpenPath(method.path) || openPaths.has(method.path)) {
+      return new grpc.ServerInterceptingCall(call);
+    }
     return new grpc.ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata, pass) {
-            const auth = call.getAuthContext();
             const address = call.getConnectionInfo();
             authenticate({
               header: (name) => {
                 const v = metadata.get(name)[0];
                 return typeof v === "string" ? v : undefined;
               },
-              certificate: auth.sslPeerCertificate,
+              // Read only when asked for: a bearer credential needs no certificate.
+              get certificate() {
+                return certificateOf(call);
+              },
               peer: peerOf({
                 remoteAddress: address.remoteAddress,
                 remotePort: address.remotePort,

@@ -39,6 +39,8 @@ export interface GrpcServerOptions<T extends readonly DescService[]> {
   readonly credentials?: grpc.ServerCredentials;
   /** Runs for every call but health's before its message is read (authentication.ts). */
   readonly authenticate?: Authenticate;
+  /** Paths of services added outside `services` that need no authentication (a benchmark's echo). */
+  readonly openPaths?: readonly string[];
   /** Extra grpc-js server options (keepalive, ...); they win over ours. */
   readonly serverOptions?: grpc.ServerOptions;
 }
@@ -68,7 +70,7 @@ export function createGrpcServer<const T extends readonly DescService[]>(
     "grpc.max_receive_message_length": maxReceive,
     // No interceptor at all without authentication: grpc-js wraps every call in one.
     ...(opts.authenticate !== undefined
-      ? { interceptors: [grpcAuthentication(opts.authenticate)] }
+      ? { interceptors: [grpcAuthentication(opts.authenticate, new Set(opts.openPaths))] }
       : {}),
     ...opts.serverOptions,
   });

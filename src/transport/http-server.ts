@@ -157,7 +157,9 @@ export function createHttpServer<const T extends readonly DescService[]>(
         const v = req.headers[name];
         return Array.isArray(v) ? v[0] : v;
       },
-      certificate: verifiedCertificate(req.socket),
+      get certificate() {
+        return verifiedCertificate(req.socket);
+      },
       peer: peerOf(req.socket),
       path,
     }).then(
