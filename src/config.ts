@@ -62,6 +62,8 @@ export interface Config extends SecurityConfig {
   readonly httpListen: string;
   /** metrics.prometheusListen / TOKENVEND_PROMETHEUS_LISTEN: a Prometheus scrape endpoint; off when unset. */
   readonly prometheusListen: string | undefined;
+  /** health.listen / TOKENVEND_HEALTH_LISTEN: grpc.health.v1 alone, plaintext, for probes (off when unset). */
+  readonly healthListen: string | undefined;
   readonly logLevel: LogLevel;
   readonly refreshTimeoutMs: number;
   readonly shutdownGraceMs: number;
@@ -137,6 +139,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "policy",
     "tls",
     "audit",
+    "health",
   ]);
   const env = opts.env;
   const grpc = obj(root.grpc ?? {}, "grpc");
@@ -151,6 +154,16 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     env.TOKENVEND_HTTP_LISTEN ?? str(http.listen, "http.listen") ?? configDefaults.httpListen,
     env.TOKENVEND_HTTP_LISTEN !== undefined ? "TOKENVEND_HTTP_LISTEN" : "http.listen",
   );
+  const healthRoot = obj(root.health ?? {}, "health");
+  known(healthRoot, "health", ["listen"]);
+  const healthText = env.TOKENVEND_HEALTH_LISTEN || str(healthRoot.listen, "health.listen");
+  const healthListen =
+    healthText === undefined || healthText === ""
+      ? undefined
+      : hostPort(
+          healthText,
+          env.TOKENVEND_HEALTH_LISTEN ? "TOKENVEND_HEALTH_LISTEN" : "health.listen",
+        );
   const metricsRoot = obj(root.metrics ?? {}, "metrics");
   known(metricsRoot, "metrics", ["prometheusListen"]);
   const promListen =
@@ -228,6 +241,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     grpcListen,
     httpListen,
     prometheusListen,
+    healthListen,
     logLevel: level as LogLevel,
     refreshTimeoutMs: duration(
       root.refreshTimeout,

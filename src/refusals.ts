@@ -17,6 +17,7 @@ const listeners = (c: Config) =>
     ["grpc.listen", c.grpcListen],
     ["http.listen", c.httpListen],
     ["metrics.prometheusListen", c.prometheusListen],
+    ["health.listen", c.healthListen],
   ].filter((l): l is [string, string] => l[1] !== undefined);
 
 export function startRefusal(config: Config): string | undefined {

@@ -31,6 +31,7 @@ import {
 } from "./telemetry/metrics.ts";
 import {
   createGrpcServer,
+  createHealthListener,
   createHttpServer,
   createPlainHttpListener,
   createWireErrors,
@@ -67,6 +68,8 @@ export interface StartServerOptions {
 export interface RunningServer {
   readonly grpcPort: number;
   readonly httpPort: number;
+  /** The plaintext health listener's port, when config.healthListen is set. */
+  readonly healthPort: number | undefined;
   /** The Prometheus scrape endpoint's port, when config.prometheusListen is set. */
   readonly prometheusPort: number | undefined;
   readonly vendor: TokenVendor;
@@ -199,7 +202,16 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     metricsListener !== undefined && config.prometheusListen !== undefined
       ? await metricsListener.listen(config.prometheusListen)
       : undefined;
+  const healthListener =
+    config.healthListen !== undefined
+      ? createHealthListener(["", ...services.map((s) => s.desc.typeName)])
+      : undefined;
+  const healthAddr =
+    healthListener !== undefined && config.healthListen !== undefined
+      ? await healthListener.listen(config.healthListen)
+      : undefined;
   grpc.setServing(true);
+  healthListener?.setServing(true);
   security.recordStart(opts.configDigest);
   const sweeper = startStoreSweeper({
     store,
@@ -214,6 +226,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       grpc: formatHostPort(grpcAddr),
       http: formatHostPort(httpAddr),
       ...(promAddr !== undefined ? { prometheus: formatHostPort(promAddr) } : {}),
+      ...(healthAddr !== undefined ? { health: formatHostPort(healthAddr) } : {}),
       store: store.kind,
       auth: config.auth.enabled ? "on" : "off",
       tls: config.tls === undefined ? "off" : config.tls.requireClientCert ? "mtls" : "on",
@@ -227,6 +240,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     grpcPort: grpcAddr.port,
     httpPort: httpAddr.port,
     prometheusPort: promAddr?.port,
+    healthPort: healthAddr?.port,
     vendor,
     store,
     shutdown() {
@@ -234,12 +248,14 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
         log.info({ graceMs: config.shutdownGraceMs }, "draining");
         sweeper.stop();
         grpc.setServing(false);
+        healthListener?.setServing(false);
         await vendor.close();
         await Promise.all([
           grpc.shutdown(config.shutdownGraceMs),
           http.close(config.shutdownGraceMs),
         ]);
         lifecycle.abort(shuttingDownError());
+        await healthListener?.close();
         await store.close();
         await security.close();
         // Last: a scrape during the drain still sees the drain's metrics.

@@ -154,7 +154,7 @@ test("the audit stream: one record per allow, deny and error, field by field, se
     ...all[0],
     event: "config",
     outcome: "OK",
-    details: { auth: true, rules: 3 },
+    details: { auth: true, rules: 6 },
   });
   const records = all.filter(
     (r) => r.event === "call" || r.event === "refresh" || r.event === "revocation",
@@ -283,4 +283,65 @@ test("failClosed: a call whose audit record cannot be written is refused UNAVAIL
       `failClosed ${failClosed}`,
     );
   }
+});
+
+test("a rule with sessions: any reads other owners' sessions, only of its providers; a tenant's sessions are every tenant member's", async (t) => {
+  const s = await startAuthStack();
+  t.teardown(s.stop);
+  await s.store("s-shared", await s.mint("alice"), 300);
+  await s.store("s-shared", await s.mint("alice"), 300, { provider: "idp2" });
+  const c = createClient(TokenService, createGrpcTransport({ baseUrl: `http://${s.grpcAddress}` }));
+  const as = async (ns: string, name: string) => ({ authorization: await s.bearer(ns, name) });
+  const ops = await as("ops", "oncall");
+  t.is(
+    (await c.getValidTokens({ sessionId: "s-shared", provider: "idp" }, { headers: ops }))
+      .credential?.generation,
+    1n,
+  );
+  const all = await c.getAllUpstreamCredentials({ sessionId: "s-shared" }, { headers: ops });
+  t.deepEqual(Object.keys(all.credentials), ["idp"], "idp2 is beyond the ops rule");
+  const denied = await t.throwsAsync(
+    c.getValidTokens({ sessionId: "s-shared", provider: "idp2" }, { headers: ops }),
+  );
+  t.deepEqual(failure(denied), { code: Code.PermissionDenied, reason: "PROVIDER_NOT_ALLOWED" });
+
+  const expiry = { case: "expiresIn" as const, value: 300n };
+  await c.storeUpstreamTokens(
+    { sessionId: "s-web", provider: "idp", accessToken: "web-at", expiry },
+    { headers: await as("web", "login") },
+  );
+  t.is(
+    (
+      await c.getValidTokens(
+        { sessionId: "s-web", provider: "idp" },
+        { headers: await as("web", "reader") },
+      )
+    ).credential?.accessToken,
+    "web-at",
+  );
+  const alice = await t.throwsAsync(
+    c.getValidTokens(
+      { sessionId: "s-web", provider: "idp" },
+      { headers: await as("apps", "alice") },
+    ),
+  );
+  t.deepEqual(failure(alice), { code: Code.PermissionDenied, reason: "NOT_OWNER" });
+});
+
+test("a WatchToken stream ends UNAUTHENTICATED (TOKEN_EXPIRED) when the credential that opened it expires", async (t) => {
+  const s = await startAuthStack();
+  t.teardown(s.stop);
+  const c = createClient(TokenService, createGrpcTransport({ baseUrl: `http://${s.grpcAddress}` }));
+  const short = `Bearer ${await s.issuer.sign({ name: "alice", expiresIn: 2 })}`;
+  const started = Date.now();
+  const req = create(WatchTokenRequestSchema, { target: { case: "grant", value: "demo" } });
+  let messages = 0;
+  const err = await t.throwsAsync(
+    (async () => {
+      for await (const _ of c.watchToken(req, { headers: { authorization: short } })) messages++;
+    })(),
+  );
+  t.deepEqual(failure(err), { code: Code.Unauthenticated, reason: "TOKEN_EXPIRED" });
+  t.is(messages, 1);
+  t.true(Date.now() - started >= 1000, "not before the credential's exp");
 });

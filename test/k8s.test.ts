@@ -11,6 +11,7 @@ import test from "ava";
 import { parse as parseYaml } from "yaml";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
 import { type Config, parseConfig } from "../src/config.ts";
+import { startRefusal } from "../src/refusals.ts";
 import { parseHostPort } from "../src/transport/index.ts";
 import { npmStartArgv } from "./support/server-process.ts";
 
@@ -65,6 +66,9 @@ interface Volume {
   readonly name: string;
   readonly configMap?: { name: string; items?: { key: string; path: string }[] };
   readonly secret?: { secretName: string; items?: { key: string; path: string }[] };
+  readonly projected?: {
+    sources: { serviceAccountToken?: { audience: string; path: string } }[];
+  };
 }
 interface LabelSelector {
   readonly matchLabels?: Labels;
@@ -209,6 +213,8 @@ function podEnv(): Record<string, string> {
     else if (ref !== undefined && e.name === "MONGODB_URI") env[e.name] = "mongodb://mongo:27017";
     else if (ref !== undefined && e.name === "TOKENVEND_ENCRYPTION_KEYS")
       env[e.name] = `primary:${Buffer.alloc(32, 7).toString("base64")}`;
+    else if (ref !== undefined && e.name === "TOKENVEND_AUDIT_HMAC_KEY")
+      env[e.name] = Buffer.alloc(32, 8).toString("base64");
     else if (ref !== undefined) env[e.name] = "dummy";
   }
   return env;
@@ -248,6 +254,8 @@ const grpcPort = parseHostPort(config.grpcListen).port;
 const httpPort = parseHostPort(config.httpListen).port;
 const metricsPort =
   config.prometheusListen !== undefined ? parseHostPort(config.prometheusListen).port : undefined;
+const healthPort =
+  config.healthListen !== undefined ? parseHostPort(config.healthListen).port : undefined;
 const containerPort = (name: string) =>
   container.ports?.find((p) => p.name === name)?.containerPort;
 
@@ -306,7 +314,12 @@ test("MONGODB_URI and TOKENVEND_ENCRYPTION_KEYS come from Secrets, never inline"
 });
 
 test("the listeners bind every interface: the 127.0.0.1 defaults are unreachable in a pod", (t) => {
-  for (const listen of [config.grpcListen, config.httpListen, config.prometheusListen]) {
+  for (const listen of [
+    config.grpcListen,
+    config.httpListen,
+    config.prometheusListen,
+    config.healthListen,
+  ]) {
     t.true(["0.0.0.0", "::"].includes(parseHostPort(listen ?? "").host), listen);
   }
 });
@@ -315,15 +328,16 @@ test("the container's ports are the ports the config listens on", (t) => {
   t.is(containerPort("grpc"), grpcPort);
   t.is(containerPort("http"), httpPort);
   t.is(containerPort("metrics"), metricsPort);
-  t.is(container.ports?.length, 3);
+  t.is(containerPort("health"), healthPort);
+  t.is(container.ports?.length, 4);
 });
 
-test("probes are native gRPC health probes on the gRPC port, for services the server registers", (t) => {
+test("probes are native gRPC health probes on the plaintext health port (they cannot speak TLS), for services the server registers", (t) => {
   // The server reports health for "" and for each service it mounts (src/transport/grpc-server.ts).
   const registered = ["", TokenService.typeName];
   for (const kind of ["startupProbe", "readinessProbe", "livenessProbe"] as const) {
     const probe = container[kind];
-    t.is(probe?.grpc?.port, grpcPort, kind);
+    t.is(probe?.grpc?.port, config.tls !== undefined ? healthPort : grpcPort, kind);
     t.true(registered.includes(probe?.grpc?.service ?? ""), kind);
   }
   t.is(container.readinessProbe?.grpc?.service, TokenService.typeName);
@@ -449,6 +463,21 @@ test("a ClusterIP and a headless Service select the pods on the gRPC and HTTP po
   }
 });
 
+/** The one namespace a peer selects by name, or undefined ({} selects all). */
+const namespaceOf = (p: Peer) =>
+  Object.keys(p.namespaceSelector?.matchLabels ?? {}).length === 1
+    ? p.namespaceSelector?.matchLabels?.["kubernetes.io/metadata.name"]
+    : undefined;
+
+/** The namespaces of the service accounts the policy lets in. */
+const callerNamespaces = new Set(
+  config.policy.flatMap((r) =>
+    r.callers.map(
+      (c) => /^system:serviceaccount:([^:*]+):/.exec(c)?.[1] ?? `not a service account: ${c}`,
+    ),
+  ),
+);
+
 const covers = (rule: PolicyRule, port: number) =>
   (rule.ports ?? []).some(
     (p) =>
@@ -474,6 +503,12 @@ test("the NetworkPolicy admits callers on gRPC and HTTP and the monitoring names
         r.from?.every((p) => selects(p.podSelector, { "tokenvend.io/client": "true" })),
         `port ${port}: only labelled clients`,
       );
+      // Each peer names its namespace: none admits labelled pods of every namespace.
+      t.deepEqual(
+        r.from?.map((p) => namespaceOf(p)).sort(),
+        [...callerNamespaces].sort(),
+        `port ${port}: exactly the namespaces the policy's rules name`,
+      );
     }
   }
   const metricsRules = ingress.filter((r) => covers(r, metricsPort ?? -1));
@@ -491,6 +526,45 @@ test("the NetworkPolicy lets the pods reach DNS, MongoDB and the IdPs over HTTPS
   const ports = egress.flatMap((r) => (r.ports ?? []).map((p) => `${p.port}/${p.protocol}`));
   t.deepEqual(ports.sort(), ["27017/TCP", "443/TCP", "53/TCP", "53/UDP"]);
   for (const r of egress) t.true((r.to ?? []).length > 0);
+});
+
+test("npm start accepts the shipped config: callers authenticate with service-account tokens of audience tokenvend, over TLS", (t) => {
+  t.is(startRefusal(config), undefined);
+  t.true(config.auth.enabled);
+  t.deepEqual(
+    config.auth.jwtIssuers.map((i) => [i.kind, i.audiences]),
+    [["kubernetes", ["tokenvend"]]],
+  );
+  t.true(config.policy.length > 0);
+  t.truthy(config.tls);
+  for (const f of [config.tls?.certFile, config.tls?.keyFile]) {
+    t.true(secretFiles.has(f ?? ""), `${f} is mounted from a Secret`);
+  }
+  t.deepEqual(
+    config.audit?.target,
+    { kind: "stdout" },
+    "audit to stdout: the root filesystem is read-only",
+  );
+  t.false(config.allowedHosts.includes("*"));
+  t.true(config.allowedHosts.includes("tokenvend.tokenvend.svc.cluster.local"));
+});
+
+test("the example client mounts a projected token of audience tokenvend, and the policy and the NetworkPolicy let it in", (t) => {
+  const example = parseYaml(read("k8s/examples/client.yaml")) as Deployment;
+  const spec = example.spec.template.spec;
+  const projected = spec.volumes
+    ?.flatMap((v) => v.projected?.sources ?? [])
+    .find((s) => s.serviceAccountToken);
+  t.is(projected?.serviceAccountToken?.audience, "tokenvend");
+  const sa = `system:serviceaccount:${example.metadata.namespace}:${spec.serviceAccountName}`;
+  t.true(
+    config.policy.some((r) =>
+      r.callers.some((c) => new RegExp(`^${c.replaceAll("*", ".*")}$`).test(sa)),
+    ),
+    sa,
+  );
+  t.true(callerNamespaces.has(example.metadata.namespace ?? ""));
+  t.is(example.spec.template.metadata.labels["tokenvend.io/client"], "true");
 });
 
 // --- the image ---
@@ -517,7 +591,7 @@ test("the image's listeners, EXPOSE and user", (t) => {
   t.is(imageEnv.TOKENVEND_GRPC_LISTEN, `0.0.0.0:${grpcPort}`);
   t.is(imageEnv.TOKENVEND_HTTP_LISTEN, `0.0.0.0:${httpPort}`);
   const exposed = dockerArgs(runtimeStage, "EXPOSE").flatMap((a) => a.split(/\s+/).map(Number));
-  t.deepEqual(exposed.sort(), [grpcPort, httpPort, metricsPort].sort());
+  t.deepEqual(exposed.sort(), [grpcPort, httpPort, metricsPort, healthPort].sort());
   const copies = dockerArgs(runtimeStage, "COPY").map((a) => a.replace(/^--\S+\s+/, ""));
   for (const path of ["package.json", "gen", "src"]) {
     t.true(

@@ -58,6 +58,7 @@ test.before(async () => {
         reloadInterval: "100ms",
       },
       auth: { mtls: true },
+      health: { listen: "127.0.0.1:0" },
       policy: {
         rules: [
           {
@@ -203,5 +204,47 @@ test.serial(
     t.deepEqual(got, ["server-b", "server-b"]);
     t.is(await viaGrpcJs(spiffe), "OK");
     t.is(await viaConnect(spiffe, "1.1"), "OK");
+  },
+);
+
+test.serial(
+  "the plaintext health listener answers Kubernetes-style probes while the gRPC listener speaks TLS only",
+  async (t) => {
+    const { execFile } = await import("node:child_process");
+    const { promisify } = await import("node:util");
+    const { toolPath } = await import("./support/tools.ts");
+    const healthProto = new URL(
+      "../node_modules/grpc-health-check/proto/health/v1",
+      import.meta.url,
+    ).pathname;
+    const check = (port: number, service: string) =>
+      promisify(execFile)(toolPath("grpcurl"), [
+        "-plaintext",
+        "-import-path",
+        healthProto,
+        "-proto",
+        "health.proto",
+        "-d",
+        JSON.stringify({ service }),
+        `127.0.0.1:${port}`,
+        "grpc.health.v1.Health/Check",
+      ]);
+    for (const service of ["", "tokenvend.v1.TokenService"]) {
+      t.deepEqual(JSON.parse((await check(s.server.healthPort ?? 0, service)).stdout), {
+        status: "SERVING",
+      });
+    }
+    // Nothing but health there.
+    const other = await t.throwsAsync(
+      promisify(execFile)(toolPath("grpcurl"), [
+        "-plaintext",
+        `127.0.0.1:${s.server.healthPort}`,
+        "list",
+      ]),
+    );
+    t.regex(
+      (other as unknown as { stderr: string }).stderr,
+      /Unimplemented|does not support the reflection API/,
+    );
   },
 );

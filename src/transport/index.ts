@@ -23,6 +23,8 @@ export { authenticatedKey } from "./authentication.ts";
 export { freeze } from "./frozen-message.ts";
 export type { GrpcServer, GrpcServerOptions } from "./grpc-server.ts";
 export { createGrpcServer } from "./grpc-server.ts";
+export type { HealthListener } from "./health-listener.ts";
+export { createHealthListener } from "./health-listener.ts";
 export type { HostPort } from "./host-port.ts";
 export { formatHostPort, parseHostPort } from "./host-port.ts";
 export type { HttpGuardOptions } from "./http-guard.ts";

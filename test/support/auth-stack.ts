@@ -42,6 +42,29 @@ export const testPolicy = {
       sessions: "token",
     },
     {
+      // Operators read any session of provider idp (cross-owner), and nothing else.
+      name: "ops",
+      callers: ["system:serviceaccount:ops:*"],
+      allow: ["GetValidTokens", "GetAllUpstreamCredentials"],
+      providers: ["idp"],
+      sessions: "any",
+    },
+    {
+      // A login component and a reader sharing the tenant "web": its sessions are the tenant's.
+      name: "web-login",
+      callers: ["system:serviceaccount:web:login"],
+      allow: ["StoreUpstreamTokens"],
+      providers: ["idp"],
+      tenant: "web",
+    },
+    {
+      name: "web-reader",
+      callers: ["system:serviceaccount:web:reader"],
+      allow: ["GetValidTokens"],
+      providers: ["idp"],
+      tenant: "web",
+    },
+    {
       name: "readers",
       callers: ["system:serviceaccount:readers:*"],
       allow: ["GetToken"],
