@@ -19,6 +19,7 @@ import type { Config } from "./config.ts";
 import type { Logger } from "./core/logger.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
 import { toConnectError } from "./rpc/error-mapping.ts";
+import { sessionJwtHeader } from "./rpc/session-jwt.ts";
 import { type Authenticate, type TlsFiles, watchTlsFiles } from "./transport/index.ts";
 
 export interface Security {
@@ -77,11 +78,15 @@ export function createSecurity(opts: SecurityOptions): Security {
     policy = createPolicy(config.policy);
     authenticate = async (req): Promise<Caller> => {
       try {
-        return await authenticator.authenticate({
+        const caller = await authenticator.authenticate({
           authorization: req.header("authorization"),
-          certificate: req.certificate,
+          get certificate() {
+            return req.certificate;
+          },
           peer: req.peer,
         });
+        const sessionJwt = req.header(sessionJwtHeader);
+        return sessionJwt !== undefined ? { ...caller, sessionJwt } : caller;
       } catch (err) {
         const e = err instanceof AuthError ? err : undefined;
         // A refusal is recorded even when the audit cannot be written: the call is refused anyway.

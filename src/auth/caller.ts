@@ -15,6 +15,11 @@ export interface Caller {
   readonly expiresAt?: number | undefined;
   /** The peer's address as the listener saw it. */
   readonly peer: string;
+  /**
+   * The end user's session JWT the call carried (header tokenvend-session-jwt),
+   * read with the credentials, so the handler need not build the call's headers.
+   */
+  readonly sessionJwt?: string | undefined;
 }
 
 export const authReasons = [

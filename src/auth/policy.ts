@@ -74,53 +74,61 @@ export function createPolicy(rules: readonly PolicyRule[]): Policy {
     grant: matcher(r.grants),
     allow: new Set<Permission>(r.allow),
   }));
-  return {
-    authorize(caller, req) {
-      const mine = compiled.filter((c) => c.caller(caller.id));
-      if (mine.length === 0) {
-        throw denied("NO_RULE", `no policy rule names caller ${caller.id}`);
-      }
-      // The most specific failure among the caller's rules, for the message.
-      let failure: { reason: DenyReason; message: string; rule: string } | undefined;
-      const fail = (reason: DenyReason, message: string, rule: string) => {
-        if (failure === undefined || rank[reason] > rank[failure.reason]) {
-          failure = { reason, message, rule };
-        }
-      };
-      for (const c of mine) {
-        const name = c.rule.name;
-        if (!c.allow.has(req.method)) {
-          fail("METHOD_NOT_ALLOWED", `rule ${name} does not allow ${req.method}`, name);
-          continue;
-        }
-        if (req.revokeUpstream === true && !c.allow.has("RevokeUpstream")) {
-          fail("METHOD_NOT_ALLOWED", `rule ${name} does not allow RevokeUpstream`, name);
-          continue;
-        }
-        if (req.provider !== undefined && !c.provider(req.provider)) {
-          fail(
-            "PROVIDER_NOT_ALLOWED",
-            `rule ${name} does not reach provider ${req.provider}`,
-            name,
-          );
-          continue;
-        }
-        if (req.grant !== undefined && !c.grant(req.grant)) {
-          fail("GRANT_NOT_ALLOWED", `rule ${name} does not reach grant ${req.grant}`, name);
-          continue;
-        }
-        return {
-          rule: name,
-          sessions: c.rule.sessions,
-          owner: c.rule.tenant !== undefined ? `tenant:${c.rule.tenant}` : caller.id,
-          providerAllowed: c.provider,
-        };
-      }
-      const f = failure as unknown as { reason: DenyReason; message: string; rule: string };
-      throw denied(f.reason, f.message, f.rule);
-    },
+  // The policy is fixed: an allowed (caller, request) stays allowed. Bounded: cleared when full.
+  const allowedBefore = new Map<string, Allowed>();
+  const authorize = (caller: Caller, req: AccessRequest): Allowed => {
+    const key = `${caller.id}\u0000${req.method}\u0000${req.provider ?? ""}\u0000${req.grant ?? ""}\u0000${req.revokeUpstream === true}`;
+    const known = allowedBefore.get(key);
+    if (known !== undefined) return known;
+    const allowed = decide(caller, req);
+    if (allowedBefore.size >= maxRemembered) allowedBefore.clear();
+    allowedBefore.set(key, allowed);
+    return allowed;
   };
+  const decide = (caller: Caller, req: AccessRequest): Allowed => {
+    const mine = compiled.filter((c) => c.caller(caller.id));
+    if (mine.length === 0) {
+      throw denied("NO_RULE", `no policy rule names caller ${caller.id}`);
+    }
+    // The most specific failure among the caller's rules, for the message.
+    let failure: { reason: DenyReason; message: string; rule: string } | undefined;
+    const fail = (reason: DenyReason, message: string, rule: string) => {
+      if (failure === undefined || rank[reason] > rank[failure.reason]) {
+        failure = { reason, message, rule };
+      }
+    };
+    for (const c of mine) {
+      const name = c.rule.name;
+      if (!c.allow.has(req.method)) {
+        fail("METHOD_NOT_ALLOWED", `rule ${name} does not allow ${req.method}`, name);
+        continue;
+      }
+      if (req.revokeUpstream === true && !c.allow.has("RevokeUpstream")) {
+        fail("METHOD_NOT_ALLOWED", `rule ${name} does not allow RevokeUpstream`, name);
+        continue;
+      }
+      if (req.provider !== undefined && !c.provider(req.provider)) {
+        fail("PROVIDER_NOT_ALLOWED", `rule ${name} does not reach provider ${req.provider}`, name);
+        continue;
+      }
+      if (req.grant !== undefined && !c.grant(req.grant)) {
+        fail("GRANT_NOT_ALLOWED", `rule ${name} does not reach grant ${req.grant}`, name);
+        continue;
+      }
+      return {
+        rule: name,
+        sessions: c.rule.sessions,
+        owner: c.rule.tenant !== undefined ? `tenant:${c.rule.tenant}` : caller.id,
+        providerAllowed: c.provider,
+      };
+    }
+    const f = failure as unknown as { reason: DenyReason; message: string; rule: string };
+    throw denied(f.reason, f.message, f.rule);
+  };
+  return { authorize };
 }
+
+const maxRemembered = 10_000;
 
 const rank: Record<DenyReason, number> = {
   NO_RULE: 0,

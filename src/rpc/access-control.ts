@@ -109,7 +109,7 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
     const caller = ctx.values.get(authenticatedKey) as Caller | undefined;
     try {
       if (policy === undefined) {
-        const session = await sessionOf(ctx, undefined, opts.sessionJwts);
+        const session = await sessionOf(ctx, caller, undefined, opts.sessionJwts);
         return {
           caller,
           allowed: undefined,
@@ -127,7 +127,11 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
         revokeUpstream: target.revokeUpstream,
       };
       const allowed = policy.authorize(caller, req);
-      const session = await sessionOf(ctx, allowed, opts.sessionJwts);
+      // Most calls carry no session JWT: no verification and no await for them.
+      const session =
+        caller.sessionJwt === undefined && allowed.sessions !== "token"
+          ? undefined
+          : await sessionOf(ctx, caller, allowed, opts.sessionJwts);
       const owner = allowed.sessions === "own" ? allowed.owner : undefined;
       return {
         caller,

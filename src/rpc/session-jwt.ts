@@ -5,7 +5,7 @@
 // `sessions: token` requires one.
 
 import type { HandlerContext } from "@connectrpc/connect";
-import { type Allowed, AuthError, denied, type JwtVerifier } from "../auth/index.ts";
+import { type Allowed, AuthError, type Caller, denied, type JwtVerifier } from "../auth/index.ts";
 
 export const sessionJwtHeader = "tokenvend-session-jwt";
 
@@ -14,14 +14,22 @@ export interface SessionOfJwt {
   readonly clientId: string | undefined;
 }
 
-/** The session the call's session JWT names, if it sent one; throws PERMISSION_DENIED. */
+/**
+ * The session the call's session JWT names, if it sent one; throws
+ * PERMISSION_DENIED. `caller` carries the JWT when authentication read it; without
+ * authentication it is read from the call's headers.
+ */
 export async function sessionOf(
   ctx: HandlerContext,
+  caller: Caller | undefined,
   rule: Allowed | undefined,
   verifier: JwtVerifier | undefined,
 ): Promise<SessionOfJwt | undefined> {
-  const jwt = ctx.requestHeader.get(sessionJwtHeader);
-  if (jwt === null) {
+  const jwt =
+    caller !== undefined
+      ? caller.sessionJwt
+      : (ctx.requestHeader.get(sessionJwtHeader) ?? undefined);
+  if (jwt === undefined) {
     if (rule?.sessions === "token") {
       throw denied(
         "SESSION_TOKEN_REQUIRED",

@@ -13,18 +13,27 @@ import { type Authenticate, isOpenPath, peerOf, refusalOf } from "./authenticati
 import { toServiceError } from "./grpc-metadata.ts";
 import { connectionOf } from "./library-internals.ts";
 
-/** The verified client certificate of each TLS connection, read once per connection. */
-const certificates = new WeakMap<object, { cert: PeerCertificate | undefined }>();
+/** What cannot change within a connection: its peer, and its verified client certificate. */
+interface Connection {
+  readonly peer: string;
+  cert?: { value: PeerCertificate | undefined };
+}
+const connections = new WeakMap<object, Connection>();
 
-function certificateOf(call: grpc.ServerInterceptingCallInterface): PeerCertificate | undefined {
-  const connection = connectionOf(call);
-  if (connection === undefined) return call.getAuthContext().sslPeerCertificate;
-  let known = certificates.get(connection);
+function connectionInfoOf(call: grpc.ServerInterceptingCallInterface): Connection {
+  const key = connectionOf(call);
+  let known = key !== undefined ? connections.get(key) : undefined;
   if (known === undefined) {
-    known = { cert: call.getAuthContext().sslPeerCertificate };
-    certificates.set(connection, known);
+    const a = call.getConnectionInfo();
+    known = { peer: peerOf({ remoteAddress: a.remoteAddress, remotePort: a.remotePort }) };
+    if (key !== undefined) connections.set(key, known);
   }
-  return known.cert;
+  return known;
+}
+
+function certificateOf(call: grpc.ServerInterceptingCallInterface, c: Connection) {
+  c.cert ??= { value: call.getAuthContext().sslPeerCertificate };
+  return c.cert.value;
 }
 
 /** The caller of each accepted call, by the metadata object its handler gets. */
@@ -47,7 +56,7 @@ export function grpcAuthentication(
       start(next) {
         next({
           onReceiveMetadata(metadata, pass) {
-            const address = call.getConnectionInfo();
+            const connection = connectionInfoOf(call);
             authenticate({
               header: (name) => {
                 const v = metadata.get(name)[0];
@@ -55,12 +64,9 @@ export function grpcAuthentication(
               },
               // Read only when asked for: a bearer credential needs no certificate.
               get certificate() {
-                return certificateOf(call);
+                return certificateOf(call, connection);
               },
-              peer: peerOf({
-                remoteAddress: address.remoteAddress,
-                remotePort: address.remotePort,
-              }),
+              peer: connection.peer,
               path: method.path,
             }).then(
               (caller) => {

@@ -97,7 +97,8 @@ export function closeWhenBodyUnread(req: http.IncomingMessage, res: http.ServerR
  * reads the peer certificate again on every call (~40 µs of server CPU per
  * call with a client certificate, measured with `BENCH_AUTH=mtls npm run
  * bench`); a certificate cannot change within a connection, so it is read
- * once per connection, keyed by this. When it is gone, every call reads it.
+ * once per connection, keyed by this (and the peer's address with it). When
+ * it is gone, every call reads them.
  */
 export function connectionOf(call: grpc.ServerInterceptingCallInterface): object | undefined {
   const socket = (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream
