@@ -43,20 +43,33 @@ export interface SecurityOptions {
   readonly fetch?: typeof fetch;
 }
 
+/** The encryption key ids in use, primary first: ids only, never key material. */
+export function keyIdsOf(config: Config): string[] {
+  // "id:base64" entries, and key files named by their id.
+  return [
+    ...(config.encryptionKeys ?? "").split(",").map((e) => e.split(":")[0]?.trim() ?? ""),
+    ...config.encryptionKeyFiles.map((f) => f.split("/").at(-1) ?? ""),
+  ].filter(Boolean);
+}
+
+/** The audit sink the config asks for, if any. */
+export function auditSinkOf(config: Config, log: Logger, now: () => number): AuditSink | undefined {
+  return config.audit !== undefined
+    ? createAuditSink({
+        ...config.audit,
+        now,
+        onError: (err) =>
+          log.error(
+            { err: err instanceof Error ? err.message : String(err) },
+            "audit write failed",
+          ),
+      })
+    : undefined;
+}
+
 export function createSecurity(opts: SecurityOptions): Security {
   const { config, logger: log, now } = opts;
-  const audit =
-    config.audit !== undefined
-      ? createAuditSink({
-          ...config.audit,
-          now,
-          onError: (err) =>
-            log.error(
-              { err: err instanceof Error ? err.message : String(err) },
-              "audit write failed",
-            ),
-        })
-      : undefined;
+  const audit = auditSinkOf(config, log, now);
   const fetchOpt = opts.fetch !== undefined ? { fetch: opts.fetch } : {};
   const auth = config.auth;
   let authenticate: Authenticate | undefined;
@@ -89,6 +102,13 @@ export function createSecurity(opts: SecurityOptions): Security {
         return sessionJwt !== undefined ? { ...caller, sessionJwt } : caller;
       } catch (err) {
         const e = err instanceof AuthError ? err : undefined;
+        // Not a refusal but a fault: refused all the same (closed), and logged.
+        if (e === undefined) {
+          log.error(
+            { err: err instanceof Error ? err.message : String(err) },
+            "authentication failed unexpectedly",
+          );
+        }
         // A refusal is recorded even when the audit cannot be written: the call is refused anyway.
         try {
           audit?.write({
@@ -161,11 +181,7 @@ export function createSecurity(opts: SecurityOptions): Security {
   };
   return {
     recordStart(configDigest) {
-      // Key ids only: "id:base64" entries and key files named by their id.
-      const ids = [
-        ...(config.encryptionKeys ?? "").split(",").map((e) => e.split(":")[0]?.trim() ?? ""),
-        ...config.encryptionKeyFiles.map((f) => f.split("/").at(-1) ?? ""),
-      ].filter(Boolean);
+      const ids = keyIdsOf(config);
       try {
         audit?.write({
           event: "config",

@@ -9,7 +9,7 @@
 
 import { decodeJwt, errors, type JWTPayload, jwtVerify } from "jose";
 import { LRUCache } from "lru-cache";
-import { type Caller, unauthenticated } from "./caller.ts";
+import { AuthError, type Caller, unauthenticated } from "./caller.ts";
 import { createKeySet, type KeySet } from "./key-set.ts";
 
 export interface JwtIssuerConfig {
@@ -145,7 +145,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
 
 /** jose's verification errors as stable reasons. */
 function classify(err: unknown, issuer: string): Error {
-  if (err instanceof Error && err.name === "AuthError") return err;
+  if (err instanceof AuthError) return err;
   if (err instanceof errors.JWTExpired) {
     return unauthenticated("TOKEN_EXPIRED", "the token has expired or is too old", err);
   }
