@@ -332,7 +332,9 @@ test("a WatchToken stream ends UNAUTHENTICATED (TOKEN_EXPIRED) when the credenti
   const s = await startAuthStack();
   t.teardown(s.stop);
   const c = createClient(TokenService, createGrpcTransport({ baseUrl: `http://${s.grpcAddress}` }));
-  const short = `Bearer ${await s.issuer.sign({ name: "alice", expiresIn: 2 })}`;
+  // The grant's token is fetched first, so the stream's first message does not wait on the IdP.
+  await c.getToken({ grant: "demo" }, { headers: { authorization: await s.bearer("apps", "alice") } });
+  const short = `Bearer ${await s.issuer.sign({ name: "alice", expiresIn: 3 })}`;
   const started = Date.now();
   const req = create(WatchTokenRequestSchema, { target: { case: "grant", value: "demo" } });
   let messages = 0;
