@@ -333,7 +333,10 @@ test("a WatchToken stream ends UNAUTHENTICATED (TOKEN_EXPIRED) when the credenti
   t.teardown(s.stop);
   const c = createClient(TokenService, createGrpcTransport({ baseUrl: `http://${s.grpcAddress}` }));
   // The grant's token is fetched first, so the stream's first message does not wait on the IdP.
-  await c.getToken({ grant: "demo" }, { headers: { authorization: await s.bearer("apps", "alice") } });
+  await c.getToken(
+    { grant: "demo" },
+    { headers: { authorization: await s.bearer("apps", "alice") } },
+  );
   const short = `Bearer ${await s.issuer.sign({ name: "alice", expiresIn: 3 })}`;
   const started = Date.now();
   const req = create(WatchTokenRequestSchema, { target: { case: "grant", value: "demo" } });

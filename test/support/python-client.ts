@@ -64,21 +64,32 @@ stream.cancel()
 print(json.dumps(out))
 `;
 
-/** Generates the stubs, runs the script against `address`, and returns its answers. */
+let stubs: Promise<string> | undefined;
+
+/** The generated stubs and the script, once per test process. */
+function stubDir(python: string): Promise<string> {
+  stubs ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), "tokenvend-py-"));
+    await run(python, [
+      "-m",
+      "grpc_tools.protoc",
+      `-I${repo}proto`,
+      `--python_out=${dir}`,
+      `--grpc_python_out=${dir}`,
+      "tokenvend/v1/token_service.proto",
+      "google/rpc/status.proto",
+      "google/rpc/error_details.proto",
+    ]);
+    await writeFile(join(dir, "client.py"), script);
+    return dir;
+  })();
+  return stubs;
+}
+
+/** Runs the script against `address` and returns its answers. */
 export async function runPythonClient(address: string, env: Record<string, string> = {}) {
   const python = pythonPath();
-  const dir = await mkdtemp(join(tmpdir(), "tokenvend-py-"));
-  await run(python, [
-    "-m",
-    "grpc_tools.protoc",
-    `-I${repo}proto`,
-    `--python_out=${dir}`,
-    `--grpc_python_out=${dir}`,
-    "tokenvend/v1/token_service.proto",
-    "google/rpc/status.proto",
-    "google/rpc/error_details.proto",
-  ]);
-  await writeFile(join(dir, "client.py"), script);
+  const dir = await stubDir(python);
   const { stdout } = await run(python, [join(dir, "client.py"), address], {
     cwd: dir,
     env: { ...process.env, PYTHONPATH: dir, ...env },
