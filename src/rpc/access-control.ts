@@ -109,7 +109,11 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
     const caller = ctx.values.get(authenticatedKey) as Caller | undefined;
     try {
       if (policy === undefined) {
-        const session = await sessionOf(ctx, caller, undefined, opts.sessionJwts);
+        // Authentication off: a session JWT is read only where session JWTs are configured.
+        const session =
+          opts.sessionJwts !== undefined
+            ? await sessionOf(ctx, caller, undefined, opts.sessionJwts)
+            : undefined;
         return {
           caller,
           allowed: undefined,

@@ -14,7 +14,10 @@
 // as Connect writes them, server streams in push form (push-stream.ts), which
 // connect-node gets as an async generator (push-iterable.ts). What an error
 // becomes on the wire is decided by one function both listeners share
-// (wire-errors.ts), and both drain the same way (drain.ts).
+// (wire-errors.ts), and both drain the same way (drain.ts). Both run the
+// application's authenticate hook before a request body is read
+// (authentication.ts), serve TLS from files they reload (tls-files.ts), and the
+// HTTP listener checks Host and Origin first (http-guard.ts).
 //
 // Library internals are read in library-internals.ts and nowhere else.
 
