@@ -147,20 +147,21 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     ...(tracer !== undefined ? { tracer } : {}),
     ...(meter !== undefined ? { meter } : {}),
   });
+  // Authentication off and no audit: the handlers as they are, nothing on the hot path.
+  const guarded = security.policy !== undefined || security.audit !== undefined;
   const service = createTokenService({
     vendor,
+    guarded,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
   });
-  // Authentication off and no audit: the handlers as they are, nothing on the hot path.
-  const impl =
-    security.policy !== undefined || security.audit !== undefined
-      ? guardTokenService(service, {
-          policy: security.policy,
-          sessionJwts: security.sessionJwts,
-          audit: security.audit,
-          now: () => clock.now(),
-        })
-      : service;
+  const impl = guarded
+    ? guardTokenService(service, {
+        policy: security.policy,
+        sessionJwts: security.sessionJwts,
+        audit: security.audit,
+        now: () => clock.now(),
+      })
+    : service;
   // The one mapping of errors to the wire, for both listeners.
   const errors = createWireErrors({
     toConnectError,

@@ -20,6 +20,7 @@ export const accessKey = createContextKey<Access>(openAccess, {
   description: "what the policy decided for this call",
 });
 
-export function accessOf(ctx: HandlerContext): Access {
-  return ctx.values.get(accessKey);
+/** The call's access decision; `guarded` false: open access, the context untouched. */
+export function accessOf(ctx: HandlerContext, guarded: boolean): Access {
+  return guarded ? ctx.values.get(accessKey) : openAccess;
 }

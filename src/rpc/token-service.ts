@@ -33,6 +33,12 @@ import { limits, Violations } from "./validate.ts";
 export interface TokenServiceOptions {
   readonly vendor: TokenVendor;
   readonly clock?: Clock;
+  /**
+   * The handlers run behind the access control (rpc/access-control.ts), which
+   * decides the owners: read them from the call's context. False: nothing is
+   * owned, and the hot path does not touch the context's values.
+   */
+  readonly guarded?: boolean;
 }
 
 const reasons: Record<WatchReason, RenewalReason> = {
@@ -75,6 +81,7 @@ export function toCredential(r: LiveRecord): Credential {
 
 export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeof TokenService> {
   const { vendor } = opts;
+  const guarded = opts.guarded === true;
   const clock = opts.clock ?? systemClock;
 
   return {
@@ -89,7 +96,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
         .text("subject", req.subject, limits.bindingMaxChars)
         .text("client_id", req.clientId, limits.bindingMaxChars)
         .text("token_type", req.tokenType, limits.tokenTypeMaxChars);
-      const access = accessOf(ctx);
+      const access = accessOf(ctx, guarded);
       const now = clock.now();
       let expiresAt = Number.NaN;
       const e = req.expiry;
@@ -140,7 +147,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
           expectedSubject: req.expectedSubject,
           expectedClientId: req.expectedClientId,
           minValidityMs: req.minValiditySeconds * 1000,
-          owner: accessOf(ctx).owner,
+          owner: accessOf(ctx, guarded).owner,
         },
         ctx.signal,
       );
@@ -151,7 +158,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
 
     async getAllUpstreamCredentials(req, ctx) {
       new Violations().sessionId("session_id", req.sessionId).check();
-      const access = accessOf(ctx);
+      const access = accessOf(ctx, guarded);
       const res = await vendor.getAllUpstreamCredentials(req.sessionId, ctx.signal, {
         owner: access.owner,
         expectedClientId: access.expectedClientId,
@@ -181,7 +188,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
     watchToken: pushStream(
       (req: WatchTokenRequest, ctx: HandlerContext, sink: StreamSink<WatchTokenResponse>) => {
         vendor.watch(
-          watchTarget(req, accessOf(ctx).owner),
+          watchTarget(req, accessOf(ctx, guarded).owner),
           {
             next: (ev) => sink.send(toWatchResponse(ev.record, ev.reason)),
             end: (err) => sink.end(err),
@@ -200,7 +207,7 @@ export function createTokenService(opts: TokenServiceOptions): ServiceImpl<typeo
           sessionId: req.sessionId,
           provider: req.provider || undefined,
           revokeUpstream: req.revokeUpstream,
-          owner: accessOf(ctx).owner,
+          owner: accessOf(ctx, guarded).owner,
         },
         ctx.signal,
       );
