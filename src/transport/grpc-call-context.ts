@@ -42,12 +42,20 @@ export class GrpcCallContext implements HandlerContext {
   #responseTrailer: Headers | undefined;
   #values: ContextValues | undefined;
 
-  constructor(call: AnyCall, method: DescMethod, shutdownSignal: AbortSignal | undefined) {
+  /** `authenticated`: the listener authenticates calls; the caller goes into the context values. */
+  constructor(
+    call: AnyCall,
+    method: DescMethod,
+    shutdownSignal: AbortSignal | undefined,
+    authenticated = false,
+  ) {
     this.#call = call;
     this.method = method;
     this.service = method.parent;
-    const caller = authenticatedBy(call.metadata);
-    if (caller !== undefined) this.#values = createContextValues().set(authenticatedKey, caller);
+    if (authenticated) {
+      const caller = authenticatedBy(call.metadata);
+      if (caller !== undefined) this.#values = createContextValues().set(authenticatedKey, caller);
+    }
     const deadline = call.getDeadline();
     const at = deadline instanceof Date ? deadline.getTime() : deadline;
     if (Number.isFinite(at)) {

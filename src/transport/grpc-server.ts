@@ -87,6 +87,7 @@ export function createGrpcServer<const T extends readonly DescService[]>(
   for (const s of services) {
     const { definition, handlers } = grpcServiceOf(s.desc, s.impl, {
       shutdownSignal: drain.shutdownSignal,
+      authenticated: opts.authenticate !== undefined,
       ...(opts.interceptors !== undefined ? { interceptors: opts.interceptors } : {}),
       ...(opts.pushStreamObserver !== undefined
         ? { pushStreamObserver: opts.pushStreamObserver }
