@@ -67,7 +67,12 @@ export interface SecurityConfig {
   readonly corsOrigins: readonly string[];
 }
 
-function issuers(v: unknown, at: string, kindDefault: "kubernetes" | "oidc"): JwtIssuerConfig[] {
+function issuers(
+  v: unknown,
+  at: string,
+  kindDefault: "kubernetes" | "oidc",
+  opts: LoadConfigOptions,
+): JwtIssuerConfig[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) throw new ConfigError(`${at} must be a list of issuers`);
   const d = configDefaults.jwt;
@@ -85,6 +90,8 @@ function issuers(v: unknown, at: string, kindDefault: "kubernetes" | "oidc"): Jw
       "jwksCooldown",
       "jwksMaxAge",
       "jwksTimeout",
+      "caFile",
+      "tokenFile",
     ]);
     const issuer = str(o.issuer, `${a}.issuer`);
     if (issuer === undefined || issuer === "") throw new ConfigError(`${a}.issuer is required`);
@@ -107,6 +114,13 @@ function issuers(v: unknown, at: string, kindDefault: "kubernetes" | "oidc"): Jw
     }
     const maxAge =
       o.maxTokenAge === undefined ? undefined : duration(o.maxTokenAge, `${a}.maxTokenAge`, 0);
+    // An in-cluster API server: its CA (read now) and a token file (read per fetch).
+    const caFile = str(o.caFile, `${a}.caFile`);
+    const caPem = caFile !== undefined ? readSecret(caFile, `${a}.caFile`, opts) : undefined;
+    if (caPem !== undefined && !caPem.includes("-----BEGIN CERTIFICATE-----")) {
+      throw new ConfigError(`${a}.caFile (${caFile}) holds no PEM certificate`);
+    }
+    const tokenFile = str(o.tokenFile, `${a}.tokenFile`);
     return {
       issuer,
       kind,
@@ -118,6 +132,8 @@ function issuers(v: unknown, at: string, kindDefault: "kubernetes" | "oidc"): Jw
       jwksCooldownMs: duration(o.jwksCooldown, `${a}.jwksCooldown`, d.jwksCooldownMs),
       jwksMaxAgeMs: duration(o.jwksMaxAge, `${a}.jwksMaxAge`, d.jwksMaxAgeMs),
       jwksTimeoutMs: duration(o.jwksTimeout, `${a}.jwksTimeout`, d.jwksTimeoutMs),
+      ...(caPem !== undefined ? { caPem } : {}),
+      ...(tokenFile !== undefined ? { tokenFile } : {}),
     };
   });
 }
@@ -227,7 +243,7 @@ export function parseSecurity(
   known(keys, "auth.apiKeys", ["file"]);
   const keysFile = str(keys.file, "auth.apiKeys.file");
   const mtls = bool(a.mtls, "auth.mtls", false);
-  const jwtIssuers = issuers(jwt.issuers, "auth.jwt.issuers", "kubernetes");
+  const jwtIssuers = issuers(jwt.issuers, "auth.jwt.issuers", "kubernetes", opts);
   const auth: AuthConfig = {
     enabled: !disabled && (jwtIssuers.length > 0 || keysFile !== undefined || mtls),
     explicitlyDisabled: disabled,
@@ -239,7 +255,7 @@ export function parseSecurity(
       0,
       1_000_000,
     ),
-    sessionJwtIssuers: issuers(sessionJwt.issuers, "auth.sessionJwt.issuers", "oidc"),
+    sessionJwtIssuers: issuers(sessionJwt.issuers, "auth.sessionJwt.issuers", "oidc", opts),
     apiKeys: keysFile !== undefined ? apiKeys(keysFile, opts) : undefined,
     mtls,
   };

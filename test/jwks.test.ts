@@ -171,3 +171,37 @@ test("an OIDC issuer may not mint a service-account subject, and a Kubernetes to
   );
   t.is(await reason(k8s.verify("not.a.jwt")), "MALFORMED_CREDENTIALS");
 });
+
+test("an in-cluster issuer: the key set over HTTPS under the cluster's CA, fetched with the pod's own token, read from its file on each fetch", async (t) => {
+  const { createTestCa } = await import("./support/certs.ts");
+  const { readFile, writeFile } = await import("node:fs/promises");
+  const ca = await createTestCa("cluster");
+  const cert = await ca.issue("apiserver", "kube-apiserver", ["IP:127.0.0.1"], "server");
+  const opts = { tls: { cert: cert.cert, key: cert.key }, bearer: "pod-token-1" };
+  const issuer = await startJwksIssuer(opts);
+  t.teardown(issuer.stop);
+  const tokenFile = `${ca.dir}/token`;
+  await writeFile(tokenFile, "pod-token-1\n");
+  let now = Date.now();
+  const make = (caPem: string | undefined) =>
+    verifier(issuer, () => now, {
+      jwksUri: issuer.jwksUri,
+      tokenFile,
+      ...(caPem !== undefined ? { caPem } : {}),
+    });
+  const v = make(await readFile(ca.caCert, "utf8"));
+  t.is(await reason(v.verify(await issuer.sign({ name: "a" }))), "OK");
+  // Not trusting the cluster's CA: nothing verifies.
+  t.is(await reason(make(undefined).verify(await issuer.sign({ name: "a" }))), "JWKS_UNAVAILABLE");
+  // The kubelet rotated the token: the next fetch reads the new one.
+  opts.bearer = "pod-token-2";
+  await writeFile(tokenFile, "pod-token-2\n");
+  await issuer.rotate(true);
+  now += 10_000;
+  t.is(await reason(v.verify(await issuer.sign({ name: "b" }))), "OK");
+  // A token the API server refuses: a new key cannot be fetched.
+  await writeFile(tokenFile, "stale\n");
+  await issuer.rotate(true);
+  now += 10_000;
+  t.is(await reason(v.verify(await issuer.sign({ name: "c" }))), "UNKNOWN_KEY");
+});

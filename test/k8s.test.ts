@@ -67,7 +67,10 @@ interface Volume {
   readonly configMap?: { name: string; items?: { key: string; path: string }[] };
   readonly secret?: { secretName: string; items?: { key: string; path: string }[] };
   readonly projected?: {
-    sources: { serviceAccountToken?: { audience: string; path: string } }[];
+    sources: {
+      serviceAccountToken?: { audience?: string; path: string };
+      configMap?: { name: string; items?: { key: string; path: string }[] };
+    }[];
   };
 }
 interface LabelSelector {
@@ -204,6 +207,22 @@ const secretFiles = new Set(
   }),
 );
 
+/** Files the pod has from projected volumes: its own token and ConfigMap items (the cluster's CA). */
+const projectedFiles = new Map(
+  (pod.spec.volumes ?? []).flatMap((v) => {
+    const mount = container.volumeMounts?.find((m) => m.name === v.name);
+    if (v.projected === undefined || mount === undefined) return [];
+    return v.projected.sources.flatMap((s) => [
+      ...(s.serviceAccountToken !== undefined
+        ? [[join(mount.mountPath, s.serviceAccountToken.path), "token"] as const]
+        : []),
+      ...(s.configMap?.items ?? []).map(
+        (i) => [join(mount.mountPath, i.path), `configMap ${s.configMap?.name}`] as const,
+      ),
+    ]);
+  }),
+);
+
 /** The env of the container: the image's, then the Deployment's; secret-backed values are dummies. */
 function podEnv(): Record<string, string> {
   const env: Record<string, string> = { ...imageEnv };
@@ -243,6 +262,9 @@ function loadPodConfig(): Config {
   return parseConfig(parseYaml(text), {
     env: podEnv(),
     readFile: (p) => {
+      if (projectedFiles.get(normalize(p)) === "configMap kube-root-ca.crt") {
+        return "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+      }
       if (!secretFiles.has(normalize(p))) throw new Error(`${p} is not mounted from a Secret`);
       return "dummy-client-secret\n";
     },
@@ -373,11 +395,15 @@ test("the pod runs restricted: non-root, no privilege escalation, read-only root
   t.deepEqual(dockerArgs(runtimeStage, "USER"), [`${uid}:${csc.runAsGroup ?? psc.runAsGroup}`]);
 });
 
-test("the service account mounts no API token", (t) => {
+test("no API token is automounted; the pod's projected token and the cluster's CA serve the key set fetch only", (t) => {
   const sa = one("ServiceAccount") as Manifest & { automountServiceAccountToken?: boolean };
   t.is(pod.spec.serviceAccountName, sa.metadata.name);
   t.is(sa.automountServiceAccountToken, false);
   t.is(pod.spec.automountServiceAccountToken, false);
+  const issuer = config.auth.jwtIssuers[0];
+  t.is(projectedFiles.get(issuer?.tokenFile ?? ""), "token");
+  t.truthy(issuer?.caPem);
+  t.is(issuer?.jwksUri, "https://kubernetes.default.svc/openid/v1/jwks");
 });
 
 test("SIGTERM's drain fits in the termination grace period", (t) => {
@@ -521,10 +547,10 @@ test("the NetworkPolicy admits callers on gRPC and HTTP and the monitoring names
   t.deepEqual([...open].sort(), [grpcPort, httpPort, metricsPort].sort());
 });
 
-test("the NetworkPolicy lets the pods reach DNS, MongoDB and the IdPs over HTTPS, nothing else", (t) => {
+test("the NetworkPolicy lets the pods reach DNS, MongoDB, the IdPs and the API server over HTTPS, nothing else", (t) => {
   const egress = one<NetworkPolicy>("NetworkPolicy").spec.egress ?? [];
   const ports = egress.flatMap((r) => (r.ports ?? []).map((p) => `${p.port}/${p.protocol}`));
-  t.deepEqual(ports.sort(), ["27017/TCP", "443/TCP", "53/TCP", "53/UDP"]);
+  t.deepEqual(ports.sort(), ["27017/TCP", "443/TCP", "53/TCP", "53/UDP", "6443/TCP"]);
   for (const r of egress) t.true((r.to ?? []).length > 0);
 });
 

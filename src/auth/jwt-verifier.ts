@@ -10,6 +10,7 @@
 import { decodeJwt, errors, type JWTPayload, jwtVerify } from "jose";
 import { LRUCache } from "lru-cache";
 import { AuthError, type Caller, unauthenticated } from "./caller.ts";
+import { issuerFetch, type JsonFetch } from "./issuer-fetch.ts";
 import { createKeySet, type KeySet } from "./key-set.ts";
 
 export interface JwtIssuerConfig {
@@ -25,6 +26,10 @@ export interface JwtIssuerConfig {
   readonly jwksCooldownMs: number;
   readonly jwksMaxAgeMs: number;
   readonly jwksTimeoutMs: number;
+  /** PEM of the CA the issuer's HTTPS certificate chains to (an in-cluster API server's). */
+  readonly caPem?: string | undefined;
+  /** A bearer token file sent when fetching discovery and keys (the API server wants one). */
+  readonly tokenFile?: string | undefined;
 }
 
 export interface JwtVerifierOptions {
@@ -32,7 +37,7 @@ export interface JwtVerifierOptions {
   /** Verified tokens remembered (LRU); 0 turns the cache off. */
   readonly cacheEntries: number;
   readonly now: () => number;
-  readonly fetch?: typeof fetch;
+  readonly fetch?: JsonFetch;
 }
 
 export type VerifiedIdentity = Omit<Caller, "peer"> & {
@@ -60,7 +65,11 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
         maxAgeMs: cfg.jwksMaxAgeMs,
         timeoutMs: cfg.jwksTimeoutMs,
         now: opts.now,
-        ...(opts.fetch !== undefined ? { fetch: opts.fetch } : {}),
+        fetch:
+          opts.fetch ??
+          (cfg.caPem !== undefined || cfg.tokenFile !== undefined
+            ? issuerFetch({ ca: cfg.caPem, tokenFile: cfg.tokenFile })
+            : undefined),
       }),
     });
   }

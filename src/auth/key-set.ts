@@ -17,6 +17,7 @@ type CryptoKey = Awaited<ReturnType<ReturnType<typeof createLocalJWKSet>>>;
 
 import { errors } from "jose";
 import { unauthenticated } from "./caller.ts";
+import type { JsonFetch } from "./issuer-fetch.ts";
 
 export interface KeySetOptions {
   /** The issuer; its discovery document names the key set when jwksUri is not given. */
@@ -28,7 +29,8 @@ export interface KeySetOptions {
   readonly maxAgeMs: number;
   readonly timeoutMs: number;
   readonly now: () => number;
-  readonly fetch?: typeof fetch;
+  /** Default: the global fetch. */
+  readonly fetch?: JsonFetch | undefined;
 }
 
 type LocalSet = ReturnType<typeof createLocalJWKSet>;
@@ -41,7 +43,8 @@ export interface KeySet {
 }
 
 export function createKeySet(opts: KeySetOptions): KeySet {
-  const doFetch = opts.fetch ?? fetch;
+  const doFetch: JsonFetch =
+    opts.fetch ?? ((url, init) => fetch(url, { ...init, redirect: "manual" }));
   let local: LocalSet | undefined;
   let fetchedAt = Number.NEGATIVE_INFINITY;
   let attemptedAt = Number.NEGATIVE_INFINITY;
@@ -50,11 +53,7 @@ export function createKeySet(opts: KeySetOptions): KeySet {
   let fetches = 0;
 
   const getJson = async (url: string): Promise<unknown> => {
-    const res = await doFetch(url, {
-      redirect: "manual",
-      headers: { accept: "application/json, application/jwk-set+json" },
-      signal: AbortSignal.timeout(opts.timeoutMs),
-    });
+    const res = await doFetch(url, { signal: AbortSignal.timeout(opts.timeoutMs) });
     if (res.status !== 200) throw new Error(`${url} answered HTTP ${res.status}`);
     return res.json();
   };

@@ -4,7 +4,9 @@
 // taken down. It signs Kubernetes-shaped tokens (sub
 // system:serviceaccount:NS:NAME, aud, the kubernetes.io claims) and anything else.
 
+import { readFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import {
   type CryptoKey,
@@ -65,16 +67,27 @@ async function newKey(): Promise<Key> {
   };
 }
 
-export async function startJwksIssuer(): Promise<JwksIssuer> {
+export interface IssuerOptions {
+  /** Serve HTTPS with this certificate and key (files), as an API server does under its CA. */
+  readonly tls?: { readonly cert: string; readonly key: string };
+  /** Answer 401 unless a request carries `authorization: Bearer <this>` (changeable). */
+  bearer?: string;
+}
+
+export async function startJwksIssuer(opts: IssuerOptions = {}): Promise<JwksIssuer> {
   let keys: Key[] = [await newKey()];
   let down = false;
   const requests = { jwks: 0, discovery: 0 };
   let base = "";
-  const server = http.createServer((req, res) => {
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse) => {
     if (req.url === "/openid/v1/jwks") requests.jwks++;
     if (req.url === "/.well-known/openid-configuration") requests.discovery++;
     if (down) {
       res.writeHead(503).end();
+      return;
+    }
+    if (opts.bearer !== undefined && req.headers.authorization !== `Bearer ${opts.bearer}`) {
+      res.writeHead(401).end();
       return;
     }
     if (req.url === "/.well-known/openid-configuration") {
@@ -86,9 +99,17 @@ export async function startJwksIssuer(): Promise<JwksIssuer> {
     } else {
       res.writeHead(404).end();
     }
-  });
+  };
+  const server =
+    opts.tls !== undefined
+      ? https.createServer(
+          { cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) },
+          handle,
+        )
+      : http.createServer(handle);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const scheme = opts.tls !== undefined ? "https" : "http";
+  base = `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const foreign = await newKey();
   return {
     issuer: base,
