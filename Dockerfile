@@ -24,6 +24,6 @@ COPY gen ./gen
 COPY src ./src
 USER 10001:10001
 # gRPC, Connect/HTTP, and metrics.prometheusListen when configured (k8s/ does).
-EXPOSE 50051 8080 9464
+EXPOSE 50051 50052 8080 9464
 # Exec form: no shell at run time. The same flags as `npm start`.
 CMD ["node", "--max-semi-space-size=4", "--import", "./src/telemetry/register.ts", "src/cli/main.ts", "serve"]

@@ -50,6 +50,18 @@ export const configDefaults = {
   exportPageSize: 200,
   /** tokenvend import: inserts in flight at once. */
   importConcurrency: 8,
+  /** Host names the HTTP listener answers to when http.allowedHosts is not set. */
+  allowedHosts: ["localhost", "127.0.0.1", "::1"] as readonly string[],
+  tlsReloadIntervalMs: 30_000,
+  /** Per JWT issuer (auth.jwt.issuers[], auth.sessionJwt.issuers[]). */
+  jwt: {
+    algorithms: ["RS256", "ES256"] as readonly string[],
+    clockToleranceMs: 30_000,
+    jwksCooldownMs: 30_000,
+    jwksMaxAgeMs: 600_000,
+    jwksTimeoutMs: 5_000,
+    cacheEntries: 10_000,
+  },
   /** Per provider (providers.NAME.lifetime). */
   lifetime: {
     freshness: 0.75,

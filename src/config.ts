@@ -4,6 +4,7 @@
 // validators: config-values.ts.
 
 import { parse as parseYaml } from "yaml";
+import { parseSecurity, type SecurityConfig } from "./config-auth.ts";
 import { type BootstrapToken, parseBootstrap } from "./config-bootstrap.ts";
 import { configDefaults, type LogLevel } from "./config-defaults.ts";
 import { type FlowTuningConfig, flowRootKeys, parseFlowTuning } from "./config-flows.ts";
@@ -20,6 +21,7 @@ import {
   strList,
 } from "./config-values.ts";
 
+export type { AuditConfig, AuthConfig, SecurityConfig, TlsConfig } from "./config-auth.ts";
 export type { BootstrapToken } from "./config-bootstrap.ts";
 export { configDefaults, type LogLevel } from "./config-defaults.ts";
 export type { AuthMethod, ProviderConfig } from "./config-provider.ts";
@@ -38,7 +40,7 @@ export type StoreConfig =
   | { readonly kind: "mongo"; readonly uri: string; readonly dbName: string }
   | { readonly kind: "file"; readonly dir: string };
 
-export interface Config {
+export interface Config extends SecurityConfig {
   /** MONGODB_URI → mongo; else TOKENVEND_DATA_DIR → file; else memory. */
   readonly store: StoreConfig;
   /** TOKENVEND_ENCRYPTION_KEYS: comma-separated kid:base64 keys, the first one writes. */
@@ -63,6 +65,8 @@ export interface Config {
   readonly httpListen: string;
   /** metrics.prometheusListen / TOKENVEND_PROMETHEUS_LISTEN: a Prometheus scrape endpoint; off when unset. */
   readonly prometheusListen: string | undefined;
+  /** health.listen / TOKENVEND_HEALTH_LISTEN: grpc.health.v1 alone, plaintext, for probes (off when unset). */
+  readonly healthListen: string | undefined;
   readonly logLevel: LogLevel;
   readonly refreshTimeoutMs: number;
   readonly shutdownGraceMs: number;
@@ -143,10 +147,17 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     ...flowRootKeys,
     "bootstrap",
     "replicaHeartbeat",
+    "auth",
+    "policy",
+    "tls",
+    "audit",
+    "health",
   ]);
   const env = opts.env;
   const grpc = obj(root.grpc ?? {}, "grpc");
   const http = obj(root.http ?? {}, "http");
+  known(grpc, "grpc", ["listen"]);
+  known(http, "http", ["listen", "allowedHosts", "corsOrigins"]);
   const grpcListen = hostPort(
     env.TOKENVEND_GRPC_LISTEN ?? str(grpc.listen, "grpc.listen") ?? configDefaults.grpcListen,
     env.TOKENVEND_GRPC_LISTEN !== undefined ? "TOKENVEND_GRPC_LISTEN" : "grpc.listen",
@@ -155,6 +166,16 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     env.TOKENVEND_HTTP_LISTEN ?? str(http.listen, "http.listen") ?? configDefaults.httpListen,
     env.TOKENVEND_HTTP_LISTEN !== undefined ? "TOKENVEND_HTTP_LISTEN" : "http.listen",
   );
+  const healthRoot = obj(root.health ?? {}, "health");
+  known(healthRoot, "health", ["listen"]);
+  const healthText = env.TOKENVEND_HEALTH_LISTEN || str(healthRoot.listen, "health.listen");
+  const healthListen =
+    healthText === undefined || healthText === ""
+      ? undefined
+      : hostPort(
+          healthText,
+          env.TOKENVEND_HEALTH_LISTEN ? "TOKENVEND_HEALTH_LISTEN" : "health.listen",
+        );
   const metricsRoot = obj(root.metrics ?? {}, "metrics");
   known(metricsRoot, "metrics", ["prometheusListen"]);
   const promListen =
@@ -210,6 +231,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
       ? { kind: "file", dir: env.TOKENVEND_DATA_DIR }
       : { kind: "memory" };
   return {
+    ...parseSecurity(root, http, opts),
     store,
     encryptionKeys: env.TOKENVEND_ENCRYPTION_KEYS || undefined,
     encryptionKeyFiles: (env.TOKENVEND_ENCRYPTION_KEY_FILES ?? "").split(",").filter(Boolean),
@@ -231,6 +253,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     grpcListen,
     httpListen,
     prometheusListen,
+    healthListen,
     logLevel: level as LogLevel,
     refreshTimeoutMs: duration(
       root.refreshTimeout,

@@ -4,11 +4,13 @@
 // store, an in-process identity provider, a demo grant and a demo session,
 // authentication off.
 
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { metrics, trace } from "@opentelemetry/api";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import type { TokenVendor } from "./core/token-vendor.ts";
 import { createLogger, type RootLogger } from "./log.ts";
+import { devRefusal, startRefusal } from "./refusals.ts";
 import { startServer } from "./server.ts";
 import { SealingError } from "./store/sealing.ts";
 import { otelConfigured, preloadedSdk } from "./telemetry/bootstrap.ts";
@@ -30,7 +32,17 @@ export async function runService(opts: RunServiceOptions): Promise<void> {
   let stopDev: (() => Promise<void>) | undefined;
   let devSession: ((vendor: TokenVendor) => Promise<void>) | undefined;
   const env = { ...opts.env };
-  const readFile = (p: string) => readFileSync(p, "utf8");
+  // The config file's digest goes to the audit stream: which config a replica ran with.
+  const digest = createHash("sha256");
+  const readFile = (p: string) => {
+    const text = readFileSync(p, "utf8");
+    if (p === env.TOKENVEND_CONFIG) digest.update(text);
+    return text;
+  };
+  if (dev) {
+    const refused = devRefusal(env);
+    if (refused !== undefined) throw new ConfigError(refused);
+  }
 
   if (dev && env.TOKENVEND_CONFIG === undefined) {
     // Loaded only in dev mode: oidc-provider is a devDependency.
@@ -44,6 +56,10 @@ export async function runService(opts: RunServiceOptions): Promise<void> {
     config = loadConfig({ env, readFile });
   }
 
+  if (!dev) {
+    const refused = startRefusal(config);
+    if (refused !== undefined) throw new ConfigError(refused);
+  }
   const log = createLogger(config.logLevel);
   if (dev) {
     log.warn(
@@ -62,6 +78,7 @@ export async function runService(opts: RunServiceOptions): Promise<void> {
   const server = await startServer({
     config,
     logger: log,
+    configDigest: digest.digest("hex"),
     ...(sdk !== undefined
       ? {
           telemetry: {

@@ -1,5 +1,8 @@
 // Assembles one replica: the vendor over a store and the upstream client, the
 // service mounted on the gRPC and the HTTP listeners, and a bounded drain.
+// With authentication on, both listeners authenticate every call but health's
+// before its body is read, and the TokenService guard (rpc/access-control.ts)
+// applies the policy and writes the audit stream (security.ts builds them).
 
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -23,10 +26,12 @@ import { createProviderStates, createUpstreamClient } from "./idp/upstream-clien
 import { createWebhookSender } from "./idp/webhook-sender.ts";
 import { startReplicaHeartbeat } from "./ops/replica-heartbeat.ts";
 import { seedStore } from "./ops/seed.ts";
+import { guardTokenService } from "./rpc/access-control.ts";
 import { toConnectError } from "./rpc/error-mapping.ts";
 import { createFlowService } from "./rpc/flow-service.ts";
 import { createRpcTelemetry } from "./rpc/rpc-interceptor.ts";
 import { createTokenService } from "./rpc/token-service.ts";
+import { createSecurity } from "./security.ts";
 import { replicaRegistryOf } from "./store/mongo-replicas.ts";
 import { openFlowStates } from "./store/open-flow-states.ts";
 import { openStore } from "./store/open-store.ts";
@@ -41,6 +46,7 @@ import {
 } from "./telemetry/metrics.ts";
 import {
   createGrpcServer,
+  createHealthListener,
   createHttpServer,
   createPlainHttpListener,
   createWireErrors,
@@ -57,8 +63,14 @@ export interface StartServerOptions {
   /** Defaults to the oauth4webapi client built from config.providers (src/idp). */
   readonly upstream?: UpstreamClient;
   readonly clock?: Clock;
+  /** The config file's SHA-256, for the audit stream's config record. */
+  readonly configDigest?: string;
+  /** For JWKS and discovery requests (tests); default the global fetch. */
+  readonly fetch?: typeof fetch;
   /** Adds services to the grpc-js server before it listens (the benchmark's echo). */
   readonly configureGrpc?: (server: GrpcServer["server"]) => void;
+  /** Paths configureGrpc adds that are served without authentication. */
+  readonly openGrpcPaths?: readonly string[];
   /**
    * Where spans and metrics go (main passes the OTEL_* SDK's). Without it and
    * without config.prometheusListen, telemetry is off: no interceptor on either
@@ -73,6 +85,8 @@ export interface StartServerOptions {
 export interface RunningServer {
   readonly grpcPort: number;
   readonly httpPort: number;
+  /** The plaintext health listener's port, when config.healthListen is set. */
+  readonly healthPort: number | undefined;
   /** The Prometheus scrape endpoint's port, when config.prometheusListen is set. */
   readonly prometheusPort: number | undefined;
   readonly vendor: TokenVendor;
@@ -120,10 +134,17 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       );
     },
   });
+  const security = createSecurity({
+    config,
+    logger: log,
+    now: () => clock.now(),
+    ...(opts.fetch !== undefined ? { fetch: opts.fetch } : {}),
+  });
   // Names this replica in refresh claims and in the shared store's replica records.
   const replicaId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
-  const upstream =
-    opts.upstream ?? createUpstreamClient({ providers: config.providers, states: providerStates });
+  const upstream = security.audited(
+    opts.upstream ?? createUpstreamClient({ providers: config.providers, states: providerStates }),
+  );
   // --- telemetry: spans from the given tracer provider; metrics to the given
   // meter provider and/or the Prometheus endpoint ---
   // Loaded only when configured: the metrics SDK costs ~16 MB resident.
@@ -207,15 +228,26 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     minRefreshIntervalMs: config.minRefreshIntervalMs,
     maxStreams: config.maxStreams,
   });
+  // Authentication off and no audit: the handlers as they are, nothing on the hot path.
+  const guarded = security.policy !== undefined || security.audit !== undefined;
   // One implementation of TokenService, the flows' methods included, for both listeners.
-  const impl = {
+  const service = {
     ...createTokenService({
       vendor,
       exchanges: flows.exchanges,
+      guarded,
       ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
     }),
-    ...createFlowService(flows),
+    ...createFlowService(flows, { guarded }),
   };
+  const impl = guarded
+    ? guardTokenService(service, {
+        policy: security.policy,
+        sessionJwts: security.sessionJwts,
+        audit: security.audit,
+        now: () => clock.now(),
+      })
+    : service;
   // The one mapping of errors to the wire, for both listeners.
   const errors = createWireErrors({
     toConnectError,
@@ -232,6 +264,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     reflectionDescriptorSet: readFileSync(descriptorSetPath),
     maxReceiveMessageBytes: config.maxMessageBytes,
     errors,
+    ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
+    ...(opts.openGrpcPaths !== undefined ? { openPaths: opts.openGrpcPaths } : {}),
+    ...(security.tls !== undefined ? { credentials: security.tls.grpcCredentials() } : {}),
     ...(rpcTelemetry !== undefined
       ? { interceptors, pushStreamObserver: rpcTelemetry.pushStreamObserver }
       : {}),
@@ -241,6 +276,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     services,
     readMaxBytes: config.maxMessageBytes,
     errors,
+    guard: { allowedHosts: config.allowedHosts, corsOrigins: config.corsOrigins },
+    ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
+    ...(security.tls !== undefined ? { tls: security.tls } : {}),
     ...(interceptors.length > 0 ? { interceptors } : {}),
   });
   const grpcAddr = await grpc.listen(config.grpcListen);
@@ -250,6 +288,14 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const promAddr =
     metricsListener !== undefined && config.prometheusListen !== undefined
       ? await metricsListener.listen(config.prometheusListen)
+      : undefined;
+  const healthListener =
+    config.healthListen !== undefined
+      ? createHealthListener(["", ...services.map((s) => s.desc.typeName)])
+      : undefined;
+  const healthAddr =
+    healthListener !== undefined && config.healthListen !== undefined
+      ? await healthListener.listen(config.healthListen)
       : undefined;
   grpc.setServing(true);
   if (meter !== undefined) createServiceLimitMetrics(meter, { maxStreams: config.maxStreams });
@@ -265,6 +311,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
           signal: lifecycle.signal,
         })
       : undefined;
+  healthListener?.setServing(true);
+  security.recordStart(opts.configDigest);
   const sweeper = startStoreSweeper({
     store,
     clock,
@@ -278,7 +326,11 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       grpc: formatHostPort(grpcAddr),
       http: formatHostPort(httpAddr),
       ...(promAddr !== undefined ? { prometheus: formatHostPort(promAddr) } : {}),
+      ...(healthAddr !== undefined ? { health: formatHostPort(healthAddr) } : {}),
       store: store.kind,
+      auth: config.auth.enabled ? "on" : "off",
+      tls: config.tls === undefined ? "off" : config.tls.requireClientCert ? "mtls" : "on",
+      audit: config.audit === undefined ? "off" : config.audit.target.kind,
     },
     "tokenvend serving",
   );
@@ -288,6 +340,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     grpcPort: grpcAddr.port,
     httpPort: httpAddr.port,
     prometheusPort: promAddr?.port,
+    healthPort: healthAddr?.port,
     vendor,
     store,
     flows,
@@ -299,6 +352,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
         flows?.close();
         // Removing this replica's record runs beside the drain, bounded by it.
         const withdrawn = heartbeat?.stop(config.shutdownGraceMs);
+        healthListener?.setServing(false);
         await vendor.close();
         await Promise.all([
           grpc.shutdown(config.shutdownGraceMs),
@@ -306,8 +360,10 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
         ]);
         await withdrawn;
         lifecycle.abort(shuttingDownError());
+        await healthListener?.close();
         await store.close();
         await flowStates.close();
+        await security.close();
         // Last: a scrape during the drain still sees the drain's metrics.
         await metricsListener?.close(config.shutdownGraceMs);
         await prometheus?.shutdown();

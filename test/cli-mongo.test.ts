@@ -37,6 +37,7 @@ const yaml = (extra: string[] = []) =>
     "grpc: { listen: 127.0.0.1:0 }",
     "http: { listen: 127.0.0.1:0 }",
     "logLevel: info",
+    "auth: { disabled: true }",
     "shutdownGrace: 2s",
     `replicaHeartbeat: ${HEARTBEAT_MS}ms`,
     ...extra,

@@ -419,7 +419,8 @@ test("serve --config runs a replica that health reaches; SIGTERM drains it and e
   const config = fresh("serve.yaml");
   await writeFile(
     config,
-    "logLevel: info\ngrpc: { listen: 127.0.0.1:0 }\nhttp: { listen: 127.0.0.1:0 }\n",
+    // Authentication off, as npm start allows only on loopback listeners.
+    "logLevel: info\nauth: { disabled: true }\ngrpc: { listen: 127.0.0.1:0 }\nhttp: { listen: 127.0.0.1:0 }\n",
   );
   const child = spawn(process.execPath, ["src/cli/main.ts", "serve", "--config", config], {
     cwd: new URL("..", import.meta.url).pathname,
@@ -447,7 +448,9 @@ test("serve exits 1 when the tokens to preload cannot be stored (the database is
   const config = fresh("unreachable.yaml");
   await writeFile(
     config,
-    providerYaml("grpc: { listen: 127.0.0.1:0 }\nhttp: { listen: 127.0.0.1:0 }"),
+    providerYaml(
+      "auth: { disabled: true }\ngrpc: { listen: 127.0.0.1:0 }\nhttp: { listen: 127.0.0.1:0 }",
+    ),
   );
   const res = await tokenvend(["serve", "--config", config], {
     env: {

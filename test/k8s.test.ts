@@ -11,6 +11,7 @@ import test from "ava";
 import { parse as parseYaml } from "yaml";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
 import { type Config, parseConfig } from "../src/config.ts";
+import { startRefusal } from "../src/refusals.ts";
 import { parseHostPort } from "../src/transport/index.ts";
 import { npmStartArgv } from "./support/server-process.ts";
 
@@ -65,6 +66,12 @@ interface Volume {
   readonly name: string;
   readonly configMap?: { name: string; items?: { key: string; path: string }[] };
   readonly secret?: { secretName: string; items?: { key: string; path: string }[] };
+  readonly projected?: {
+    sources: {
+      serviceAccountToken?: { audience?: string; path: string };
+      configMap?: { name: string; items?: { key: string; path: string }[] };
+    }[];
+  };
 }
 interface LabelSelector {
   readonly matchLabels?: Labels;
@@ -200,6 +207,22 @@ const secretFiles = new Set(
   }),
 );
 
+/** Files the pod has from projected volumes: its own token and ConfigMap items (the cluster's CA). */
+const projectedFiles = new Map(
+  (pod.spec.volumes ?? []).flatMap((v) => {
+    const mount = container.volumeMounts?.find((m) => m.name === v.name);
+    if (v.projected === undefined || mount === undefined) return [];
+    return v.projected.sources.flatMap((s) => [
+      ...(s.serviceAccountToken !== undefined
+        ? [[join(mount.mountPath, s.serviceAccountToken.path), "token"] as const]
+        : []),
+      ...(s.configMap?.items ?? []).map(
+        (i) => [join(mount.mountPath, i.path), `configMap ${s.configMap?.name}`] as const,
+      ),
+    ]);
+  }),
+);
+
 /** The env of the container: the image's, then the Deployment's; secret-backed values are dummies. */
 function podEnv(): Record<string, string> {
   const env: Record<string, string> = { ...imageEnv };
@@ -209,6 +232,8 @@ function podEnv(): Record<string, string> {
     else if (ref !== undefined && e.name === "MONGODB_URI") env[e.name] = "mongodb://mongo:27017";
     else if (ref !== undefined && e.name === "TOKENVEND_ENCRYPTION_KEYS")
       env[e.name] = `primary:${Buffer.alloc(32, 7).toString("base64")}`;
+    else if (ref !== undefined && e.name === "TOKENVEND_AUDIT_HMAC_KEY")
+      env[e.name] = Buffer.alloc(32, 8).toString("base64");
     else if (ref !== undefined) env[e.name] = "dummy";
   }
   return env;
@@ -237,6 +262,9 @@ function loadPodConfig(): Config {
   return parseConfig(parseYaml(text), {
     env: podEnv(),
     readFile: (p) => {
+      if (projectedFiles.get(normalize(p)) === "configMap kube-root-ca.crt") {
+        return "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+      }
       if (!secretFiles.has(normalize(p))) throw new Error(`${p} is not mounted from a Secret`);
       return "dummy-client-secret\n";
     },
@@ -248,6 +276,8 @@ const grpcPort = parseHostPort(config.grpcListen).port;
 const httpPort = parseHostPort(config.httpListen).port;
 const metricsPort =
   config.prometheusListen !== undefined ? parseHostPort(config.prometheusListen).port : undefined;
+const healthPort =
+  config.healthListen !== undefined ? parseHostPort(config.healthListen).port : undefined;
 const containerPort = (name: string) =>
   container.ports?.find((p) => p.name === name)?.containerPort;
 
@@ -306,7 +336,12 @@ test("MONGODB_URI and TOKENVEND_ENCRYPTION_KEYS come from Secrets, never inline"
 });
 
 test("the listeners bind every interface: the 127.0.0.1 defaults are unreachable in a pod", (t) => {
-  for (const listen of [config.grpcListen, config.httpListen, config.prometheusListen]) {
+  for (const listen of [
+    config.grpcListen,
+    config.httpListen,
+    config.prometheusListen,
+    config.healthListen,
+  ]) {
     t.true(["0.0.0.0", "::"].includes(parseHostPort(listen ?? "").host), listen);
   }
 });
@@ -315,15 +350,16 @@ test("the container's ports are the ports the config listens on", (t) => {
   t.is(containerPort("grpc"), grpcPort);
   t.is(containerPort("http"), httpPort);
   t.is(containerPort("metrics"), metricsPort);
-  t.is(container.ports?.length, 3);
+  t.is(containerPort("health"), healthPort);
+  t.is(container.ports?.length, 4);
 });
 
-test("probes are native gRPC health probes on the gRPC port, for services the server registers", (t) => {
+test("probes are native gRPC health probes on the plaintext health port (they cannot speak TLS), for services the server registers", (t) => {
   // The server reports health for "" and for each service it mounts (src/transport/grpc-server.ts).
   const registered = ["", TokenService.typeName];
   for (const kind of ["startupProbe", "readinessProbe", "livenessProbe"] as const) {
     const probe = container[kind];
-    t.is(probe?.grpc?.port, grpcPort, kind);
+    t.is(probe?.grpc?.port, config.tls !== undefined ? healthPort : grpcPort, kind);
     t.true(registered.includes(probe?.grpc?.service ?? ""), kind);
   }
   t.is(container.readinessProbe?.grpc?.service, TokenService.typeName);
@@ -359,11 +395,15 @@ test("the pod runs restricted: non-root, no privilege escalation, read-only root
   t.deepEqual(dockerArgs(runtimeStage, "USER"), [`${uid}:${csc.runAsGroup ?? psc.runAsGroup}`]);
 });
 
-test("the service account mounts no API token", (t) => {
+test("no API token is automounted; the pod's projected token and the cluster's CA serve the key set fetch only", (t) => {
   const sa = one("ServiceAccount") as Manifest & { automountServiceAccountToken?: boolean };
   t.is(pod.spec.serviceAccountName, sa.metadata.name);
   t.is(sa.automountServiceAccountToken, false);
   t.is(pod.spec.automountServiceAccountToken, false);
+  const issuer = config.auth.jwtIssuers[0];
+  t.is(projectedFiles.get(issuer?.tokenFile ?? ""), "token");
+  t.truthy(issuer?.caPem);
+  t.is(issuer?.jwksUri, "https://kubernetes.default.svc/openid/v1/jwks");
 });
 
 test("SIGTERM's drain fits in the termination grace period", (t) => {
@@ -449,6 +489,21 @@ test("a ClusterIP and a headless Service select the pods on the gRPC and HTTP po
   }
 });
 
+/** The one namespace a peer selects by name, or undefined ({} selects all). */
+const namespaceOf = (p: Peer) =>
+  Object.keys(p.namespaceSelector?.matchLabels ?? {}).length === 1
+    ? p.namespaceSelector?.matchLabels?.["kubernetes.io/metadata.name"]
+    : undefined;
+
+/** The namespaces of the service accounts the policy lets in. */
+const callerNamespaces = new Set(
+  config.policy.flatMap((r) =>
+    r.callers.map(
+      (c) => /^system:serviceaccount:([^:*]+):/.exec(c)?.[1] ?? `not a service account: ${c}`,
+    ),
+  ),
+);
+
 const covers = (rule: PolicyRule, port: number) =>
   (rule.ports ?? []).some(
     (p) =>
@@ -474,6 +529,12 @@ test("the NetworkPolicy admits callers on gRPC and HTTP and the monitoring names
         r.from?.every((p) => selects(p.podSelector, { "tokenvend.io/client": "true" })),
         `port ${port}: only labelled clients`,
       );
+      // Each peer names its namespace: none admits labelled pods of every namespace.
+      t.deepEqual(
+        r.from?.map((p) => namespaceOf(p)).sort(),
+        [...callerNamespaces].sort(),
+        `port ${port}: exactly the namespaces the policy's rules name`,
+      );
     }
   }
   const metricsRules = ingress.filter((r) => covers(r, metricsPort ?? -1));
@@ -486,11 +547,50 @@ test("the NetworkPolicy admits callers on gRPC and HTTP and the monitoring names
   t.deepEqual([...open].sort(), [grpcPort, httpPort, metricsPort].sort());
 });
 
-test("the NetworkPolicy lets the pods reach DNS, MongoDB and the IdPs over HTTPS, nothing else", (t) => {
+test("the NetworkPolicy lets the pods reach DNS, MongoDB, the IdPs and the API server over HTTPS, nothing else", (t) => {
   const egress = one<NetworkPolicy>("NetworkPolicy").spec.egress ?? [];
   const ports = egress.flatMap((r) => (r.ports ?? []).map((p) => `${p.port}/${p.protocol}`));
-  t.deepEqual(ports.sort(), ["27017/TCP", "443/TCP", "53/TCP", "53/UDP"]);
+  t.deepEqual(ports.sort(), ["27017/TCP", "443/TCP", "53/TCP", "53/UDP", "6443/TCP"]);
   for (const r of egress) t.true((r.to ?? []).length > 0);
+});
+
+test("npm start accepts the shipped config: callers authenticate with service-account tokens of audience tokenvend, over TLS", (t) => {
+  t.is(startRefusal(config), undefined);
+  t.true(config.auth.enabled);
+  t.deepEqual(
+    config.auth.jwtIssuers.map((i) => [i.kind, i.audiences]),
+    [["kubernetes", ["tokenvend"]]],
+  );
+  t.true(config.policy.length > 0);
+  t.truthy(config.tls);
+  for (const f of [config.tls?.certFile, config.tls?.keyFile]) {
+    t.true(secretFiles.has(f ?? ""), `${f} is mounted from a Secret`);
+  }
+  t.deepEqual(
+    config.audit?.target,
+    { kind: "stdout" },
+    "audit to stdout: the root filesystem is read-only",
+  );
+  t.false(config.allowedHosts.includes("*"));
+  t.true(config.allowedHosts.includes("tokenvend.tokenvend.svc.cluster.local"));
+});
+
+test("the example client mounts a projected token of audience tokenvend, and the policy and the NetworkPolicy let it in", (t) => {
+  const example = parseYaml(read("k8s/examples/client.yaml")) as Deployment;
+  const spec = example.spec.template.spec;
+  const projected = spec.volumes
+    ?.flatMap((v) => v.projected?.sources ?? [])
+    .find((s) => s.serviceAccountToken);
+  t.is(projected?.serviceAccountToken?.audience, "tokenvend");
+  const sa = `system:serviceaccount:${example.metadata.namespace}:${spec.serviceAccountName}`;
+  t.true(
+    config.policy.some((r) =>
+      r.callers.some((c) => new RegExp(`^${c.replaceAll("*", ".*")}$`).test(sa)),
+    ),
+    sa,
+  );
+  t.true(callerNamespaces.has(example.metadata.namespace ?? ""));
+  t.is(example.spec.template.metadata.labels["tokenvend.io/client"], "true");
 });
 
 // --- the image ---
@@ -517,7 +617,7 @@ test("the image's listeners, EXPOSE and user", (t) => {
   t.is(imageEnv.TOKENVEND_GRPC_LISTEN, `0.0.0.0:${grpcPort}`);
   t.is(imageEnv.TOKENVEND_HTTP_LISTEN, `0.0.0.0:${httpPort}`);
   const exposed = dockerArgs(runtimeStage, "EXPOSE").flatMap((a) => a.split(/\s+/).map(Number));
-  t.deepEqual(exposed.sort(), [grpcPort, httpPort, metricsPort].sort());
+  t.deepEqual(exposed.sort(), [grpcPort, httpPort, metricsPort, healthPort].sort());
   const copies = dockerArgs(runtimeStage, "COPY").map((a) => a.replace(/^--\S+\s+/, ""));
   for (const path of ["package.json", "gen", "src"]) {
     t.true(

@@ -14,7 +14,11 @@ import test from "ava";
 import { HealthImplementation } from "grpc-health-check";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
 import { createHttpServer } from "../src/transport/index.ts";
-import { addHealthService, directStreamOf } from "../src/transport/library-internals.ts";
+import {
+  addHealthService,
+  connectionOf,
+  directStreamOf,
+} from "../src/transport/library-internals.ts";
 import { reflectionPackage } from "../src/transport/reflection.ts";
 
 const bytes = (b: Buffer) => b;
@@ -168,4 +172,70 @@ test("connect-node: a request refused before its body was read answers through w
   res.resume();
   t.is(res.statusCode, 429); // resource_exhausted
   t.is(res.headers.connection, "close");
+});
+
+test("grpc-js: a server interceptor finds the call's TLS socket, and the handler gets the metadata object the interceptor passed on", async (t) => {
+  const { createTestCa } = await import("./support/certs.ts");
+  const ca = await createTestCa("internals");
+  const cert = await ca.issue("server", "server", ["IP:127.0.0.1"], "server");
+  const seen: { connection?: object | undefined; passed?: grpc.Metadata; got?: grpc.Metadata } = {};
+  const server = new grpc.Server({
+    interceptors: [
+      (_method, call) => {
+        seen.connection = connectionOf(call);
+        return new grpc.ServerInterceptingCall(call, {
+          start: (next) =>
+            next({
+              onReceiveMetadata(md, pass) {
+                seen.passed = md;
+                pass(md);
+              },
+            }),
+        });
+      },
+    ],
+  });
+  server.addService(
+    {
+      Echo: {
+        path: "/test.E/Echo",
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: bytes,
+        requestDeserialize: bytes,
+        responseSerialize: bytes,
+        responseDeserialize: bytes,
+      },
+    },
+    {
+      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+        seen.got = call.metadata;
+        cb(null, Buffer.alloc(0));
+      },
+    },
+  );
+  const { readFile } = await import("node:fs/promises");
+  const creds = grpc.ServerCredentials.createSsl(null, [
+    { cert_chain: await readFile(cert.cert), private_key: await readFile(cert.key) },
+  ]);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", creds, (e, p) => (e ? reject(e) : resolve(p))),
+  );
+  t.teardown(() => server.forceShutdown());
+  const client = new grpc.Client(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createSsl(await readFile(ca.caCert)),
+  );
+  await new Promise<void>((resolve, reject) =>
+    client.makeUnaryRequest("/test.E/Echo", bytes, bytes, Buffer.alloc(0), (e) =>
+      e ? reject(e) : resolve(),
+    ),
+  );
+  client.close();
+  t.is(
+    typeof (seen.connection as { getPeerCertificate?: unknown } | undefined)?.getPeerCertificate,
+    "function",
+  );
+  t.truthy(seen.passed);
+  t.is(seen.got, seen.passed);
 });

@@ -31,7 +31,7 @@ for (const script of ["start", "dev"] as const) {
       TOKENVEND_HTTP_LISTEN: "127.0.0.1:0",
     };
     if (script === "start") {
-      await writeFile(join(dir, "config.yaml"), "logLevel: info\n");
+      await writeFile(join(dir, "config.yaml"), "logLevel: info\nauth: { disabled: true }\n");
       env.TOKENVEND_CONFIG = join(dir, "config.yaml");
     }
     const npm = spawn("npm", script === "start" ? ["start"] : ["run", "dev"], {

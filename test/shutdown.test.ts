@@ -42,6 +42,7 @@ test("SIGTERM: NOT_SERVING, streams end UNAVAILABLE, in-flight calls finish, exi
   const yaml = [
     "grpc: { listen: 127.0.0.1:0 }",
     "http: { listen: 127.0.0.1:0 }",
+    "auth: { disabled: true }",
     "shutdownGrace: 5s",
     "providers:",
     "  idp:",

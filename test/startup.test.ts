@@ -7,16 +7,20 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
-import { npmStartArgv } from "./support/server-process.ts";
+import { npmScriptArgv } from "./support/server-process.ts";
 
 const repo = new URL("..", import.meta.url).pathname;
 
 /** Runs npm start's command with `yaml` as its config; resolves with its exit code and stderr. */
-async function start(yaml: string, env: Record<string, string> = {}) {
+async function start(
+  yaml: string,
+  env: Record<string, string> = {},
+  script: "start" | "dev" = "start",
+) {
   const dir = await mkdtemp(join(tmpdir(), "tokenvend-startup-"));
   const configPath = join(dir, "config.yaml");
   await writeFile(configPath, yaml);
-  const child = spawn(process.execPath, npmStartArgv().slice(1), {
+  const child = spawn(process.execPath, npmScriptArgv(script).slice(1), {
     cwd: repo,
     env: {
       PATH: process.env.PATH ?? "",
@@ -38,13 +42,13 @@ async function start(yaml: string, env: Record<string, string> = {}) {
 }
 
 test("an invalid option: exit 2, naming the option and what it must be", async (t) => {
-  const { code, stderr } = await start("syncInterval: soon\n");
+  const { code, stderr } = await start("auth: { disabled: true }\nsyncInterval: soon\n");
   t.is(code, 2);
   t.regex(stderr, /invalid configuration: syncInterval must be a duration such as "500ms"/);
 });
 
 test("a MongoDB store without an encryption key: exit 2, saying how to make one", async (t) => {
-  const { code, stderr } = await start("logLevel: silent\n", {
+  const { code, stderr } = await start("auth: { disabled: true }\nlogLevel: silent\n", {
     MONGODB_URI: "mongodb://127.0.0.1:1/",
   });
   t.is(code, 2);
@@ -53,11 +57,47 @@ test("a MongoDB store without an encryption key: exit 2, saying how to make one"
 
 test("a malformed encryption key: exit 2, without echoing the key", async (t) => {
   const secretish = "not-a-valid-key-material-1234567890";
-  const { code, stderr } = await start("logLevel: silent\n", {
+  const { code, stderr } = await start("auth: { disabled: true }\nlogLevel: silent\n", {
     TOKENVEND_DATA_DIR: await mkdtemp(join(tmpdir(), "tokenvend-startup-data-")),
     TOKENVEND_ENCRYPTION_KEYS: `primary:${secretish}`,
   });
   t.is(code, 2);
   t.regex(stderr, /invalid configuration: /);
   t.false(stderr.includes(secretish));
+});
+
+test("npm start without caller authentication configured: exit 2, saying how to configure it", async (t) => {
+  const { code, stderr } = await start("logLevel: silent\n");
+  t.is(code, 2);
+  t.regex(
+    stderr,
+    /invalid configuration: caller authentication is not configured: set auth\.jwt\.issuers/,
+  );
+});
+
+test("auth.disabled with a listener off loopback: exit 2, naming the listener", async (t) => {
+  const { code, stderr } = await start("auth: { disabled: true }\nlogLevel: silent\n", {
+    TOKENVEND_HTTP_LISTEN: "0.0.0.0:0",
+  });
+  t.is(code, 2);
+  t.regex(
+    stderr,
+    /auth\.disabled: true needs every listener on loopback; http\.listen is 0\.0\.0\.0:0/,
+  );
+});
+
+test("npm run dev refuses production settings: a MongoDB URI, keys, a listener off loopback", async (t) => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ MONGODB_URI: "mongodb://127.0.0.1:1/" }, /refuses production settings: unset MONGODB_URI/],
+    [{ TOKENVEND_ENCRYPTION_KEYS: "k:x" }, /unset TOKENVEND_ENCRYPTION_KEYS/],
+    [
+      { TOKENVEND_GRPC_LISTEN: "0.0.0.0:50051" },
+      /loopback only: TOKENVEND_GRPC_LISTEN=0\.0\.0\.0:50051 is not/,
+    ],
+  ];
+  for (const [env, message] of cases) {
+    const { code, stderr } = await start("", { TOKENVEND_CONFIG: "", ...env }, "dev");
+    t.is(code, 2, JSON.stringify(env));
+    t.regex(stderr, message);
+  }
 });

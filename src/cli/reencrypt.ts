@@ -5,7 +5,9 @@
 // A file store is locked by its replica, so it cannot run beside one at all.
 
 import type { TokenStore } from "../core/token-store.ts";
+import { createLogger } from "../log.ts";
 import { LIVE_BEATS } from "../ops/replica-heartbeat.ts";
+import { auditSinkOf, keyIdsOf } from "../security.ts";
 import { replicaRegistryOf } from "../store/mongo-replicas.ts";
 import type { ReencryptOptions, ReencryptReport } from "../store/reseal.ts";
 import { type Command, configOption, EXIT_FAILED, EXIT_OK, jsonOption } from "./command.ts";
@@ -41,6 +43,25 @@ naming them, when one seals under another key. Values it cannot open are left al
     const dryRun = values["dry-run"] === true;
     const config = loadCommandConfig(values, io);
     const store = (await openCommandStore(config, io, "reencrypt")) as Reencrypting;
+    // A key rotation is an audited operation: which primary key, how many documents, the outcome.
+    const audit = dryRun ? undefined : auditSinkOf(config, createLogger(config.logLevel), Date.now);
+    const record = (outcome: string, documents?: number) => {
+      try {
+        audit?.write({
+          event: "keyring",
+          outcome,
+          details: {
+            action: "reencrypt",
+            primary: keyIdsOf(config)[0] ?? "",
+            ...(documents !== undefined ? { documents } : {}),
+          },
+        });
+      } catch {
+        // Reported by the sink's onError.
+      }
+    };
+    let outcome = "FAILED";
+    let documents: number | undefined;
     try {
       const registry = replicaRegistryOf(store);
       const replicas = registry ? await registry.live(LIVE_BEATS * config.replicaHeartbeatMs) : [];
@@ -65,6 +86,7 @@ naming them, when one seals under another key. Values it cannot open are left al
           "reencrypt",
           `${refused.length} live replica(s) do not seal under this keyring's primary key: restart them with the new key first in TOKENVEND_ENCRYPTION_KEYS, then run this again`,
         );
+        outcome = "REFUSED";
         return EXIT_FAILED;
       }
       const progress = createProgress(io, dryRun ? "checked" : "re-sealed");
@@ -85,6 +107,7 @@ naming them, when one seals under another key. Values it cannot open are left al
         result,
         `${dryRun ? "would re-seal" : "re-sealed"} ${report.resealed} of ${report.scanned} documents`,
       );
+      documents = report.resealed;
       const unreadable = Object.values(report.unreadable).reduce((a, b) => a + b, 0);
       if (unreadable > 0) {
         printError(
@@ -94,9 +117,12 @@ naming them, when one seals under another key. Values it cannot open are left al
         );
         return EXIT_FAILED;
       }
+      outcome = "OK";
       return EXIT_OK;
     } finally {
       await store.close();
+      record(outcome, documents);
+      await audit?.close();
     }
   },
 };

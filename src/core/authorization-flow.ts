@@ -10,8 +10,16 @@
 // redeemed at the provider (callback and ID token validated there) and the tokens stored as the
 // session's next generation; the caller gets the generation and the scopes, never a token.
 
-import { invalidArgument, TokenVendError } from "./errors.ts";
-import { flowError, flowTokenSet, handleId, type LoginFlowOptions } from "./flow-common.ts";
+import { invalidArgument, notOwnerError, TokenVendError } from "./errors.ts";
+import {
+  flowError,
+  flowTokenSet,
+  handleId,
+  type LoginFlowOptions,
+  type LoginOwnership,
+  ownedStore,
+  ownershipFields,
+} from "./flow-common.ts";
 import { flowProvider } from "./flow-settings.ts";
 import { type FlowRecord, fieldList, fieldText } from "./flow-state-store.ts";
 
@@ -22,6 +30,8 @@ export interface StartAuthorizationInput {
   readonly scopes: readonly string[];
   readonly loginHint?: string | undefined;
   readonly prompt?: string | undefined;
+  /** Whose the session will be (authentication on). */
+  readonly ownership?: LoginOwnership | undefined;
 }
 
 export interface StartedAuthorization {
@@ -35,6 +45,8 @@ export interface CompleteAuthorizationInput {
   readonly state: string;
   readonly callbackUrl?: string | undefined;
   readonly code?: string | undefined;
+  /** The completing call's ownership: a state started by another owner is NOT_OWNER. */
+  readonly ownership?: LoginOwnership | undefined;
 }
 
 export interface CompletedAuthorization {
@@ -67,7 +79,11 @@ export function createAuthorizationFlow(opts: AuthorizationFlowOptions): Authori
     AbortSignal.any([opts.signal, AbortSignal.timeout(opts.upstreamTimeoutMs)]);
 
   /** The one caller that gets here with a state owns its record; everyone else: INVALID_STATE. */
-  const take = async (state: string, signal: AbortSignal | undefined): Promise<FlowRecord> => {
+  const take = async (
+    state: string,
+    ownership: LoginOwnership | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<FlowRecord> => {
     const id = handleId("auth", state);
     const used = handleId("used", state);
     const record = await states.get(id, { signal });
@@ -75,6 +91,10 @@ export function createAuthorizationFlow(opts: AuthorizationFlowOptions): Authori
       throw invalidState((await states.get(used, { signal })) ? "already used" : "unknown");
     }
     if (record.expiresAt <= clock.now()) throw invalidState("expired");
+    // A state is a capability of the caller that started it, not of whoever holds it; another
+    // caller's attempt does not use it up.
+    const startedBy = fieldText(record, "recordOwner") || undefined;
+    if (startedBy !== undefined && startedBy !== ownership?.recordOwner) throw notOwnerError();
     const won = await states.create(
       { id: used, expiresAt: record.expiresAt, fields: {}, secrets: {} },
       { signal },
@@ -121,6 +141,7 @@ export function createAuthorizationFlow(opts: AuthorizationFlowOptions): Authori
             provider: q.provider,
             redirectUri: q.redirectUri,
             scopes: [...scopes],
+            ...ownershipFields(q.ownership),
           },
           secrets: {
             codeVerifier: req.codeVerifier,
@@ -154,7 +175,7 @@ export function createAuthorizationFlow(opts: AuthorizationFlowOptions): Authori
         if (state === "") throw invalidArgument([{ field: "state", description: "required" }]);
         callback = new URLSearchParams({ code: q.code ?? "", state });
       }
-      const record = await take(state, signal);
+      const record = await take(state, q.ownership, signal);
       const sessionId = fieldText(record, "sessionId");
       const provider = fieldText(record, "provider");
       const redirectUri = fieldText(record, "redirectUri");
@@ -180,7 +201,10 @@ export function createAuthorizationFlow(opts: AuthorizationFlowOptions): Authori
           throw flowError(err, provider, "the authorization");
         });
       const tokens = flowTokenSet(res, startedAt, opts.lifetimeOf(provider), p.clientId);
-      const generation = await opts.storeTokens({ sessionId, provider, tokens }, signal);
+      const generation = await opts.storeTokens(
+        ownedStore(record, { sessionId, provider, tokens }),
+        signal,
+      );
       opts.logger.info(
         { provider, generation, oidc: res.subject !== undefined },
         "authorization completed",

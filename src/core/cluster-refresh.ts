@@ -252,5 +252,6 @@ export function renewedTokens(
     expiresAt: issuedAt + lifetimeMs,
     subject: previous?.subject,
     clientId: previous?.clientId,
+    ...(previous?.owner !== undefined ? { owner: previous.owner } : {}),
   };
 }

@@ -12,7 +12,14 @@
 
 import type { Random } from "./clock.ts";
 import { TokenVendError } from "./errors.ts";
-import { flowError, flowTokenSet, type LoginFlowOptions } from "./flow-common.ts";
+import {
+  flowError,
+  flowTokenSet,
+  type LoginFlowOptions,
+  type LoginOwnership,
+  ownedStore,
+  ownershipFields,
+} from "./flow-common.ts";
 import { flowProvider } from "./flow-settings.ts";
 import { type FlowRecord, fieldNumber, fieldText } from "./flow-state-store.ts";
 import { errorText } from "./logger.ts";
@@ -34,7 +41,13 @@ export interface DeviceFlowOptions extends LoginFlowOptions {
 
 export interface DeviceFlow {
   start(
-    q: { sessionId: string; provider: string; scopes: readonly string[] },
+    q: {
+      sessionId: string;
+      provider: string;
+      scopes: readonly string[];
+      /** Whose the session will be (authentication on). */
+      ownership?: LoginOwnership | undefined;
+    },
     signal?: AbortSignal,
   ): Promise<StartedDeviceAuthorization>;
   /**
@@ -115,7 +128,9 @@ export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
         });
         const p = flowProvider(opts.providers, provider);
         const tokens = flowTokenSet(res, startedAt, opts.lifetimeOf(provider), p.clientId);
-        const generation = await storeUntilStored({ sessionId, provider, tokens });
+        const generation = await storeUntilStored(
+          ownedStore(record, { sessionId, provider, tokens }),
+        );
         if (generation === undefined) return;
         await states.remove(record.id).catch(() => {});
         log.info({ provider, generation }, "device authorization completed");
@@ -167,6 +182,7 @@ export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
           provider: q.provider,
           status: "pending",
           intervalMs,
+          ...ownershipFields(q.ownership),
           // Unique per start: a random part for other replicas, a count for this one.
           attempt: `${Math.floor(opts.random() * 2 ** 48).toString(36)}.${++starts}`,
         },

@@ -35,6 +35,8 @@ export class TokenVendError extends Error {
   readonly fieldViolations: readonly FieldViolation[];
   /** Sent as the ErrorInfo metadata (AUTHORIZATION_FAILED: the provider's `oauth_error`). */
   readonly metadata: Readonly<Record<string, string>>;
+  /** A finer reason than the code, for ErrorInfo (NOT_OWNER for a PERMISSION_DENIED). */
+  readonly reason: string | undefined;
 
   constructor(
     code: ErrorCode,
@@ -43,12 +45,14 @@ export class TokenVendError extends Error {
       cause?: unknown;
       fieldViolations?: readonly FieldViolation[];
       metadata?: Readonly<Record<string, string>>;
+      reason?: string;
     } = {},
   ) {
     super(message, { cause: opts.cause });
     this.code = code;
     this.fieldViolations = opts.fieldViolations ?? [];
     this.metadata = opts.metadata ?? {};
+    this.reason = opts.reason;
   }
 }
 
@@ -71,6 +75,13 @@ export function notFoundError(key: TokenKey): TokenVendError {
         `no tokens for this session at provider "${key.provider}"`,
       )
     : new TokenVendError("GRANT_NOT_FOUND", `grant "${key.grant}" has no token`);
+}
+
+/** A session that belongs to another owner than the caller's. */
+export function notOwnerError(): TokenVendError {
+  return new TokenVendError("PERMISSION_DENIED", "this session belongs to another owner", {
+    reason: "NOT_OWNER",
+  });
 }
 
 export function shuttingDownError(): TokenVendError {

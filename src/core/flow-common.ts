@@ -6,7 +6,7 @@ import type { Clock } from "./clock.ts";
 import { renewedTokens } from "./cluster-refresh.ts";
 import { TokenVendError } from "./errors.ts";
 import type { FlowProviders } from "./flow-settings.ts";
-import type { FlowStateStore } from "./flow-state-store.ts";
+import { type FlowRecord, type FlowStateStore, fieldText } from "./flow-state-store.ts";
 import type { FlowTokens, FlowUpstream } from "./flow-upstream.ts";
 import type { LifetimePolicy } from "./lifetime.ts";
 import type { Logger } from "./logger.ts";
@@ -66,4 +66,36 @@ export function flowError(err: unknown, provider: string, what: string): unknown
 /** A one-way id for a secret handle (a state): a dump of the store does not reveal live ones. */
 export function handleId(kind: string, secret: string): string {
   return `${kind}:${createHash("sha256").update(secret).digest("base64url")}`;
+}
+
+/**
+ * Who a login's session will belong to, as the access control decided for the call that
+ * started it: `recordOwner` is sealed into the stored tokens; `owner`, when set, is the only
+ * owner whose session the login may replace. Both unset: authentication is off.
+ */
+export interface LoginOwnership {
+  readonly recordOwner?: string | undefined;
+  readonly owner?: string | undefined;
+}
+
+/** The ownership as flow record fields (plain: ids, not secrets). */
+export function ownershipFields(o: LoginOwnership | undefined): Record<string, string> {
+  return {
+    ...(o?.recordOwner !== undefined ? { recordOwner: o.recordOwner } : {}),
+    ...(o?.owner !== undefined ? { owner: o.owner } : {}),
+  };
+}
+
+/** The tokens a login stores, owned as the call that started it was. */
+export function ownedStore(
+  r: FlowRecord,
+  base: { sessionId: string; provider: string; tokens: TokenSet },
+): StoreTokensInput {
+  const recordOwner = fieldText(r, "recordOwner") || undefined;
+  const owner = fieldText(r, "owner") || undefined;
+  return {
+    ...base,
+    tokens: recordOwner !== undefined ? { ...base.tokens, owner: recordOwner } : base.tokens,
+    ...(owner !== undefined ? { owner } : {}),
+  };
 }

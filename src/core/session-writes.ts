@@ -5,7 +5,7 @@
 // on the new active one.
 
 import type { Catalog } from "./catalog.ts";
-import { TokenVendError } from "./errors.ts";
+import { notOwnerError, TokenVendError } from "./errors.ts";
 import type { KeyCache, KeyEntry } from "./key-cache.ts";
 import { errorText, type Logger } from "./logger.ts";
 import {
@@ -23,13 +23,18 @@ import type { UpstreamClient } from "./upstream.ts";
 export interface StoreTokensInput {
   readonly sessionId: string;
   readonly provider: string;
+  /** tokens.owner is recorded as the session's owner. */
   readonly tokens: TokenSet;
+  /** Set: a live session of another owner is not overwritten (PERMISSION_DENIED, NOT_OWNER). */
+  readonly owner?: string | undefined;
 }
 
 export interface RevokeInput {
   readonly sessionId: string;
   readonly provider?: string | undefined;
   readonly revokeUpstream: boolean;
+  /** Set: nothing is revoked when a session's token belongs to another owner (NOT_OWNER). */
+  readonly owner?: string | undefined;
 }
 
 export interface ProviderFailure {
@@ -71,12 +76,12 @@ export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
   /** Inserts the next generation after whatever is active, retrying on lost races. */
   const insertNext = async <R extends TokenRecord>(
     key: TokenKey,
-    make: (generation: number) => R,
+    make: (generation: number, previous: TokenRecord | undefined) => R,
     o: StoreCallOptions,
   ): Promise<{ record: R; previous: TokenRecord | undefined }> => {
     for (let i = 0; i < maxInsertRetries; i++) {
       const previous = await store.getActive(key, o);
-      const record = make((previous?.generation ?? 0) + 1);
+      const record = make((previous?.generation ?? 0) + 1, previous);
       const res = await store.insert(record, o);
       if (res.inserted) {
         void store.pruneBelow(key, record.generation).catch(() => {});
@@ -114,7 +119,13 @@ export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
       const key = entry.key;
       const { record } = await insertNext(
         key,
-        (generation): LiveRecord => ({ key, generation, reason: "stored", tokens: input.tokens }),
+        (generation, previous): LiveRecord => {
+          const owned = isLive(previous) ? previous.tokens.owner : undefined;
+          if (input.owner !== undefined && isLive(previous) && owned !== input.owner) {
+            throw notOwnerError();
+          }
+          return { key, generation, reason: "stored", tokens: input.tokens };
+        },
         { signal },
       );
       opts.adopt(entry, record, "stored");
@@ -131,6 +142,10 @@ export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
           : await store.getSession(q.sessionId, { signal });
       const revokedProviders: string[] = [];
       const upstreamFailures: ProviderFailure[] = [];
+      const theirs = records.some(
+        (r) => isLive(r) && q.owner !== undefined && r.tokens.owner !== q.owner,
+      );
+      if (theirs) throw notOwnerError();
       for (const found of records) {
         if (!isLive(found) || found.key.kind !== "session") continue;
         const key = found.key;

@@ -214,7 +214,16 @@ export function createTokenExchanges(opts: TokenExchangesOptions): TokenExchange
     ];
     // A session key no stored session can have: ids never contain the unit separator.
     const entry = cache.entry(sessionKey(`x\u001f${parts.join("\u001f")}`, provider), provider);
-    if (!targets.has(entry.id)) targets.set(entry.id, t);
+    // Kept without the caller's owner: who may read the subject is checked per call (get), and
+    // the renewal reads it for every caller of the entry alike.
+    if (!targets.has(entry.id)) {
+      targets.set(
+        entry.id,
+        s.kind === "session" && s.owner !== undefined
+          ? { ...t, subject: { ...s, owner: undefined } }
+          : t,
+      );
+    }
     return entry;
   };
 
@@ -222,6 +231,10 @@ export function createTokenExchanges(opts: TokenExchangesOptions): TokenExchange
     const entry = entryOf(t);
     entry.lastUsedAt = clock.now();
     const s = t.subject;
+    // An owned session is checked for this caller on every call: the cached exchange, or the
+    // refresh (which reads the subject as the entry's first caller did), must not serve
+    // another owner's session.
+    if (s.kind === "session" && s.owner !== undefined) await subjectToken(t, signal ?? opts.signal);
     let record = entry.record;
     if (record !== undefined && s.kind === "session") {
       // The binding holds for a cached exchange as for the subject itself.

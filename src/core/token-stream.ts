@@ -5,7 +5,7 @@
 
 import { type Context, context, type SpanContext, SpanKind, type Tracer } from "@opentelemetry/api";
 import { attr } from "../telemetry/metrics.ts";
-import { TokenVendError } from "./errors.ts";
+import { notOwnerError, TokenVendError } from "./errors.ts";
 import type { LiveRecord } from "./token.ts";
 import type { Listener, WatchHub } from "./watch-hub.ts";
 
@@ -22,6 +22,24 @@ export interface WatchEvent {
 export interface Binding {
   readonly expectedSubject?: string | undefined;
   readonly expectedClientId?: string | undefined;
+  /** The caller's owner: a record owned by anyone else is refused (NOT_OWNER). Unset: any owner. */
+  readonly owner?: string | undefined;
+}
+
+/** Why `record` may not go to a caller with this binding, or undefined. */
+export function accessError(record: LiveRecord, b: Binding): TokenVendError | undefined {
+  const t = record.tokens;
+  if (b.owner !== undefined && b.owner !== t.owner) return notOwnerError();
+  if (
+    (b.expectedSubject && b.expectedSubject !== t.subject) ||
+    (b.expectedClientId && b.expectedClientId !== t.clientId)
+  ) {
+    return new TokenVendError(
+      "INVALID_BINDING",
+      "the stored token is bound to a different subject or client",
+    );
+  }
+  return undefined;
 }
 
 export type WatchTarget =
@@ -36,7 +54,9 @@ export function reasonOf(record: LiveRecord): WatchReason {
 export interface Streams {
   /**
    * Opens a stream of key `id`: listens first (so a renewal in between is not
-   * missed), then sends what `first` resolves to. Returns its cancel.
+   * missed), then sends what `first` resolves to. Every message is checked
+   * first: a generation `check` refuses ends the stream with that error.
+   * Returns its cancel.
    */
   open(
     id: string,
@@ -44,6 +64,7 @@ export interface Streams {
     listener: Listener<WatchEvent>,
     signal: AbortSignal,
     first: () => Promise<LiveRecord>,
+    check?: (record: LiveRecord) => Error | undefined,
   ): () => void;
   readonly count: number;
 }
@@ -55,7 +76,7 @@ export function createStreams(opts: {
 }): Streams {
   let count = 0;
   return {
-    open(id, provider, listener, signal, first) {
+    open(id, provider, listener, signal, first, check) {
       if (count >= opts.maxStreams) {
         listener.end(
           new TokenVendError(
@@ -70,7 +91,7 @@ export function createStreams(opts: {
         return noop;
       }
       count++;
-      const stream = new TokenStream(listener, signal, provider, opts.tracer, () => count--);
+      const stream = new TokenStream(listener, signal, provider, opts.tracer, () => count--, check);
       stream.off = opts.hub.listen(id, stream);
       first().then(
         (record) => stream.start(record),
@@ -101,6 +122,7 @@ class TokenStream implements Listener<WatchEvent> {
   /** The stream's own context (its server span), the parent of its push spans. */
   readonly #context: Context | undefined;
   readonly #release: () => void;
+  readonly #check: ((record: LiveRecord) => Error | undefined) | undefined;
 
   constructor(
     listener: Listener<WatchEvent>,
@@ -108,7 +130,9 @@ class TokenStream implements Listener<WatchEvent> {
     provider: string,
     tracer: Tracer | undefined,
     release: () => void,
+    check: ((record: LiveRecord) => Error | undefined) | undefined,
   ) {
+    this.#check = check;
     this.#listener = listener;
     this.#signal = signal;
     this.#provider = provider;
@@ -122,6 +146,11 @@ class TokenStream implements Listener<WatchEvent> {
   start(first: LiveRecord): void {
     if (this.done) return;
     this.#started = true;
+    const refused = this.#check?.(first);
+    if (refused !== undefined) {
+      this.finish(refused);
+      return;
+    }
     this.#last = first.generation;
     this.#listener.next({ record: first, reason: "initial" });
     const early = this.#early;
@@ -137,6 +166,11 @@ class TokenStream implements Listener<WatchEvent> {
       return;
     }
     if (ev.record.generation <= this.#last) return;
+    const refused = this.#check?.(ev.record);
+    if (refused !== undefined) {
+      this.finish(refused);
+      return;
+    }
     this.#last = ev.record.generation;
     if (this.#tracer !== undefined) this.#tracePush(this.#tracer, ev);
     this.#listener.next(ev);

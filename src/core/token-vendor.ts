@@ -37,6 +37,7 @@ import {
 } from "./session-writes.ts";
 import { grantKey, isLive, keyId, type LiveRecord, sessionKey, type TokenKey } from "./token.ts";
 import {
+  accessError,
   type Binding,
   createStreams,
   type WatchEvent,
@@ -52,9 +53,11 @@ export interface TokenVendor {
     q: { sessionId: string; provider: string; minValidityMs?: number } & Binding,
     signal?: AbortSignal,
   ): Promise<LiveRecord>;
+  /** `binding.owner` set: a session owned by anyone else is PERMISSION_DENIED (NOT_OWNER). */
   getAllUpstreamCredentials(
     sessionId: string,
     signal?: AbortSignal,
+    binding?: Binding,
   ): Promise<{ credentials: Map<string, LiveRecord>; failures: ProviderFailure[] }>;
   getToken(grant: string, minValidityMs?: number, signal?: AbortSignal): Promise<LiveRecord>;
   /**
@@ -234,15 +237,8 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     }
     const lifetime = catalog.provider(entry.provider).lifetime;
     if (record !== undefined) {
-      const mismatch =
-        (binding.expectedSubject && binding.expectedSubject !== record.tokens.subject) ||
-        (binding.expectedClientId && binding.expectedClientId !== record.tokens.clientId);
-      if (mismatch) {
-        throw new TokenVendError(
-          "INVALID_BINDING",
-          "the stored token is bound to a different subject or client",
-        );
-      }
+      const refused = accessError(record, binding);
+      if (refused !== undefined) throw refused;
       const now = clock.now();
       const state = tokenState(record.tokens, lifetime, entry.refreshAt, now, minValidityMs);
       if (state !== "expired") {
@@ -287,8 +283,12 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     async getValidTokens(q, signal) {
       return serve(sessionEntry(q.sessionId, q.provider), q.minValidityMs ?? 0, q, signal);
     },
-    async getAllUpstreamCredentials(sessionId, signal) {
+    async getAllUpstreamCredentials(sessionId, signal, binding = {}) {
       const records = await store.getSession(sessionId, { signal });
+      for (const r of records) {
+        const refused = isLive(r) ? accessError(r, binding) : undefined;
+        if (refused !== undefined) throw refused;
+      }
       const credentials = new Map<string, LiveRecord>();
       const failures: ProviderFailure[] = [];
       await Promise.all(
@@ -328,16 +328,24 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         listener.end(shuttingDownError());
         return () => {};
       }
-      const binding = target.kind === "session" ? target : {};
+      const binding: Binding = target.kind === "session" ? target : {};
       const awaitLogin = opts.awaitLogin;
-      return streams.open(entry.id, entry.provider, listener, signal, () =>
-        serve(entry, 0, binding, signal).catch(async (err: unknown) => {
-          // A session being logged in (device authorization): its first token is the first message.
-          if (!isTokenVendError(err, "SESSION_NOT_FOUND") || target.kind !== "session") throw err;
-          if (awaitLogin === undefined) throw err;
-          await awaitLogin(target.sessionId, target.provider, signal);
-          return serve(sessionEntry(target.sessionId, target.provider), 0, binding, signal);
-        }),
+      // Every message is checked, not only the first: a later login stored on
+      // the session for another subject, client or owner ends the stream.
+      return streams.open(
+        entry.id,
+        entry.provider,
+        listener,
+        signal,
+        () =>
+          serve(entry, 0, binding, signal).catch(async (err: unknown) => {
+            // A session being logged in (device authorization): its first token is the first message.
+            if (!isTokenVendError(err, "SESSION_NOT_FOUND") || target.kind !== "session") throw err;
+            if (awaitLogin === undefined) throw err;
+            await awaitLogin(target.sessionId, target.provider, signal);
+            return serve(sessionEntry(target.sessionId, target.provider), 0, binding, signal);
+          }),
+        (record) => accessError(record, binding),
       );
     },
     revokeSession: (q, signal) => writes.revoke(q, signal),

@@ -35,6 +35,8 @@ export interface TokenSet {
   /** Binding checked against a caller's expectation. */
   readonly subject?: string | undefined;
   readonly clientId?: string | undefined;
+  /** Who stored the session (a caller id or tenant:NAME); others may not touch it. */
+  readonly owner?: string | undefined;
 }
 
 /** One generation of a key. A revoked generation carries no tokens and hides all below it. */

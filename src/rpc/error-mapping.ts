@@ -9,6 +9,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 type OutgoingDetail = NonNullable<ConstructorParameters<typeof ConnectError>[3]>[number];
 
 import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import { AuthError } from "../auth/index.ts";
 import type { ErrorCode } from "../core/errors.ts";
 import { isTokenVendError } from "../core/errors.ts";
 
@@ -41,7 +42,11 @@ export function toConnectError(err: unknown): ConnectError {
     const details: OutgoingDetail[] = [
       {
         desc: ErrorInfoSchema,
-        value: { reason: err.code, domain: errorDomain, metadata: { ...err.metadata } },
+        value: {
+          reason: err.reason ?? err.code,
+          domain: errorDomain,
+          metadata: { ...err.metadata },
+        },
       },
     ];
     if (err.fieldViolations.length > 0) {
@@ -51,6 +56,17 @@ export function toConnectError(err: unknown): ConnectError {
       });
     }
     return new ConnectError(err.message, grpcCodeOf[err.code], undefined, details, err);
+  }
+  if (err instanceof AuthError) {
+    // The rule that denied, so an operator reading the caller's error finds it in the policy.
+    const metadata: Record<string, string> = err.rule !== undefined ? { rule: err.rule } : {};
+    return new ConnectError(
+      err.message,
+      err.code === "UNAUTHENTICATED" ? Code.Unauthenticated : Code.PermissionDenied,
+      undefined,
+      [{ desc: ErrorInfoSchema, value: { reason: err.reason, domain: errorDomain, metadata } }],
+      err,
+    );
   }
   if (err instanceof DOMException && err.name === "TimeoutError") {
     return new ConnectError("deadline exceeded", Code.DeadlineExceeded, undefined, undefined, err);

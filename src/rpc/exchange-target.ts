@@ -2,6 +2,7 @@
 
 import type { ExchangeTarget } from "../../gen/tokenvend/v1/token_service_pb.js";
 import type { ExchangeTargetInput } from "../core/token-exchange.ts";
+import type { Access } from "./access.ts";
 import { limits, type Violations } from "./validate.ts";
 
 /** The validated exchange target; problems go to `v` with fields under `prefix`. */
@@ -44,4 +45,10 @@ export function exchangeTarget(
     scopes: t?.scopes ?? [],
     requestedTokenType: t?.requestedTokenType || undefined,
   };
+}
+
+/** The target as the access control decided: a session subject is read as `access.owner`'s. */
+export function ownedExchange(t: ExchangeTargetInput, access: Access): ExchangeTargetInput {
+  if (t.subject.kind !== "session" || access.owner === undefined) return t;
+  return { ...t, subject: { ...t.subject, owner: access.owner } };
 }

@@ -5,7 +5,7 @@
 
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   CompleteAuthorizationResponseSchema,
   ExchangeTokenResponseSchema,
@@ -14,13 +14,26 @@ import {
   type TokenService,
 } from "../../gen/tokenvend/v1/token_service_pb.js";
 import type { Flows } from "../core/flows.ts";
-import { exchangeTarget } from "./exchange-target.ts";
+import { accessOf } from "./access.ts";
+import { exchangeTarget, ownedExchange } from "./exchange-target.ts";
 import { type FlowMethods, toCredential } from "./token-service.ts";
 import { limits, Violations } from "./validate.ts";
 
+export interface FlowServiceOptions {
+  /** Behind the access control (access-control.ts): logins and exchanges are owned as it decided. */
+  readonly guarded?: boolean;
+}
+
 export function createFlowService(
   flows: Flows,
+  opts: FlowServiceOptions = {},
 ): Pick<ServiceImpl<typeof TokenService>, FlowMethods> {
+  const guarded = opts.guarded === true;
+  /** Whose a login's session will be, and whose session it may replace. */
+  const ownership = (ctx: HandlerContext) => {
+    const a = accessOf(ctx, guarded);
+    return { recordOwner: a.recordOwner, owner: a.owner };
+  };
   return {
     async startAuthorization(req, ctx) {
       new Violations()
@@ -39,6 +52,7 @@ export function createFlowService(
           scopes: req.scopes,
           loginHint: req.loginHint || undefined,
           prompt: req.prompt || undefined,
+          ownership: ownership(ctx),
         },
         ctx.signal,
       );
@@ -61,6 +75,7 @@ export function createFlowService(
           state: req.state,
           ...(r.case === "callbackUrl" ? { callbackUrl: r.value } : {}),
           ...(r.case === "code" ? { code: r.value } : {}),
+          ownership: ownership(ctx),
         },
         ctx.signal,
       );
@@ -81,7 +96,12 @@ export function createFlowService(
         .scopes("scopes", req.scopes)
         .check();
       const res = await flows.device.start(
-        { sessionId: req.sessionId, provider: req.provider, scopes: req.scopes },
+        {
+          sessionId: req.sessionId,
+          provider: req.provider,
+          scopes: req.scopes,
+          ownership: ownership(ctx),
+        },
         ctx.signal,
       );
       return create(StartDeviceAuthorizationResponseSchema, {
@@ -95,7 +115,10 @@ export function createFlowService(
 
     async exchangeToken(req, ctx) {
       const v = new Violations().minValidity("min_validity_seconds", req.minValiditySeconds);
-      const target = exchangeTarget(req.target, v, "target.");
+      const target = ownedExchange(
+        exchangeTarget(req.target, v, "target."),
+        accessOf(ctx, guarded),
+      );
       v.check();
       const res = await flows.exchanges.get(target, req.minValiditySeconds * 1000, ctx.signal);
       return create(ExchangeTokenResponseSchema, {

@@ -147,10 +147,17 @@ class RpcSpans {
     return new RpcCall(this, `${service}/${methodName}`, header);
   }
 
+  /**
+   * The caller's trace context. Its baggage is dropped: it would otherwise be
+   * forwarded to providers with their token requests. (With authentication on,
+   * only authenticated calls get this far.)
+   */
   extract(carrier: Headers): Context {
-    return this.#propagator !== undefined
-      ? this.#propagator.extract(ROOT_CONTEXT, carrier, headerGetter)
-      : propagation.extract(ROOT_CONTEXT, carrier, headerGetter);
+    const ctx =
+      this.#propagator !== undefined
+        ? this.#propagator.extract(ROOT_CONTEXT, carrier, headerGetter)
+        : propagation.extract(ROOT_CONTEXT, carrier, headerGetter);
+    return propagation.getBaggage(ctx) !== undefined ? propagation.deleteBaggage(ctx) : ctx;
   }
 
   attrsOf(system: string, method: string, code: number | undefined): Attributes {

@@ -28,7 +28,8 @@ import type { TokenExchanges } from "../core/token-exchange.ts";
 import type { WatchEvent, WatchReason, WatchTarget } from "../core/token-stream.ts";
 import type { TokenVendor } from "../core/token-vendor.ts";
 import { freeze, pushStream, type StreamSink } from "../transport/index.ts";
-import { exchangeTarget } from "./exchange-target.ts";
+import { accessOf } from "./access.ts";
+import { exchangeTarget, ownedExchange } from "./exchange-target.ts";
 import { limits, Violations } from "./validate.ts";
 
 export interface TokenServiceOptions {
@@ -36,6 +37,12 @@ export interface TokenServiceOptions {
   readonly clock?: Clock;
   /** Streams of exchanged tokens (WatchToken's `exchange` target). */
   readonly exchanges?: Pick<TokenExchanges, "watch">;
+  /**
+   * The handlers run behind the access control (rpc/access-control.ts), which
+   * decides the owners: read them from the call's context. False: nothing is
+   * owned, and the hot path does not touch the context's values.
+   */
+  readonly guarded?: boolean;
 }
 
 /** The flows' methods, implemented in flow-service.ts. */
@@ -87,6 +94,7 @@ export function createTokenService(
   opts: TokenServiceOptions,
 ): Omit<ServiceImpl<typeof TokenService>, FlowMethods> {
   const { vendor } = opts;
+  const guarded = opts.guarded === true;
   const clock = opts.clock ?? systemClock;
 
   return {
@@ -101,6 +109,7 @@ export function createTokenService(
         .text("subject", req.subject, limits.bindingMaxChars)
         .text("client_id", req.clientId, limits.bindingMaxChars)
         .text("token_type", req.tokenType, limits.tokenTypeMaxChars);
+      const access = accessOf(ctx, guarded);
       const now = clock.now();
       let expiresAt = Number.NaN;
       const e = req.expiry;
@@ -127,9 +136,10 @@ export function createTokenService(
         expiresAt,
         subject: req.subject || undefined,
         clientId: req.clientId || undefined,
+        owner: access.recordOwner,
       };
       const generation = await vendor.storeUpstreamTokens(
-        { sessionId: req.sessionId, provider: req.provider, tokens },
+        { sessionId: req.sessionId, provider: req.provider, tokens, owner: access.owner },
         ctx.signal,
       );
       return create(StoreUpstreamTokensResponseSchema, { generation: BigInt(generation) });
@@ -150,6 +160,7 @@ export function createTokenService(
           expectedSubject: req.expectedSubject,
           expectedClientId: req.expectedClientId,
           minValidityMs: req.minValiditySeconds * 1000,
+          owner: accessOf(ctx, guarded).owner,
         },
         ctx.signal,
       );
@@ -160,7 +171,11 @@ export function createTokenService(
 
     async getAllUpstreamCredentials(req, ctx) {
       new Violations().sessionId("session_id", req.sessionId).check();
-      const res = await vendor.getAllUpstreamCredentials(req.sessionId, ctx.signal);
+      const access = accessOf(ctx, guarded);
+      const res = await vendor.getAllUpstreamCredentials(req.sessionId, ctx.signal, {
+        owner: access.owner,
+        expectedClientId: access.expectedClientId,
+      });
       const out = create(GetAllUpstreamCredentialsResponseSchema, {
         failures: res.failures.map((f) => ({
           provider: f.provider,
@@ -191,12 +206,15 @@ export function createTokenService(
         };
         if (req.target.case === "exchange" && opts.exchanges !== undefined) {
           const v = new Violations();
-          const target = exchangeTarget(req.target.value, v, "exchange.");
+          const target = ownedExchange(
+            exchangeTarget(req.target.value, v, "exchange."),
+            accessOf(ctx, guarded),
+          );
           v.check();
           opts.exchanges.watch(target, listener, ctx.signal);
           return;
         }
-        vendor.watch(watchTarget(req), listener, ctx.signal);
+        vendor.watch(watchTarget(req, accessOf(ctx, guarded).owner), listener, ctx.signal);
       },
     ),
 
@@ -209,6 +227,7 @@ export function createTokenService(
           sessionId: req.sessionId,
           provider: req.provider || undefined,
           revokeUpstream: req.revokeUpstream,
+          owner: accessOf(ctx, guarded).owner,
         },
         ctx.signal,
       );
@@ -225,7 +244,7 @@ export function createTokenService(
 }
 
 /** The validated target of a WatchToken request; throws INVALID_ARGUMENT. */
-function watchTarget(req: WatchTokenRequest): WatchTarget {
+function watchTarget(req: WatchTokenRequest, owner: string | undefined): WatchTarget {
   const t = req.target;
   const v = new Violations();
   let target: WatchTarget;
@@ -241,6 +260,7 @@ function watchTarget(req: WatchTokenRequest): WatchTarget {
       provider: s.provider,
       expectedSubject: s.expectedSubject,
       expectedClientId: s.expectedClientId,
+      owner,
     };
   } else if (t.case === "grant") {
     v.name("grant", t.value);

@@ -296,8 +296,11 @@ export async function loadKeyFiles(paths: readonly string[]): Promise<Keyring> {
 // ---------------------------------------------------------------------------------------------
 // Token fields
 
-/** The token fields that are sealed; everything else in a stored document is plaintext. */
-export const sealedTokenFields = ["accessToken", "refreshToken", "idToken"] as const;
+/**
+ * The sealed fields; everything else in a stored document is plaintext. The owner is sealed too:
+ * a dump does not show who owns a session, and an owner cannot be swapped without the key.
+ */
+export const sealedTokenFields = ["accessToken", "refreshToken", "idToken", "owner"] as const;
 export type SealedTokenField = (typeof sealedTokenFields)[number];
 
 /**

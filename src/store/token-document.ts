@@ -1,6 +1,6 @@
 // The stored form of one generation of a key, shared by the MongoDB and file adapters: the same
 // fields and the same sealed token values (times are epoch ms here; MongoDB stores them as BSON
-// dates). Only accessToken, refreshToken and idToken are secret; they are sealed one by one with
+// dates). accessToken, refreshToken, idToken and the session's owner are sealed one by one with
 // the document key bound as associated data (`${keyId}#${generation}#${field}`).
 
 import {
@@ -32,6 +32,8 @@ export interface TokenDocument {
   accessToken?: string;
   refreshToken?: string;
   idToken?: string;
+  /** The session's owner, sealed. */
+  owner?: string;
   tokenType?: string;
   scopes?: string[];
   issuedAt?: number;
@@ -89,6 +91,9 @@ export function toDocument(
   }
   if (t.idToken !== undefined) {
     doc.idToken = keyring.seal(t.idToken, tokenFieldAad(id, generation, "idToken"));
+  }
+  if (t.owner !== undefined) {
+    doc.owner = keyring.seal(t.owner, tokenFieldAad(id, generation, "owner"));
   }
   doc.tokenType = t.tokenType;
   doc.scopes = [...t.scopes];
@@ -154,7 +159,7 @@ export function fromDocument(doc: Record<string, unknown>, keyring: Keyring): To
   if (!Array.isArray(scopes) || !scopes.every((s) => typeof s === "string")) {
     throw corrupt("scopes");
   }
-  const tokens: TokenSet = {
+  let tokens: TokenSet = {
     accessToken: open("accessToken", str(doc, "accessToken")) as string,
     refreshToken: open("refreshToken", optStr(doc, "refreshToken")),
     idToken: open("idToken", optStr(doc, "idToken")),
@@ -165,6 +170,8 @@ export function fromDocument(doc: Record<string, unknown>, keyring: Keyring): To
     subject: optStr(doc, "subject"),
     clientId: optStr(doc, "clientId"),
   };
+  const owner = open("owner", optStr(doc, "owner"));
+  if (owner !== undefined) tokens = { ...tokens, owner };
   return { key, generation, reason: reason as Exclude<GenerationReason, "revoked">, tokens };
 }
 

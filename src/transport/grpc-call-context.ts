@@ -12,6 +12,8 @@ import {
   type HandlerContext,
 } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
+import { authenticatedKey } from "./authentication.ts";
+import { authenticatedBy } from "./grpc-authentication.ts";
 
 type AnyCall = grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<Buffer, Buffer>;
 
@@ -40,10 +42,20 @@ export class GrpcCallContext implements HandlerContext {
   #responseTrailer: Headers | undefined;
   #values: ContextValues | undefined;
 
-  constructor(call: AnyCall, method: DescMethod, shutdownSignal: AbortSignal | undefined) {
+  /** `authenticated`: the listener authenticates calls; the caller goes into the context values. */
+  constructor(
+    call: AnyCall,
+    method: DescMethod,
+    shutdownSignal: AbortSignal | undefined,
+    authenticated = false,
+  ) {
     this.#call = call;
     this.method = method;
     this.service = method.parent;
+    if (authenticated) {
+      const caller = authenticatedBy(call.metadata);
+      if (caller !== undefined) this.#values = createContextValues().set(authenticatedKey, caller);
+    }
     const deadline = call.getDeadline();
     const at = deadline instanceof Date ? deadline.getTime() : deadline;
     if (Number.isFinite(at)) {

@@ -36,7 +36,7 @@ export function servePushStream(
   call: grpc.ServerWritableStream<Buffer, Buffer>,
   opts: GrpcServiceOptions,
 ): void {
-  const ctx = new GrpcCallContext(call, spec.method, opts.shutdownSignal);
+  const ctx = new GrpcCallContext(call, spec.method, opts.shutdownSignal, opts.authenticated);
   let request: unknown;
   try {
     request = decode(spec.method.input, call.request);

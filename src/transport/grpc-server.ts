@@ -5,7 +5,9 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
+import type { Authenticate } from "./authentication.ts";
 import { createListenerDrain } from "./drain.ts";
+import { grpcAuthentication } from "./grpc-authentication.ts";
 import { createGrpcHealth } from "./grpc-health.ts";
 import { grpcServiceOf } from "./grpc-service.ts";
 import { parseHostPort } from "./host-port.ts";
@@ -33,8 +35,12 @@ export interface GrpcServerOptions<T extends readonly DescService[]> {
   readonly pushStreamObserver?: PushStreamObserver;
   /** What errors become on the wire: give both listeners the same. Default createWireErrors(). */
   readonly errors?: WireErrors;
-  /** Default insecure; TLS or mTLS with grpc.ServerCredentials.createSsl(). */
+  /** Default insecure; TLS or mTLS with grpc.ServerCredentials.createSsl() or TlsFiles. */
   readonly credentials?: grpc.ServerCredentials;
+  /** Runs for every call but health's before its message is read (authentication.ts). */
+  readonly authenticate?: Authenticate;
+  /** Paths of services added outside `services` that need no authentication (a benchmark's echo). */
+  readonly openPaths?: readonly string[];
   /** Extra grpc-js server options (keepalive, ...); they win over ours. */
   readonly serverOptions?: grpc.ServerOptions;
 }
@@ -62,6 +68,10 @@ export function createGrpcServer<const T extends readonly DescService[]>(
   }
   const server = new grpc.Server({
     "grpc.max_receive_message_length": maxReceive,
+    // No interceptor at all without authentication: grpc-js wraps every call in one.
+    ...(opts.authenticate !== undefined
+      ? { interceptors: [grpcAuthentication(opts.authenticate, new Set(opts.openPaths))] }
+      : {}),
     ...opts.serverOptions,
   });
   const drain = createListenerDrain({
@@ -77,6 +87,7 @@ export function createGrpcServer<const T extends readonly DescService[]>(
   for (const s of services) {
     const { definition, handlers } = grpcServiceOf(s.desc, s.impl, {
       shutdownSignal: drain.shutdownSignal,
+      authenticated: opts.authenticate !== undefined,
       ...(opts.interceptors !== undefined ? { interceptors: opts.interceptors } : {}),
       ...(opts.pushStreamObserver !== undefined
         ? { pushStreamObserver: opts.pushStreamObserver }

@@ -29,6 +29,8 @@ export interface GrpcServiceOptions {
   readonly pushStreamObserver?: PushStreamObserver;
   /** What errors become on the wire (createWireErrors), shared with the HTTP listener. */
   readonly errors: WireErrors;
+  /** The listener authenticates calls (grpc-authentication.ts): handlers find the caller. */
+  readonly authenticated?: boolean;
   /** Aborting it aborts every call's signal and ends the call at once with the reason
    * (a ConnectError, e.g. UNAVAILABLE on shutdown), as Connect's option of that name. */
   readonly shutdownSignal?: AbortSignal;

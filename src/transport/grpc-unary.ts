@@ -26,7 +26,7 @@ export function serveUnary(
   callback: grpc.sendUnaryData<Buffer>,
   opts: GrpcServiceOptions,
 ): void {
-  const ctx = new GrpcCallContext(call, spec.method, opts.shutdownSignal);
+  const ctx = new GrpcCallContext(call, spec.method, opts.shutdownSignal, opts.authenticated);
   let finished = false;
   const finish = (err: ConnectError | undefined, value?: Buffer) => {
     if (finished) return;

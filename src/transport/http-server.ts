@@ -4,15 +4,34 @@
 // through TLS ALPN; on plain TCP it answers an HTTP/1.1 request with HTTP/2
 // frames (checked on Node 24). So a net.Server reads the first bytes of each
 // connection: the HTTP/2 client preface goes to an http2 server, anything else
-// to an http server, both serving the same Connect handler.
+// to an http server, both serving the same Connect handler. With TLS, ALPN
+// decides instead. Before a request reaches Connect, the guard checks its host
+// and origin (http-guard.ts) and the authenticate hook its caller, before the
+// body is read (a refusal is written by http-refusal.ts).
 
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import tls from "node:tls";
 import type { DescService } from "@bufbuild/protobuf";
-import { ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import {
+  ConnectError,
+  type ConnectRouter,
+  createContextValues,
+  type Interceptor,
+} from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import {
+  type Authenticate,
+  authenticatedKey,
+  isOpenPath,
+  peerOf,
+  refusalOf,
+  verifiedCertificate,
+} from "./authentication.ts";
 import { createListenerDrain } from "./drain.ts";
+import { createHttpGuard, type HttpGuardOptions } from "./http-guard.ts";
+import { writeRefusal } from "./http-refusal.ts";
 import { closeWhenBodyUnread } from "./library-internals.ts";
 import { listenOn } from "./plain-http.ts";
 import type {
@@ -20,6 +39,7 @@ import type {
   ServiceRegistration,
   ServiceRegistrations,
 } from "./service-registration.ts";
+import type { TlsFiles } from "./tls-files.ts";
 import { createWireErrors, type WireErrors } from "./wire-errors.ts";
 
 export interface HttpServerOptions<T extends readonly DescService[]> {
@@ -33,6 +53,12 @@ export interface HttpServerOptions<T extends readonly DescService[]> {
   /** An HTTP/2 connection without streams for this long is closed (GOAWAY). Default 5
    * minutes. HTTP/1.1 uses Node's keep-alive timeout (5 s) between requests. */
   readonly idleTimeoutMs?: number;
+  /** Runs for every call but health's before its body is read (authentication.ts). */
+  readonly authenticate?: Authenticate;
+  /** Host / :authority allow-list and CORS; without it any host and no cross-origin rule. */
+  readonly guard?: HttpGuardOptions;
+  /** TLS (mTLS with a client CA) from files that are reloaded when they change. */
+  readonly tls?: TlsFiles;
 }
 
 export interface HttpServer {
@@ -82,7 +108,14 @@ export function createHttpServer<const T extends readonly DescService[]>(
     },
   });
   const wire = wireErrors(opts.errors ?? createWireErrors());
+  // The caller of each authenticated request, for the handler's context values.
+  const callers = new WeakMap<object, unknown>();
   const handler = connectNodeAdapter({
+    contextValues(req) {
+      const values = createContextValues();
+      const caller = callers.get(req);
+      return caller !== undefined ? values.set(authenticatedKey, caller) : values;
+    },
     routes(router: ConnectRouter) {
       for (const s of services) router.service(s.desc, s.impl);
     },
@@ -105,9 +138,41 @@ export function createHttpServer<const T extends readonly DescService[]>(
       if (h1Sockets.has(socket)) h1Sockets.set(socket, n);
       if (draining && n === 0) socket.end();
     });
-    handler(req, res);
+    serve(req, res);
   });
-  const h2 = http2.createServer({}, handler);
+  const guard = opts.guard !== undefined ? createHttpGuard(opts.guard) : undefined;
+  const { authenticate } = opts;
+  const serve = (
+    req: http.IncomingMessage | http2.Http2ServerRequest,
+    res: http.ServerResponse | http2.Http2ServerResponse,
+  ) => {
+    if (guard?.(req, res) === true) return;
+    const path = (req.url ?? "").split("?")[0] ?? "";
+    if (authenticate === undefined || isOpenPath(path)) {
+      handler(req, res);
+      return;
+    }
+    authenticate({
+      header: (name) => {
+        const v = req.headers[name];
+        return Array.isArray(v) ? v[0] : v;
+      },
+      get certificate() {
+        return verifiedCertificate(req.socket);
+      },
+      peer: peerOf(req.socket),
+      path,
+    }).then(
+      (caller) => {
+        callers.set(req, caller);
+        handler(req, res);
+      },
+      (err: unknown) => {
+        if (!res.headersSent) writeRefusal(req, res, refusalOf(err));
+      },
+    );
+  };
+  const h2 = http2.createServer({}, serve);
   h2.on("session", (session) => {
     h2Sessions.set(session, 0);
     session.setTimeout(idleTimeoutMs, () => {
@@ -125,7 +190,21 @@ export function createHttpServer<const T extends readonly DescService[]>(
     });
   });
 
-  const listener = net.createServer((socket) => {
+  /** Hands a connection to the HTTP/2 or the HTTP/1.1 server. */
+  const route = (socket: net.Socket, isH2: boolean) => {
+    if (isH2) {
+      socket.setTimeout(0); // the session's own idle timeout takes over
+      // The session reads the unshifted bytes itself, then reads the handle:
+      // resuming here would let the stream swallow data meant for it.
+      h2.emit("connection", socket);
+    } else {
+      h1Sockets.set(socket, 0);
+      socket.once("close", () => h1Sockets.delete(socket));
+      h1.emit("connection", socket);
+      socket.resume();
+    }
+  };
+  const sniff = (socket: net.Socket) => {
     // Errors end the socket anyway; an unhandled one would end the process.
     socket.on("error", () => {});
     sniffing.add(socket);
@@ -147,21 +226,34 @@ export function createHttpServer<const T extends readonly DescService[]>(
       // servers' "connection" event.
       socket.pause();
       socket.unshift(head);
-      if (isH2) {
-        socket.setTimeout(0); // the session's own idle timeout takes over
-        // The session reads the unshifted bytes itself, then reads the handle:
-        // resuming here would let the stream swallow data meant for it.
-        h2.emit("connection", socket);
-      } else {
-        h1Sockets.set(socket, 0);
-        socket.once("close", () => h1Sockets.delete(socket));
-        h1.emit("connection", socket);
-        socket.resume();
-      }
+      route(socket, isH2);
     };
     socket.on("data", onData);
     socket.once("close", () => sniffing.delete(socket));
-  });
+  };
+  const tlsFiles = opts.tls;
+  const listener =
+    tlsFiles === undefined
+      ? net.createServer(sniff)
+      : tls.createServer(
+          {
+            ...tlsFiles.current(),
+            ALPNProtocols: ["h2", "http/1.1"],
+            requestCert: tlsFiles.options.clientCaFile !== undefined,
+            rejectUnauthorized: tlsFiles.options.requireClientCert,
+            handshakeTimeout: firstBytesTimeoutMs,
+          },
+          (socket) => {
+            socket.on("error", () => {});
+            if (draining) socket.destroy();
+            else route(socket, socket.alpnProtocol === "h2");
+          },
+        );
+  if (tlsFiles !== undefined) {
+    tlsFiles.onChange((ctx) => (listener as tls.Server).setSecureContext(ctx));
+    // A failed handshake (no client certificate under mTLS) is the client's problem.
+    listener.on("tlsClientError", () => {});
+  }
 
   return {
     listen: (hostPort) => listenOn(listener, hostPort),

@@ -14,15 +14,23 @@
 // as Connect writes them, server streams in push form (push-stream.ts), which
 // connect-node gets as an async generator (push-iterable.ts). What an error
 // becomes on the wire is decided by one function both listeners share
-// (wire-errors.ts), and both drain the same way (drain.ts).
+// (wire-errors.ts), and both drain the same way (drain.ts). Both run the
+// application's authenticate hook before a request body is read
+// (authentication.ts), serve TLS from files they reload (tls-files.ts), and the
+// HTTP listener checks Host and Origin first (http-guard.ts).
 //
 // Library internals are read in library-internals.ts and nowhere else.
 
+export type { Authenticate, AuthenticationRequest } from "./authentication.ts";
+export { authenticatedKey } from "./authentication.ts";
 export { freeze } from "./frozen-message.ts";
 export type { GrpcServer, GrpcServerOptions } from "./grpc-server.ts";
 export { createGrpcServer } from "./grpc-server.ts";
+export type { HealthListener } from "./health-listener.ts";
+export { createHealthListener } from "./health-listener.ts";
 export type { HostPort } from "./host-port.ts";
 export { formatHostPort, parseHostPort } from "./host-port.ts";
+export type { HttpGuardOptions } from "./http-guard.ts";
 export type { HttpServer, HttpServerOptions } from "./http-server.ts";
 export { createHttpServer } from "./http-server.ts";
 export type { PlainHttpListener } from "./plain-http.ts";
@@ -33,7 +41,7 @@ export type {
   PushStreamObserver,
   StreamSink,
 } from "./push-stream.ts";
-export { pushStream } from "./push-stream.ts";
+export { pushStream, pushStreamOf } from "./push-stream.ts";
 export type {
   ListenAddress,
   ServiceRegistration,
@@ -41,5 +49,7 @@ export type {
 } from "./service-registration.ts";
 export type { GrpcStatusDetails } from "./status-details.ts";
 export { decodeGrpcStatusDetails, grpcStatusDetailsKey } from "./status-details.ts";
+export type { TlsFiles, TlsFilesOptions } from "./tls-files.ts";
+export { watchTlsFiles } from "./tls-files.ts";
 export type { InternalErrorHandler, WireErrorOptions, WireErrors } from "./wire-errors.ts";
 export { createWireErrors } from "./wire-errors.ts";

@@ -90,3 +90,18 @@ export function closeWhenBodyUnread(req: http.IncomingMessage, res: http.ServerR
     return writeHead.apply(this, args);
   } as typeof writeHead;
 }
+
+/**
+ * The connection (its TLS socket) a grpc-js call arrived on, read from the
+ * server call's private `stream.session.socket`. grpc-js's getAuthContext()
+ * reads the peer certificate again on every call (~40 µs of server CPU per
+ * call with a client certificate, measured with `BENCH_AUTH=mtls npm run
+ * bench`); a certificate cannot change within a connection, so it is read
+ * once per connection, keyed by this (and the peer's address with it). When
+ * it is gone, every call reads them.
+ */
+export function connectionOf(call: grpc.ServerInterceptingCallInterface): object | undefined {
+  const socket = (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream
+    ?.session?.socket;
+  return typeof socket === "object" && socket !== null ? socket : undefined;
+}

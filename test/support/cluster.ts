@@ -52,6 +52,7 @@ export async function startCluster(
   const yaml = [
     "grpc: { listen: 127.0.0.1:0 }",
     "http: { listen: 127.0.0.1:0 }",
+    "auth: { disabled: true }",
     "logLevel: info",
     "shutdownGrace: 2s",
     ...(opts.extraYaml ?? []),

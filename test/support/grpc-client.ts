@@ -42,12 +42,19 @@ export interface GrpcJsClient {
   close(): void;
 }
 
-export function createGrpcJsClient(service: DescService, address: string): GrpcJsClient {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+/** `metadata` goes with every call (credentials); a call's own metadata adds to it. */
+export function createGrpcJsClient(
+  service: DescService,
+  address: string,
+  metadata: Record<string, string> = {},
+  credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+  options: grpc.ClientOptions = {},
+): GrpcJsClient {
+  const client = new grpc.Client(address, credentials, options);
   const path = (method: string) => `/${service.typeName}/${method}`;
   const meta = (m?: Record<string, string>) => {
     const md = new grpc.Metadata();
-    for (const [k, v] of Object.entries(m ?? {})) md.set(k, v);
+    for (const [k, v] of Object.entries({ ...metadata, ...m })) md.set(k, v);
     return md;
   };
   return {

@@ -13,19 +13,24 @@ import { createInterface } from "node:readline";
 const repo = new URL("../..", import.meta.url).pathname;
 
 /**
- * package.json's `scripts.start` as argv; it must be a plain `exec node …` command: `exec` so the
- * shell npm runs it in becomes node, and SIGTERM sent to npm reaches the server (no other shell).
+ * An npm script of package.json as argv (`start` by default); it must be a plain `exec node …`
+ * command: `exec` so the shell npm runs it in becomes node, and SIGTERM sent to npm reaches the
+ * server (no other shell).
  */
-export function npmStartArgv(): string[] {
+export function npmScriptArgv(script: "start" | "dev" = "start"): string[] {
   const pkg = JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as {
-    scripts: { start: string };
+    scripts: Record<string, string>;
   };
-  const [exec, ...argv] = pkg.scripts.start.trim().split(/\s+/);
-  if (exec !== "exec" || argv[0] !== "node" || /["'`$\\|&;<>()*?~]/.test(pkg.scripts.start)) {
-    throw new Error(`npm start is not a plain \`exec node …\` command: ${pkg.scripts.start}`);
+  const command = pkg.scripts[script] ?? "";
+  const [exec, ...argv] = command.trim().split(/\s+/);
+  if (exec !== "exec" || argv[0] !== "node" || /["'`$\\|&;<>()*?~]/.test(command)) {
+    throw new Error(`npm run ${script} is not a plain \`exec node …\` command: ${command}`);
   }
   return argv;
 }
+
+/** `npm start`'s argv. */
+export const npmStartArgv = (): string[] => npmScriptArgv("start");
 
 export interface ServerProcess {
   readonly child: ChildProcess;

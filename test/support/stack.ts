@@ -54,15 +54,18 @@ export interface StackOptions {
   /** More top-level options of the config (YAML shape, e.g. { syncInterval: "1h" }). */
   readonly config?: Record<string, unknown>;
   /** Passed on to startServer (telemetry providers, a logger). */
-  readonly server?: Pick<StartServerOptions, "telemetry" | "logger">;
+  readonly server?: Pick<StartServerOptions, "telemetry" | "logger" | "fetch">;
   /** More options of provider "idp" (YAML shape, e.g. { redirectUris: [...] }). */
   readonly provider?: Record<string, unknown>;
   /** More providers and grants (YAML shape), and the environment their secrets come from. */
   readonly providers?: Record<string, Record<string, unknown>>;
   readonly grants?: Record<string, Record<string, unknown>>;
+  /** More environment for the config (secrets, TOKENVEND_AUDIT_HMAC_KEY...). */
   readonly env?: Record<string, string>;
   /** Options of the IdP the stack starts. */
   readonly idpOptions?: LocalIdpOptions;
+  /** Metadata every call of `client` (and `store`) sends: credentials when auth is on. */
+  readonly metadata?: Record<string, string>;
 }
 
 export interface Stack {
@@ -134,7 +137,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         ...opts.grants,
       },
     },
-    { env, readFile: (path) => readFileSync(path, "utf8") },
+    // Real files: API key files, audit keys and TLS files of the tests that configure them.
+    { env, readFile: (p) => readFileSync(p, "utf8") },
   );
   const server = await startServer({
     config,
@@ -142,7 +146,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     ...opts.server,
   });
   const grpcAddress = `127.0.0.1:${server.grpcPort}`;
-  const c = api(grpcAddress);
+  const c = api(grpcAddress, opts.metadata);
   return {
     idp,
     server,
@@ -184,8 +188,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 }
 
 /** Typed unary calls and the stream over @grpc/grpc-js. */
-export function api(address: string) {
-  const g = createGrpcJsClient(TokenService, address);
+export function api(address: string, metadata?: Record<string, string>) {
+  const g = createGrpcJsClient(TokenService, address, metadata);
   return {
     storeUpstreamTokens: g.unary(
       "StoreUpstreamTokens",

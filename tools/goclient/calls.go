@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	pb "tokenvend/tools/goclient/gen/tokenvend/v1"
@@ -109,7 +108,11 @@ func storeRequest(accessToken string) *pb.StoreUpstreamTokensRequest {
 }
 
 func runCalls(address string) error {
-	conn, err := grpc.NewClient(address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts, err := dialOptions()
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(address, opts...)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,37 @@
+// grpc.health.v1 alone on a plaintext port of its own, for Kubernetes' native
+// gRPC probes, which cannot speak TLS: with TLS on the gRPC listener, the
+// kubelet probes here. It serves nothing else (no tokens, no reflection) and
+// reports what the gRPC listener reports.
+
+import * as grpc from "@grpc/grpc-js";
+import { createGrpcHealth } from "./grpc-health.ts";
+import { parseHostPort } from "./host-port.ts";
+import type { ListenAddress } from "./service-registration.ts";
+
+export interface HealthListener {
+  listen(hostPort: string): Promise<ListenAddress>;
+  setServing(serving: boolean): void;
+  /** NOT_SERVING reaches the watchers, then the listener closes. */
+  close(): Promise<void>;
+}
+
+/** Health of `names` ("" and each service the gRPC listener serves). */
+export function createHealthListener(names: readonly string[]): HealthListener {
+  const server = new grpc.Server();
+  const health = createGrpcHealth(server, names);
+  return {
+    listen: (hostPort) =>
+      new Promise((resolve, reject) => {
+        const { host } = parseHostPort(hostPort);
+        server.bindAsync(hostPort, grpc.ServerCredentials.createInsecure(), (err, port) =>
+          err ? reject(err) : resolve({ host, port }),
+        );
+      }),
+    setServing: (serving) => health.setServing(serving),
+    async close() {
+      health.setServing(false);
+      await health.endWatches();
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    },
+  };
+}
