@@ -109,8 +109,12 @@ function printDevExamples(config: Config, grpcPort: number, httpPort: number) {
 }
 
 main().catch((err: unknown) => {
-  // A missing or malformed encryption key is a configuration error too.
-  if (err instanceof ConfigError || (err instanceof SealingError && err.code === "INVALID_KEY")) {
+  // A missing or malformed encryption key, or one other than the database recorded, is a
+  // configuration error too.
+  if (
+    err instanceof ConfigError ||
+    (err instanceof SealingError && (err.code === "INVALID_KEY" || err.code === "KEY_MISMATCH"))
+  ) {
     process.stderr.write(`tokenvend: invalid configuration: ${err.message}\n`);
     process.exit(2);
   }

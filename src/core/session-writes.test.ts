@@ -106,12 +106,13 @@ test("revokeSession without revokeUpstream calls no provider; an unknown session
   t.is(h.upstream.count(), 0);
 });
 
-test("a refresh in flight during revocation does not resurrect the session", async (t) => {
+test("a refresh in flight during revocation does not resurrect the session, and its tokens are revoked at the provider", async (t) => {
   const h = setup();
   await seed(h);
   await h.clock.advanceTo(EXPIRED_AT);
   const d = deferred();
   h.upstream.script("refresh", d);
+  h.upstream.script("revoke", ok());
   const p = h.vendor.getValidTokens(q);
   await d.called;
   await h.vendor.revokeSession({ sessionId: "s1", revokeUpstream: false });
@@ -120,7 +121,12 @@ test("a refresh in flight during revocation does not resurrect the session", asy
   const active = await h.store.getActive(sessionKey("s1", "idp"));
   t.is(active?.reason, "revoked");
   await vendErr(t, h.vendor.getValidTokens(q), "SESSION_NOT_FOUND");
-  t.is(h.upstream.count(), 1);
+  t.is(h.upstream.count("refresh"), 1);
+  // The renewal lost to the revocation: its refresh token would otherwise stay live, unused.
+  t.deepEqual(
+    h.upstream.calls("revoke").map((c) => c.request.token),
+    ["rt-2"],
+  );
   noSurprises(t, h);
 });
 

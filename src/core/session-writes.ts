@@ -2,14 +2,17 @@
 // generation, and revocation (a tombstone generation that hides all below it,
 // then RFC 7009 revocation at the provider when asked). Both insert the next
 // generation against the unique (key, generation) index and retry a lost race
-// on the new active one.
+// on the new active one. The next generation number is found without opening
+// anything, so a session whose newest document cannot be opened (a lost key)
+// can still be overwritten or revoked.
 
 import type { Catalog } from "./catalog.ts";
-import { TokenVendError } from "./errors.ts";
+import { isTokenVendError, TokenVendError } from "./errors.ts";
 import type { KeyCache, KeyEntry } from "./key-cache.ts";
 import { errorText, type Logger } from "./logger.ts";
 import {
   isLive,
+  keyId,
   type LiveRecord,
   sessionKey,
   type TokenKey,
@@ -68,19 +71,34 @@ const maxInsertRetries = 8;
 export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
   const { store, catalog, logger: log } = opts;
 
-  /** Inserts the next generation after whatever is active, retrying on lost races. */
+  /**
+   * Inserts the next generation after whatever is active, retrying on lost races. With
+   * `withPrevious`, also the generation it replaces, opened: undefined when it does not open.
+   */
   const insertNext = async <R extends TokenRecord>(
     key: TokenKey,
     make: (generation: number) => R,
     o: StoreCallOptions,
-  ): Promise<{ record: R; previous: TokenRecord | undefined }> => {
+    withPrevious = false,
+  ): Promise<{ record: R; previous: TokenRecord | undefined; unreadable: boolean }> => {
     for (let i = 0; i < maxInsertRetries; i++) {
-      const previous = await store.getActive(key, o);
-      const record = make((previous?.generation ?? 0) + 1);
+      let previous: TokenRecord | undefined;
+      let unreadable = false;
+      let generation = (await store.activeGenerations([key], o)).get(keyId(key)) ?? 0;
+      if (withPrevious && generation > 0) {
+        try {
+          previous = await store.getActive(key, o);
+          generation = previous?.generation ?? generation;
+        } catch (err) {
+          if (!isTokenVendError(err, "TOKEN_UNREADABLE")) throw err;
+          unreadable = true;
+        }
+      }
+      const record = make(generation + 1);
       const res = await store.insert(record, o);
       if (res.inserted) {
         void store.pruneBelow(key, record.generation).catch(() => {});
-        return { record, previous };
+        return { record, previous, unreadable };
       }
     }
     throw new TokenVendError("STORE_UNAVAILABLE", "too many concurrent writers for one key");
@@ -123,29 +141,35 @@ export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
 
     async revoke(q, signal) {
       if (q.provider !== undefined) catalog.provider(q.provider);
-      const records =
-        q.provider !== undefined
-          ? await store
-              .getActive(sessionKey(q.sessionId, q.provider), { signal })
-              .then((r) => (r ? [r] : []))
-          : await store.getSession(q.sessionId, { signal });
+      // Key and generation only: a document that does not open is revoked all the same.
+      const found = (await store.sessionGenerations(q.sessionId, { signal })).filter(
+        (g) =>
+          q.provider === undefined || (g.key.kind === "session" && g.key.provider === q.provider),
+      );
       const revokedProviders: string[] = [];
       const upstreamFailures: ProviderFailure[] = [];
-      for (const found of records) {
-        if (!isLive(found) || found.key.kind !== "session") continue;
-        const key = found.key;
-        const { previous } = await insertNext(
+      for (const { key, revoked } of found) {
+        if (revoked || key.kind !== "session") continue;
+        const upstream = q.revokeUpstream && catalog.hasProvider(key.provider);
+        const { previous, unreadable } = await insertNext(
           key,
           (generation) => ({ key, generation, reason: "revoked" }),
           { signal },
+          upstream,
         );
         opts.forget(key);
-        if (!isLive(previous)) continue;
+        // Revoked by someone else meanwhile: nothing was left to revoke.
+        if (previous !== undefined && !isLive(previous)) continue;
         revokedProviders.push(key.provider);
-        if (q.revokeUpstream && catalog.hasProvider(key.provider)) {
-          const failure = await revokeUpstream(key.provider, previous.tokens);
-          if (failure !== undefined) upstreamFailures.push(failure);
-        }
+        if (!upstream) continue;
+        const failure = isLive(previous)
+          ? await revokeUpstream(key.provider, previous.tokens)
+          : {
+              provider: key.provider,
+              code: "TOKEN_UNREADABLE",
+              message: `the stored token cannot be opened, so it was not revoked at provider "${key.provider}"`,
+            };
+        if (failure !== undefined) upstreamFailures.push(failure);
       }
       revokedProviders.sort();
       return { revokedProviders, upstreamFailures };
