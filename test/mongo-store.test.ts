@@ -580,3 +580,66 @@ test("a store made from a URI owns its client and closes it; calls after close r
   t.is(err?.code, "UNAVAILABLE");
   t.regex(err?.message ?? "", /closed/);
 });
+
+test("the change feed: detected as the change log on FerretDB; one replica's writes reach another's feed, announced before they land; a window missed is a gap", async (t) => {
+  const prefix = newPrefix();
+  let wall = Date.now();
+  const opts = {
+    client,
+    dbName: DB,
+    keyring: ringA,
+    collectionPrefix: prefix,
+    changeLogMarginMs: 1_000,
+    changeLogRetentionMs: 10_000,
+    now: () => wall,
+  };
+  const a = createMongoStore(opts);
+  const b = createMongoStore(opts);
+  const feed = b.openChangeFeed();
+  if (feed === undefined) return t.fail("a MongoDB store has a change feed");
+  t.deepEqual(await feed.read(), { changes: [], gap: false });
+  if (external) t.regex(String(feed.method), /^change-(log|stream)$/);
+  else t.is(feed.method, "change-log");
+  if (feed.method !== "change-log") return; // a replica set: the change stream (unit-tested)
+  const key = sessionKey(uniqueSession(), "corp");
+  await a.insert(live(key, 1));
+  await a.insert({ key, generation: 2, reason: "revoked" });
+  t.deepEqual((await feed.read()).changes, [
+    { id: keyId(key), generation: 1, reason: "stored" },
+    { id: keyId(key), generation: 2, reason: "revoked" },
+  ]);
+  // Within the margin a record is seen again; the sync de-duplicates by generation.
+  wall += 500;
+  t.is((await feed.read()).changes.length, 2);
+  wall += 2_000;
+  t.is((await feed.read()).changes.length, 2, "still within the margin of the previous read");
+  wall += 2_000;
+  t.deepEqual(await feed.read(), { changes: [], gap: false });
+  // A lost insert race still announced its generation first: the record says only "look".
+  await a.insert(live(key, 2, "loser"));
+  t.deepEqual(
+    (await feed.read()).changes.map((c) => c.generation),
+    [2],
+  );
+  // Unread for longer than the log keeps records: a gap.
+  wall += 20_000;
+  t.true((await feed.read()).gap);
+  t.false((await feed.read()).gap);
+  await feed.close();
+});
+
+test("on FerretDB's PostgreSQL backend a NUL in a plaintext field is refused as FAILED, and nothing is stored", async (t) => {
+  if (external) {
+    t.pass("a real MongoDB stores it (the contract suite's round trip proves it)");
+    return;
+  }
+  const store = storeOn(newPrefix());
+  const key = sessionKey(uniqueSession(), "corp");
+  const r = live(key, 1) as LiveRecord;
+  const err = await t.throwsAsync(
+    store.insert({ ...r, tokens: { ...r.tokens, subject: "a\u0000b" } }),
+    { instanceOf: StoreError },
+  );
+  t.is(err?.code, "FAILED");
+  t.is(await store.getActive(key), undefined);
+});
