@@ -6,8 +6,10 @@
 // forgotten when revoked (ending its streams with NOT_FOUND). When the feed
 // cannot vouch that it missed nothing (its first read, a lost resume point, a
 // change log window passed while the store was unreachable) every cached key
-// is checked once with the batched generation query. Off (0) for a store only
-// this process writes.
+// is checked once with the batched generation query. Reads start every
+// syncIntervalMs however long the last one took, and re-reads run a few at a
+// time, so a burst of changes does not push visibility past the interval. Off
+// (0) for a store only this process writes.
 
 import type { Clock } from "./clock.ts";
 import type { KeyCache, KeyEntry } from "./key-cache.ts";
@@ -16,6 +18,9 @@ import { startRepeating } from "./repeating.ts";
 import { isLive, type LiveRecord } from "./token.ts";
 import type { StoreChange, TokenStore } from "./token-store.ts";
 import { reasonOf, type WatchReason } from "./token-stream.ts";
+
+/** Keys re-read at once after a feed read. */
+const REREADS_AT_ONCE = 8;
 
 export interface GenerationSyncOptions {
   /** The classified store (classified-store.ts). */
@@ -65,20 +70,33 @@ export function startGenerationSync(opts: GenerationSyncOptions): GenerationSync
       entries.map((e) => e.key),
       { signal },
     );
-    for (const entry of entries) {
-      const theirs = generations.get(entry.id);
-      if (theirs !== undefined && newer(entry, theirs)) await reread(entry);
-    }
+    await rereadAll(
+      entries.filter((e) => {
+        const theirs = generations.get(e.id);
+        return theirs !== undefined && newer(e, theirs);
+      }),
+    );
+  };
+
+  /** Re-reads entries a few at a time: a burst of changes must not stretch the interval. */
+  const rereadAll = async (entries: readonly KeyEntry[]) => {
+    let next = 0;
+    const worker = async () => {
+      while (next < entries.length) await reread(entries[next++] as KeyEntry);
+    };
+    await Promise.all(Array.from({ length: Math.min(REREADS_AT_ONCE, entries.length) }, worker));
   };
 
   const apply = async (changes: readonly StoreChange[]) => {
     // A feed repeats itself (the change log's margin): the newest generation per key is enough.
     const newest = new Map<string, number>();
     for (const c of changes) newest.set(c.id, Math.max(newest.get(c.id) ?? 0, c.generation));
+    const stale: KeyEntry[] = [];
     for (const [id, generation] of newest) {
       const entry = cache.find(id);
-      if (entry !== undefined && newer(entry, generation)) await reread(entry);
+      if (entry !== undefined && newer(entry, generation)) stale.push(entry);
     }
+    await rereadAll(stale);
   };
 
   const sync = async () => {
@@ -102,6 +120,7 @@ export function startGenerationSync(opts: GenerationSyncOptions): GenerationSync
   const repeating = startRepeating({
     clock: opts.clock,
     intervalMs: opts.intervalMs,
+    fixedRate: true,
     signal,
     run: () =>
       sync().catch((err: unknown) => log.warn({ err: errorText(err) }, "generation sync failed")),

@@ -300,7 +300,8 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
         const docs = await run("activeGenerations", callOpts, (signal) =>
           tokens
             .find(
-              { key: { $in: chunk } },
+              // One key: equality, which FerretDB pushes down to its backend; $in it does not.
+              chunk.length === 1 ? { key: chunk[0] } : { key: { $in: chunk } },
               { projection: { _id: 0, key: 1, generation: 1 }, batchSize: ONE_BATCH, signal },
             )
             .toArray(),

@@ -83,16 +83,17 @@ export function createMongoWrites(opts: MongoWritesOptions): MongoWrites {
     },
 
     async pruneKey(id, callOpts) {
-      const top = await run("prune (read active)", callOpts, async (signal) => {
-        const [doc] = await tokens
-          .find(
-            { key: id },
-            { sort: { generation: -1 }, limit: 1, projection: { generation: 1 }, signal },
-          )
-          .toArray();
-        return doc?.generation as number | undefined;
-      });
-      if (top === undefined) return 0;
+      // Every generation of the key (equality: FerretDB pushes it down); usually one, as the
+      // writer pruned after its insert, and then nothing is deleted.
+      const generations = await run("prune (read generations)", callOpts, async (signal) =>
+        (
+          await tokens
+            .find({ key: id }, { projection: { _id: 0, generation: 1 }, signal })
+            .toArray()
+        ).map((d) => d.generation as number),
+      );
+      if (generations.length < 2) return 0;
+      const top = Math.max(...generations);
       const res = await run("prune", callOpts, (signal) =>
         tokens.deleteMany({ key: id, generation: { $lt: top } }, withSignal({}, signal)),
       );
