@@ -136,8 +136,9 @@ async function main() {
       stream ??= watchAll([b, c], watched);
       await stream.ready;
 
-      // The sweeps that prune what the previous step wrote run first: idle means idle.
-      await sleep(SWEEP_MS + 5_000);
+      // The sweeps that prune what the previous step wrote (a cost of those changes: each
+      // replica looks once or twice at every key renewed) run first: idle means idle.
+      await sleep(2 * SWEEP_MS + 5_000);
       log(`step ${step}: idle for ${idleS} s`);
       const idle = await measure(mongo.pid, replicas, proxy, idleS * 1000, async () => {});
       log(`step ${step}: ${rate} renewals/s for ${loadS} s`);
@@ -154,10 +155,16 @@ async function main() {
       const colds = await timed(calls, 8, (i) =>
         c.getValidTokens(getValid(`new-${step}-${i}`, "p1")),
       );
-      const herd = await herdCheck(idp, client.clientId, [a, b, c], step);
+      const herd = await herdCheck(idp, client.clientId, [a, b, c], step).catch((err: Error) => {
+        log(`step ${step}: the herd failed: ${err.message}`);
+        return { requests: Number.NaN, distinctTokens: 0 };
+      });
+      const lookupMs = await lookupCost(tokens, sessions);
       const r: StepResult = {
         keys: step,
         warmS,
+        lookupMs,
+        failedRenewals: failed.renewals,
         idle,
         load,
         visibility: summary(latencies),
@@ -167,6 +174,7 @@ async function main() {
         herd,
       };
       results.push(r);
+      failed.renewals = 0;
       log(`step ${step}: ${JSON.stringify(r)}`);
     }
   } finally {
@@ -258,6 +266,9 @@ function watchAll(replicas: Api[], n: number) {
       expected.add(token);
       return () => arrivals.get(token) ?? [];
     },
+    forget(token: string) {
+      expected.delete(token);
+    },
     /** Renewals not seen on every replica. */
     outstanding() {
       let n = 0;
@@ -271,6 +282,8 @@ function watchAll(replicas: Api[], n: number) {
 }
 
 let renewalSeq = 0;
+/** Calls that failed (a saturated database answers STORE_UNAVAILABLE after 10 s). */
+const failed = { renewals: 0, calls: 0 };
 /** `perSecond` renewals for `ms` through `a`; each one's latency to every other replica. */
 async function renew(
   a: Api,
@@ -289,12 +302,18 @@ async function renew(
     const token = `renewal-${n}`;
     const arrivals = stream.expect(token);
     pending.push(
-      a.storeUpstreamTokens(storeRequest("s-0", `p${(n % watched) + 1}`, token)).then(async () => {
-        const storedAt = performance.now();
-        const deadline = storedAt + 10 * SYNC_MS;
-        while (arrivals().length < 2 && performance.now() < deadline) await sleep(20);
-        for (const t of arrivals()) latencies.push(Math.max(0, t - storedAt));
-      }),
+      a.storeUpstreamTokens(storeRequest("s-0", `p${(n % watched) + 1}`, token)).then(
+        async () => {
+          const storedAt = performance.now();
+          const deadline = storedAt + 10 * SYNC_MS;
+          while (arrivals().length < 2 && performance.now() < deadline) await sleep(20);
+          for (const t of arrivals()) latencies.push(Math.max(0, t - storedAt));
+        },
+        () => {
+          failed.renewals++;
+          stream.forget(token);
+        },
+      ),
     );
   }
   await Promise.all(pending);
@@ -378,12 +397,22 @@ function safeList(dir: string): string[] {
 async function timed(n: number, concurrency: number, call: (i: number) => Promise<unknown>) {
   const latencies: number[] = [];
   const started = performance.now();
+  let errors = 0;
   await pool(n, concurrency, async (i) => {
     const t = performance.now();
-    await call(i);
-    latencies.push(performance.now() - t);
+    try {
+      await call(i);
+      latencies.push(performance.now() - t);
+    } catch {
+      errors++;
+    }
   });
-  return { perS: round(n / ((performance.now() - started) / 1000), 1), ...summary(latencies) };
+  failed.calls += errors;
+  return {
+    perS: round(latencies.length / ((performance.now() - started) / 1000), 1),
+    errors,
+    ...summary(latencies),
+  };
 }
 
 async function pool(n: number, concurrency: number, work: (i: number) => Promise<unknown>) {
@@ -426,6 +455,21 @@ async function herdCheck(
     requests: (idp.counters.tokenRequests.refresh_token ?? 0) - before,
     distinctTokens: new Set(all.map((x) => x.credential?.accessToken)).size,
   };
+}
+
+/** What one lookup by key costs the database alone: the median of 21 finds, one at a time. */
+async function lookupCost(
+  tokens: ReturnType<ReturnType<MongoClient["db"]>["collection"]>,
+  sessions: number,
+): Promise<number> {
+  const ms: number[] = [];
+  for (let i = 0; i < 21; i++) {
+    const key = `s\u001fp${i % providers}\u001fs-${(i * 7919) % sessions}`;
+    const t = performance.now();
+    await tokens.find({ key }, { sort: { generation: -1 }, limit: 1 }).toArray();
+    ms.push(performance.now() - t);
+  }
+  return summary(ms).p50;
 }
 
 function summary(ms: number[]) {

@@ -386,7 +386,7 @@ test("the paged walk over the tokens (the sweep with change streams) is bounded 
   for (const k of keys.slice(1)) t.is((await store.getActive(k))?.generation, 4);
 });
 
-test("with the change log, sweep prunes the keys written since the last sweep, drops records past the retention, and dead claims in bounded pages", async (t) => {
+test("with the change log, sweep prunes the generations this store wrote and did not prune, drops records past the retention, and dead claims in bounded pages", async (t) => {
   const prefix = newPrefix();
   let wall = Date.now();
   const store = createMongoStore({
@@ -416,9 +416,12 @@ test("with the change log, sweep prunes the keys written since the last sweep, d
   t.is(await client.db(DB).collection(`${prefix}${TOKENS_COLLECTION}`).countDocuments({}), 10);
   t.is(await client.db(DB).collection(`${prefix}${CLAIMS_COLLECTION}`).countDocuments({}), 0);
   if (store.feedMethod !== "change-log") return;
-  // Nothing new since: the next sweep prunes nothing; past the retention the records go.
+  // Pruned once: the next sweep prunes nothing; past the retention the records go.
+  const k = at(keys, 1);
+  await store.insert(live(k, 5));
+  t.is(await store.pruneBelow(k, 5), 1, "the writer's own prune");
   t.is((await store.sweep(1_000)).generations, 0);
-  t.is(await changes.countDocuments({}), 40);
+  t.is(await changes.countDocuments({}), 41);
   wall += 61_000;
   await store.sweep(1_000);
   t.is(await changes.countDocuments({}), 0);

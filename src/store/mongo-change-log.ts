@@ -6,10 +6,7 @@
 // A reader asks for the records at or after its previous read's time minus `marginMs` (writers'
 // clock skew, write latency, and the gap between a record and its generation), so it sees each
 // record several times and de-duplicates by generation. The service prunes the log itself
-// (`sweep`): records older than `retentionMs` go. The same sweep prunes the old generations of
-// the keys the records since its previous run name (every old generation was announced by one,
-// so the sweep costs what the changes cost, never a scan of the tokens; below the key's active
-// generation, never below a record's, whose generation may never have landed). A reader whose previous read is older than the window the log
+// (`sweep`): records older than `retentionMs` go. A reader whose previous read is older than the window the log
 // still holds reports a gap: its replica re-checks every cached key once.
 //
 // FerretDB scans the collection for these queries (it pushes only equality down), which is why
@@ -34,23 +31,14 @@ export interface ChangeLog {
   announce(record: TokenRecord, callOpts?: StoreCallOptions): Promise<void>;
   /** A reader of the log, starting now (minus the margin). */
   reader(): (callOpts?: StoreCallOptions) => Promise<ChangeBatch>;
-  /**
-   * Prunes the old generations of the keys named by the records written since the previous
-   * sweep (`pruneKey`: below the key's active generation), then deletes the records past the
-   * retention; returns how many generations went.
-   */
-  sweep(
-    pruneKey: (id: string, callOpts?: StoreCallOptions) => Promise<number>,
-    callOpts?: StoreCallOptions,
-  ): Promise<number>;
+  /** Deletes the records past the retention. */
+  sweep(callOpts?: StoreCallOptions): Promise<void>;
 }
 
 const REASONS = new Set(["stored", "refreshed", "granted", "revoked"]);
 
 export function createChangeLog(opts: ChangeLogOptions): ChangeLog {
   const { changes, run, now, marginMs, retentionMs } = opts;
-  // The first sweep looks at the whole log.
-  let sweptFrom = 0;
   return {
     async announce(record, callOpts) {
       await run("announce", callOpts, (signal) =>
@@ -95,25 +83,10 @@ export function createChangeLog(opts: ChangeLogOptions): ChangeLog {
       };
     },
 
-    async sweep(pruneKey, callOpts) {
-      const startedAt = now();
-      const from = new Date(sweptFrom - marginMs);
-      const recent = await run("sweep (scan changes)", callOpts, (signal) =>
-        changes.find({ at: { $gte: from } }, { projection: { _id: 0, key: 1 }, signal }).toArray(),
-      );
-      const ids = new Set(
-        recent.map((d) => d.key).filter((k): k is string => typeof k === "string"),
-      );
-      let pruned = 0;
-      for (const id of ids) pruned += await pruneKey(id, callOpts);
-      sweptFrom = startedAt;
+    async sweep(callOpts) {
       await run("sweep (delete changes)", callOpts, (signal) =>
-        changes.deleteMany(
-          { at: { $lt: new Date(startedAt - retentionMs) } },
-          withSignal({}, signal),
-        ),
+        changes.deleteMany({ at: { $lt: new Date(now() - retentionMs) } }, withSignal({}, signal)),
       );
-      return pruned;
     },
   };
 }

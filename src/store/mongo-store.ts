@@ -316,15 +316,7 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
       return out;
     },
 
-    async pruneBelow(key, generation, callOpts) {
-      const res = await run("pruneBelow", callOpts, (signal) =>
-        tokens.deleteMany(
-          { key: keyId(key), generation: { $lt: generation } },
-          withSignal({}, signal),
-        ),
-      );
-      return res.deletedCount;
-    },
+    pruneBelow: (key, generation, callOpts) => writes.pruneBelow(keyId(key), generation, callOpts),
 
     claim: claimOps.claim,
     releaseClaim: claimOps.releaseClaim,
@@ -346,12 +338,14 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
     async sweep(nowMs, callOpts): Promise<SweepResult> {
       const claimsSwept = await claimOps.sweepDead(nowMs, callOpts);
       await prepare(callOpts);
-      // With the change log, old generations are found through it (a cost of the changes);
-      // with change streams, by the paged walk over the tokens (MongoDB's indexes serve it).
+      // With the change log (FerretDB: every lookup a scan), the prunes this store still owes
+      // (./mongo-writes.ts); with change streams, the paged walk over the tokens (MongoDB's
+      // indexes serve it).
       const generations =
         writes.feedMethod === "change-log"
-          ? await changeLog.sweep(writes.pruneKey, callOpts)
+          ? await writes.prunePending(callOpts)
           : await sweepGenerations(callOpts);
+      if (writes.feedMethod === "change-log") await changeLog.sweep(callOpts);
       return { generations, claims: claimsSwept };
     },
 

@@ -2,6 +2,13 @@
 // indexes, checks the keys (./mongo-keys.ts) and decides the change feed (./mongo-feed.ts), once
 // (again after a failure); every write waits for it. A generation written while the feed is the
 // change log is announced there first (./mongo-change-log.ts says why first).
+//
+// Old generations: the core prunes below each generation it writes, at once. The generations this
+// store wrote that were not pruned since (that prune failed, or nobody asked for it) are kept in
+// memory and pruned by the sweep: below a generation this store inserted, which exists, so never
+// below one that might not. A generation left behind by a process that died before its prune
+// goes with the key's next write. So the sweep costs what failed prunes cost, and no walk over
+// every key (on FerretDB every lookup scans the collection: a walk would cost its size squared).
 
 import type { Collection, Db, Document } from "mongodb";
 import { abandonWait } from "../core/abandon-wait.ts";
@@ -34,14 +41,26 @@ export interface MongoWrites {
   readonly feedMethod: FeedMethod | undefined;
   /** Inserts a sealed token document; false when its (key, generation) exists already. */
   insertDoc(doc: Document, callOpts?: StoreCallOptions): Promise<boolean>;
-  /** Deletes the generations of key `id` below its active one; how many. */
-  pruneKey(id: string, callOpts?: StoreCallOptions): Promise<number>;
+  /** Prunes below `generation` of `id`, and forgets the pending prune it covers. */
+  pruneBelow(id: string, generation: number, callOpts?: StoreCallOptions): Promise<number>;
+  /** Runs the pending prunes of generations this store wrote; how many generations went. */
+  prunePending(callOpts?: StoreCallOptions): Promise<number>;
 }
 
 export function createMongoWrites(opts: MongoWritesOptions): MongoWrites {
   const { tokens, changeLog, run } = opts;
   let feedMethod: FeedMethod | undefined;
   let prepared: Promise<void> | undefined;
+  /** keyId -> the highest generation this store inserted and has not pruned below yet. */
+  const pending = new Map<string, number>();
+
+  const pruneBelow = async (id: string, generation: number, callOpts?: StoreCallOptions) => {
+    const res = await run("pruneBelow", callOpts, (signal) =>
+      tokens.deleteMany({ key: id, generation: { $lt: generation } }, withSignal({}, signal)),
+    );
+    if ((pending.get(id) ?? 0) <= generation) pending.delete(id);
+    return res.deletedCount;
+  };
 
   const prepare = (callOpts?: StoreCallOptions) => {
     prepared ??= (async () => {
@@ -71,7 +90,7 @@ export function createMongoWrites(opts: MongoWritesOptions): MongoWrites {
           callOpts,
         );
       }
-      return run("insert", callOpts, async (signal) => {
+      const inserted = await run("insert", callOpts, async (signal) => {
         try {
           await tokens.insertOne(doc, withSignal({}, signal));
           return true;
@@ -80,24 +99,21 @@ export function createMongoWrites(opts: MongoWritesOptions): MongoWrites {
           throw err;
         }
       });
+      const id = doc.key as string;
+      if (inserted && doc.generation > 1 && (pending.get(id) ?? 0) < doc.generation) {
+        pending.set(id, doc.generation);
+      }
+      return inserted;
     },
 
-    async pruneKey(id, callOpts) {
-      // Every generation of the key (equality: FerretDB pushes it down); usually one, as the
-      // writer pruned after its insert, and then nothing is deleted.
-      const generations = await run("prune (read generations)", callOpts, async (signal) =>
-        (
-          await tokens
-            .find({ key: id }, { projection: { _id: 0, generation: 1 }, signal })
-            .toArray()
-        ).map((d) => d.generation as number),
-      );
-      if (generations.length < 2) return 0;
-      const top = Math.max(...generations);
-      const res = await run("prune", callOpts, (signal) =>
-        tokens.deleteMany({ key: id, generation: { $lt: top } }, withSignal({}, signal)),
-      );
-      return res.deletedCount;
+    pruneBelow,
+
+    async prunePending(callOpts) {
+      let pruned = 0;
+      for (const [id, generation] of [...pending]) {
+        pruned += await pruneBelow(id, generation, callOpts);
+      }
+      return pruned;
     },
   };
 }
