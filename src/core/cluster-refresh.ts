@@ -231,22 +231,23 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
     signal: AbortSignal,
     firstWait: boolean,
   ): Promise<"taken" | "waited" | { finished: TokenRecord }> => {
-    if (holder.leaseUntil <= clock.now() && (await store.releaseClaim(holder, { signal }))) {
+    const dead = holder.leaseUntil <= clock.now();
+    // Its holder had redeemed: the refresh token is spent and the renewal is the answer. Stored
+    // before the claim goes (storing it twice is harmless: one insert wins, both get the winner).
+    const finished =
+      dead && holder.renewal !== undefined ? await persist(entry, holder.renewal) : undefined;
+    const took = dead && (await store.releaseClaim(holder, { signal }));
+    if (took) {
       claimTakeovers++;
       opts.metrics.claimTakeovers.add(1, attrsOf(entry.provider));
       telemetry.activeSpan()?.addEvent("claim.takeover");
       log.warn(
-        {
-          provider: entry.provider,
-          deadOwner: holder.owner,
-          redeemed: holder.renewal !== undefined,
-        },
+        { provider: entry.provider, deadOwner: holder.owner, redeemed: finished !== undefined },
         "took over a dead refresh claim",
       );
-      // Its holder had redeemed: the refresh token is spent, the renewal is the answer.
-      if (holder.renewal !== undefined) return { finished: await persist(entry, holder.renewal) };
-      return "taken";
     }
+    if (finished !== undefined) return { finished };
+    if (took) return "taken";
     if (firstWait) {
       claimWaits++;
       opts.metrics.claimWaits.add(1, attrsOf(entry.provider));
