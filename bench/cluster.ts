@@ -23,6 +23,8 @@
 // Targets (issue 12): idle database CPU and commands/s flat within ±20 % from the first step to
 // the last; visibility p99 ≤ syncInterval + 250 ms at every step; the herd costs one request.
 //
+// MONGODB_URI runs it against that MongoDB instead (its CPU is then not measured).
+//
 // Env: BENCH_STEPS (1000,10000,100000), BENCH_PROVIDERS (100), BENCH_IDLE_S (60),
 // BENCH_LOAD_S (30), BENCH_RATE (10), BENCH_CALLS (200), BENCH_WATCHED (50),
 // BENCH_PLOT (docs/bench-cluster.png), BENCH_JSON (a file for the raw results).
@@ -71,7 +73,10 @@ const log = (line: string) => process.stderr.write(`${new Date().toISOString()} 
 type Api = ReturnType<typeof api>;
 
 async function main() {
-  const mongo = await startFerretdb({ durable: true });
+  // MONGODB_URI: a MongoDB of the caller's (its CPU is not measured from here: reported as NaN).
+  const mongo = env.MONGODB_URI
+    ? { uri: env.MONGODB_URI, pid: 0, stop: async () => {} }
+    : await startFerretdb({ durable: true });
   const proxy = await startCountingProxy(mongo.uri);
   const idp = await startLocalIdp({ accessTokenTtlSec: 3 });
   const client = idp.client("tokenvend");
@@ -370,6 +375,7 @@ async function measure(
 
 /** CPU ticks of a process and its descendants, the reaped ones included (cutime, cstime). */
 function treeTicks(pid: number): number {
+  if (pid === 0) return Number.NaN;
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, "utf8");
