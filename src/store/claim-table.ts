@@ -34,6 +34,8 @@ export function createClaimTable(): ClaimTable {
   return {
     claim(c) {
       const holder = claims.get(claimId(c));
+      // The same claim again (a retried call): still acquired, as the MongoDB claims answer.
+      if (holder !== undefined && held(c)) return { acquired: true };
       if (holder !== undefined) return { acquired: false, holder };
       claims.set(claimId(c), {
         key: c.key,

@@ -357,6 +357,21 @@ export function claimContract(test: TestFn, name: string, factory: StoreFactory)
     }
   });
 
+  test(`${name}: a claim repeated with its owner and lease (a retried insert that had landed) is acquired, not lost to itself`, async (a) => {
+    const store = await factory.create();
+    try {
+      const key = sessionKey(uniqueSession(), "corp");
+      const c = { key, generation: 3, owner: "r1", leaseUntil: 7_000 };
+      a.deepEqual(await store.claim(c), { acquired: true });
+      a.deepEqual(await store.claim(c), { acquired: true });
+      const other = await store.claim({ ...c, leaseUntil: 7_001 });
+      a.false(other.acquired, "the same owner with another lease is another claim");
+      a.true(await store.releaseClaim(c));
+    } finally {
+      await store.close();
+    }
+  });
+
   test(`${name}: renewClaim moves the exact claim's lease and records the renewal; a stale one is refused`, async (a) => {
     const store = await factory.create();
     try {
