@@ -29,7 +29,7 @@
 // BENCH_LOAD_S (30), BENCH_RATE (10), BENCH_CALLS (200), BENCH_WATCHED (50),
 // BENCH_PLOT (docs/bench-cluster.png), BENCH_JSON (a file for the raw results).
 
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
@@ -45,6 +45,7 @@ import { toMongo } from "../src/store/mongo-documents.ts";
 import { generateKey, parseKeyring } from "../src/store/sealing.ts";
 import { type ServerProcess, spawnServer } from "../test/support/server-process.ts";
 import { api, getValid } from "../test/support/stack.ts";
+import { measure, pool, summary, timed } from "./cluster-measure.ts";
 import { plotCluster, type StepResult } from "./cluster-plot.ts";
 import { startCountingProxy } from "./mongo-proxy.ts";
 
@@ -66,7 +67,6 @@ const SWEEP_MS = 15_000;
  * which an idle window waits out.
  */
 const RETENTION_MS = 30_000;
-const TICK_HZ = 100; // /proc clock ticks per second (USER_HZ on Linux)
 
 const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 
@@ -293,8 +293,8 @@ function watchAll(replicas: Api[], n: number) {
 }
 
 let renewalSeq = 0;
-/** Calls that failed (a saturated database answers STORE_UNAVAILABLE after 10 s). */
-const failed = { renewals: 0, calls: 0 };
+/** Renewals that failed (a saturated database answers STORE_UNAVAILABLE after 10 s). */
+const failed = { renewals: 0 };
 /** `perSecond` renewals for `ms` through `a`; each one's latency to every other replica. */
 async function renew(
   a: Api,
@@ -328,112 +328,6 @@ async function renew(
     );
   }
   await Promise.all(pending);
-}
-
-interface Window {
-  /** The database's CPU, % of one core. */
-  dbCpu: number;
-  /** The three replicas' CPU together, % of one core. */
-  replicaCpu: number;
-  commandsPerS: number;
-  /** The commands/s of each command name. */
-  byName: Record<string, number>;
-}
-
-async function measure(
-  dbPid: number,
-  replicas: ServerProcess[],
-  proxy: Awaited<ReturnType<typeof startCountingProxy>>,
-  ms: number,
-  work: () => Promise<void>,
-): Promise<Window> {
-  const pids = replicas.map((r) => r.child.pid as number);
-  const db0 = treeTicks(dbPid);
-  const r0 = pids.reduce((s, p) => s + treeTicks(p), 0);
-  const c0 = proxy.counts();
-  const t0 = performance.now();
-  await Promise.all([work(), sleep(ms)]);
-  const seconds = (performance.now() - t0) / 1000;
-  const c1 = proxy.counts();
-  const byName: Record<string, number> = {};
-  let total = 0;
-  for (const [name, n] of c1) {
-    const d = n - (c0.get(name) ?? 0);
-    if (d > 0) byName[name] = round(d / seconds, 2);
-    total += d;
-  }
-  return {
-    dbCpu: round(((treeTicks(dbPid) - db0) / TICK_HZ / seconds) * 100, 1),
-    replicaCpu: round(
-      ((pids.reduce((s, p) => s + treeTicks(p), 0) - r0) / TICK_HZ / seconds) * 100,
-      1,
-    ),
-    commandsPerS: round(total / seconds, 2),
-    byName,
-  };
-}
-
-/** CPU ticks of a process and its descendants, the reaped ones included (cutime, cstime). */
-function treeTicks(pid: number): number {
-  if (pid === 0) return Number.NaN;
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return 0;
-  }
-  const f = stat
-    .slice(stat.lastIndexOf(")") + 2)
-    .split(" ")
-    .map(Number);
-  // Fields 14-17 of stat (utime, stime, cutime, cstime) are 11-14 after the command.
-  let ticks = (f[11] ?? 0) + (f[12] ?? 0) + (f[13] ?? 0) + (f[14] ?? 0);
-  for (const task of safeList(`/proc/${pid}/task`)) {
-    let children = "";
-    try {
-      children = readFileSync(`/proc/${pid}/task/${task}/children`, "utf8");
-    } catch {}
-    for (const child of children.split(/\s+/).filter(Boolean)) ticks += treeTicks(Number(child));
-  }
-  return ticks;
-}
-
-function safeList(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
-async function timed(n: number, concurrency: number, call: (i: number) => Promise<unknown>) {
-  const latencies: number[] = [];
-  const started = performance.now();
-  let errors = 0;
-  await pool(n, concurrency, async (i) => {
-    const t = performance.now();
-    try {
-      await call(i);
-      latencies.push(performance.now() - t);
-    } catch {
-      errors++;
-    }
-  });
-  failed.calls += errors;
-  return {
-    perS: round(latencies.length / ((performance.now() - started) / 1000), 1),
-    errors,
-    ...summary(latencies),
-  };
-}
-
-async function pool(n: number, concurrency: number, work: (i: number) => Promise<unknown>) {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(n, concurrency) }, async () => {
-      while (next < n) await work(next++);
-    }),
-  );
 }
 
 /** 3 × 300 callers on one expired token: how many token-endpoint requests it cost. */
@@ -483,15 +377,6 @@ async function lookupCost(
   }
   return summary(ms).p50;
 }
-
-function summary(ms: number[]) {
-  const s = [...ms].sort((x, y) => x - y);
-  const q = (p: number) =>
-    round(s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? Number.NaN, 1);
-  return { n: s.length, p50: q(0.5), p99: q(0.99), max: round(s[s.length - 1] ?? Number.NaN, 1) };
-}
-
-const round = (x: number, digits: number) => Math.round(x * 10 ** digits) / 10 ** digits;
 
 function report(results: StepResult[], method: string) {
   const out = (line: string) => process.stdout.write(`${line}\n`);
