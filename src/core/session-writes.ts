@@ -162,14 +162,16 @@ export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
         if (previous !== undefined && !isLive(previous)) continue;
         revokedProviders.push(key.provider);
         if (!upstream) continue;
-        const failure = isLive(previous)
-          ? await revokeUpstream(key.provider, previous.tokens)
-          : {
-              provider: key.provider,
-              code: "TOKEN_UNREADABLE",
-              message: `the stored token cannot be opened, so it was not revoked at provider "${key.provider}"`,
-            };
-        if (failure !== undefined) upstreamFailures.push(failure);
+        if (unreadable) {
+          upstreamFailures.push({
+            provider: key.provider,
+            code: "TOKEN_UNREADABLE",
+            message: `the stored token cannot be opened, so it was not revoked at provider "${key.provider}"`,
+          });
+        } else if (isLive(previous)) {
+          const failure = await revokeUpstream(key.provider, previous.tokens);
+          if (failure !== undefined) upstreamFailures.push(failure);
+        }
       }
       revokedProviders.sort();
       return { revokedProviders, upstreamFailures };

@@ -35,7 +35,7 @@ import type {
 import { createChangeLog } from "./mongo-change-log.ts";
 import { createMongoClaims } from "./mongo-claims.ts";
 import { storeClient } from "./mongo-client.ts";
-import { createMongoRun, withSignal } from "./mongo-command.ts";
+import { createMongoRun } from "./mongo-command.ts";
 import { fromMongo, highestPerKey, toMongo } from "./mongo-documents.ts";
 import { createStoreFeed, type FeedMethod } from "./mongo-feed.ts";
 import { createEnsureIndexes } from "./mongo-indexes.ts";
