@@ -20,7 +20,7 @@ export interface StepResult {
   missing: number;
   store: { perS: number; errors: number; n: number; p50: number; p99: number; max: number };
   cold: { perS: number; errors: number; n: number; p50: number; p99: number; max: number };
-  herd: { requests: number; distinctTokens: number };
+  herd: { requests: number; invalidGrants?: number; distinctTokens: number };
 }
 
 export async function plotCluster(
