@@ -1,8 +1,11 @@
-// FerretDB v1 (SQLite backend), a real MongoDB-protocol server for tests and local development:
-// the small Go program in tools/ferretdb (its main.go says why it exists), built once into
-// .cache/go/bin/ferretdb (scripts/tools.ts) and started on a free loopback port.
+// FerretDB v1, a real MongoDB-protocol server for tests, benchmarks and local development: the
+// small Go program in tools/ferretdb (its main.go says why it exists), built once into
+// .cache/go/bin/ferretdb (scripts/tools.ts) and started on a free loopback port. Its backend is
+// PostgreSQL by default (a private server the wrapper starts and stops, ./postgres.ts), because
+// the SQLite backend uses no index for queries; SQLite is for tests about FerretDB itself.
 //
-// API:  ensureFerretdbBinary(), startFerretdb({ dataDir?, port?, logLevel?, readyTimeoutMs? })
+// API:  ensureFerretdbBinary(),
+//       startFerretdb({ backend?, dataDir?, port?, durable?, logLevel?, readyTimeoutMs? })
 // CLI:  node scripts/ferretdb.ts start [--port N] [--data-dir DIR]   (npm run db:start)
 //       node scripts/ferretdb.ts stop | status | build                (npm run db:stop)
 
@@ -15,23 +18,35 @@ import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isAlive } from "./lib/run.ts";
 import { CACHE_DIR } from "./lib/stamp.ts";
+import { ensureDataDir, ensurePostgres, wrapperFlags } from "./postgres.ts";
 import { ensureGoProgram, GO_BIN_DIR } from "./tools.ts";
 
 export const FERRETDB_BIN = path.join(GO_BIN_DIR, "ferretdb");
 const STATE_FILE = path.join(CACHE_DIR, "ferretdb.json");
-const DEV_DATA_DIR = path.join(CACHE_DIR, "ferretdb-data");
+const DEV_DATA_DIR = path.join(CACHE_DIR, "ferretdb-pgdata");
 const DEV_LOG = path.join(CACHE_DIR, "ferretdb.log");
 const STOP_TIMEOUT_MS = 10_000;
 
 /** Builds tools/ferretdb unless a build of its current sources is there; returns its path. */
 export function ensureFerretdbBinary(): Promise<string> {
-  // Without the PostgreSQL backend: only SQLite is used, and the build is smaller.
-  return ensureGoProgram("ferretdb", FERRETDB_BIN, { flags: ["-tags", "ferretdb_no_postgresql"] });
+  return ensureGoProgram("ferretdb", FERRETDB_BIN);
+}
+
+/** The FerretDB binary and PostgreSQL (installed and its template made), as the tests need them. */
+export async function ensureFerretdb(): Promise<void> {
+  await Promise.all([ensureFerretdbBinary(), ensurePostgres()]);
 }
 
 export interface StartFerretdbOptions {
-  /** SQLite data directory; kept on stop. Default: a new temporary directory, removed on stop. */
+  /** "postgresql" (default): a private PostgreSQL; "sqlite": for tests about FerretDB itself. */
+  backend?: "postgresql" | "sqlite";
+  /**
+   * The backend's data directory (PostgreSQL's, initialized when empty; or SQLite's); kept on
+   * stop. Default: a new temporary directory, removed on stop.
+   */
   dataDir?: string;
+  /** PostgreSQL with its crash-safety settings (fsync…); default false, for test speed. */
+  durable?: boolean;
   /** Loopback port; default 0 (the kernel picks a free one). Pass the old port to restart in place. */
   port?: number;
   /** FerretDB log level on stderr: "debug" | "info" | "warn" | "error" (default). */
@@ -59,7 +74,13 @@ export async function startFerretdb(opts: StartFerretdbOptions = {}): Promise<Fe
   const bin = await ensureFerretdbBinary();
   const ownDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), "tokenvend-ferretdb-")));
-  const args = serverArgs(opts.port ?? 0, dataDir, opts.logLevel ?? "error");
+  const args = await serverArgs({
+    port: opts.port ?? 0,
+    dataDir,
+    logLevel: opts.logLevel ?? "error",
+    backend: opts.backend ?? "postgresql",
+    durable: opts.durable ?? false,
+  });
   // -exit-on-stdin-eof: a parent killed by SIGKILL runs no exit hook, but its pipe closes.
   const child = spawn(bin, [...args, "-exit-on-stdin-eof"], { stdio: "pipe" });
   live.add(child);
@@ -103,8 +124,18 @@ export async function startFerretdb(opts: StartFerretdbOptions = {}): Promise<Fe
   return { uri, pid: child.pid as number, stop };
 }
 
-function serverArgs(port: number, dataDir: string, logLevel: string): string[] {
-  return ["-listen", `127.0.0.1:${port}`, "-sqlite-dir", dataDir, "-log-level", logLevel];
+async function serverArgs(o: {
+  port: number;
+  dataDir: string;
+  logLevel: string;
+  backend: "postgresql" | "sqlite";
+  durable: boolean;
+}): Promise<string[]> {
+  const common = ["-listen", `127.0.0.1:${o.port}`, "-log-level", o.logLevel];
+  if (o.backend === "sqlite") return [...common, "-sqlite-dir", o.dataDir];
+  const pg = await ensurePostgres();
+  await ensureDataDir(pg, o.dataDir);
+  return [...common, ...wrapperFlags(pg, o.dataDir, o.durable)];
 }
 
 /** Resolves with the URI of the server's `READY mongodb://…` line on stdout. */
@@ -171,8 +202,8 @@ function parseFlags(args: string[]): { port: number; dataDir: string } {
   return { port, dataDir };
 }
 
-async function cliStart(args: string[]): Promise<void> {
-  const { port, dataDir } = parseFlags(args);
+async function cliStart(flags: string[]): Promise<void> {
+  const { port, dataDir } = parseFlags(flags);
   const running = await runningServer();
   if (running) {
     process.stderr.write(
@@ -182,9 +213,16 @@ async function cliStart(args: string[]): Promise<void> {
     return;
   }
   const bin = await ensureFerretdbBinary();
+  const args = await serverArgs({
+    port,
+    dataDir,
+    logLevel: "info",
+    backend: "postgresql",
+    durable: true,
+  });
   const log = openSync(DEV_LOG, "a");
   // stdout only carries the READY line: once it is read, nothing more is written to the pipe.
-  const child = spawn(bin, serverArgs(port, dataDir, "info"), {
+  const child = spawn(bin, args, {
     detached: true,
     stdio: ["ignore", "pipe", log],
   });
@@ -236,7 +274,10 @@ if (import.meta.main) {
     start: () => cliStart(rest),
     stop: cliStop,
     status: cliStatus,
-    build: async () => process.stdout.write(`${await ensureFerretdbBinary()}\n`),
+    build: async () => {
+      await ensureFerretdb();
+      process.stdout.write(`${FERRETDB_BIN}\n`);
+    },
   };
   const cli = commands[command ?? ""];
   if (cli)

@@ -23,7 +23,7 @@ import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
 import { Parser, type Result } from "tap-parser";
-import { ensureFerretdbBinary } from "./ferretdb.ts";
+import { ensureFerretdb } from "./ferretdb.ts";
 import { REPO_ROOT, RunError, run } from "./lib/run.ts";
 import { ensureAllTools, toolEnv } from "./tools.ts";
 
@@ -88,7 +88,7 @@ async function checkGenerated(): Promise<void> {
 
 async function installTools(): Promise<void> {
   const mongo = process.env.MONGODB_URI;
-  await Promise.all([ensureAllTools(), mongo ? undefined : ensureFerretdbBinary()]);
+  await Promise.all([ensureAllTools(), mongo ? undefined : ensureFerretdb()]);
   say(
     mongo ? "tests use MONGODB_URI" : "FerretDB built (tests start it; MONGODB_URI for a MongoDB)",
   );

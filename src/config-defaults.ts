@@ -18,12 +18,16 @@ export const configDefaults = {
   maxMessageBytes: 128 * 1024,
   providerTimeoutMs: 10_000,
   syncIntervalMs: 1_000,
+  // At least refreshTimeoutMs: a holder still refreshing must never look dead.
   claimLeaseMs: 30_000,
   claimPollMs: 50,
   idleEvictMs: 600_000,
   minRefreshIntervalMs: 5_000,
   grantKeepFreshMs: 600_000,
   sweepIntervalMs: 60_000,
+  /** The change log (servers without change streams): readers' look-back, and how long records stay. */
+  changeLogMarginMs: 5_000,
+  changeLogRetentionMs: 120_000,
   mongoDbName: "tokenvend",
   /** How long a StartAuthorization state can be completed. */
   authorizationStateTtlMs: 600_000,

@@ -37,7 +37,14 @@ export interface GrantConfig {
 export type StoreConfig =
   | { readonly kind: "memory" }
   /** `uri` may hold credentials: never log it. */
-  | { readonly kind: "mongo"; readonly uri: string; readonly dbName: string }
+  | {
+      readonly kind: "mongo";
+      readonly uri: string;
+      readonly dbName: string;
+      /** The change log, where the server has no change streams (docs/STORAGE.md). */
+      readonly changeLogMarginMs: number;
+      readonly changeLogRetentionMs: number;
+    }
   | { readonly kind: "file"; readonly dir: string };
 
 export interface Config extends SecurityConfig {
@@ -141,6 +148,8 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "minRefreshInterval",
     "grantKeepFresh",
     "sweepInterval",
+    "changeLogMargin",
+    "changeLogRetention",
     "providers",
     "grants",
     "metrics",
@@ -221,11 +230,46 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     });
   }
 
+  const syncIntervalMs = duration(root.syncInterval, "syncInterval", configDefaults.syncIntervalMs);
+  const refreshTimeoutMs = duration(
+    root.refreshTimeout,
+    "refreshTimeout",
+    configDefaults.refreshTimeoutMs,
+  );
+  const claimLeaseMs = duration(root.claimLease, "claimLease", configDefaults.claimLeaseMs);
+  if (claimLeaseMs < refreshTimeoutMs) {
+    // A holder still within its refresh must not look dead: another replica would redeem the
+    // same refresh token.
+    throw new ConfigError(
+      `claimLease (${claimLeaseMs} ms) must be at least refreshTimeout (${refreshTimeoutMs} ms): ` +
+        "a replica still refreshing must never look dead to the others",
+    );
+  }
+  const changeLogMarginMs = duration(
+    root.changeLogMargin,
+    "changeLogMargin",
+    configDefaults.changeLogMarginMs,
+  );
+  const changeLogRetentionMs = duration(
+    root.changeLogRetention,
+    "changeLogRetention",
+    configDefaults.changeLogRetentionMs,
+  );
+  if (changeLogMarginMs <= 0) throw new ConfigError("changeLogMargin must be more than 0");
+  // A replica that reads the log less often than the records stay re-checks every cached key at
+  // each read: correct, but what the log is there to avoid (docs/STORAGE.md).
+  if (changeLogRetentionMs < 4 * changeLogMarginMs) {
+    throw new ConfigError(
+      `changeLogRetention (${changeLogRetentionMs} ms) must be at least 4 × changeLogMargin (${4 * changeLogMarginMs} ms)`,
+    );
+  }
   const store: StoreConfig = env.MONGODB_URI
     ? {
         kind: "mongo",
         uri: mongoUri(env.MONGODB_URI),
         dbName: env.TOKENVEND_MONGODB_DB || configDefaults.mongoDbName,
+        changeLogMarginMs,
+        changeLogRetentionMs,
       }
     : env.TOKENVEND_DATA_DIR
       ? { kind: "file", dir: env.TOKENVEND_DATA_DIR }
@@ -235,8 +279,8 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     store,
     encryptionKeys: env.TOKENVEND_ENCRYPTION_KEYS || undefined,
     encryptionKeyFiles: (env.TOKENVEND_ENCRYPTION_KEY_FILES ?? "").split(",").filter(Boolean),
-    syncIntervalMs: duration(root.syncInterval, "syncInterval", configDefaults.syncIntervalMs),
-    claimLeaseMs: duration(root.claimLease, "claimLease", configDefaults.claimLeaseMs),
+    syncIntervalMs,
+    claimLeaseMs,
     claimPollMs: duration(root.claimPoll, "claimPoll", configDefaults.claimPollMs),
     idleEvictMs: duration(root.idleEvict, "idleEvict", configDefaults.idleEvictMs),
     minRefreshIntervalMs: duration(
@@ -255,11 +299,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     prometheusListen,
     healthListen,
     logLevel: level as LogLevel,
-    refreshTimeoutMs: duration(
-      root.refreshTimeout,
-      "refreshTimeout",
-      configDefaults.refreshTimeoutMs,
-    ),
+    refreshTimeoutMs,
     shutdownGraceMs: duration(root.shutdownGrace, "shutdownGrace", configDefaults.shutdownGraceMs),
     maxStreams: int(root.maxStreams, "maxStreams", configDefaults.maxStreams, 1, 1_000_000),
     maxMessageBytes: int(

@@ -138,8 +138,12 @@ function printDevExamples(config: Config, grpcPort: number, httpPort: number) {
 
 /** Whether an error is the configuration's fault (exit 2) rather than the world's (exit 1). */
 export function isConfigurationError(err: unknown): err is Error {
-  // A missing or malformed encryption key is a configuration error too.
-  return err instanceof ConfigError || (err instanceof SealingError && err.code === "INVALID_KEY");
+  // A missing or malformed encryption key, or one other than the database recorded, is a
+  // configuration error too.
+  return (
+    err instanceof ConfigError ||
+    (err instanceof SealingError && (err.code === "INVALID_KEY" || err.code === "KEY_MISMATCH"))
+  );
 }
 
 /** The message and exit code of a replica that could not start. */

@@ -15,7 +15,7 @@ import {
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import { startFerretdb } from "../scripts/ferretdb.ts";
 import { createMongoStore } from "../src/store/mongo-store.ts";
-import { parseKeyring } from "../src/store/sealing.ts";
+import { generateKey, parseKeyring } from "../src/store/sealing.ts";
 import { clusterKey, startCluster } from "./support/cluster.ts";
 import { mongoForTests } from "./support/mongo.ts";
 import { type api, getValid, grpcFailure, startStack } from "./support/stack.ts";
@@ -50,7 +50,9 @@ test.serial(
 test.serial(
   "the claim holder killed mid-refresh: another replica takes over after the lease; the key is not stuck",
   async (t) => {
-    const c = await startCluster(t, mongo.uri, 2, { extraYaml: ["claimLease: 2s"] });
+    const c = await startCluster(t, mongo.uri, 2, {
+      extraYaml: ["claimLease: 2s", "refreshTimeout: 2s"],
+    });
     await c.store("sess-kill", 2);
     c.proxy.delayMs = 1_500;
     // Replica 0 claims and holds the refresh at the slowed token endpoint.
@@ -190,3 +192,74 @@ test.serial("a cache hit costs zero MongoDB commands (sync and sweep held off)",
   for (let i = 0; i < 50; i++) await s.client.getValidTokens(getValid("sess-hit"));
   t.deepEqual(commands, []);
 });
+
+test.serial(
+  "each replica detects its change feed at start and logs it: the change log on FerretDB",
+  async (t) => {
+    const c = await startCluster(t, mongo.uri, 1);
+    await c.store("sess-feed", 300);
+    const line = c.replicas[0]!.logs.find(
+      (l) => typeof l.msg === "string" && l.msg.startsWith("store change feed"),
+    );
+    t.truthy(line, "logged");
+    t.is(line?.method, process.env.MONGODB_URI ? line?.method : "change-log");
+    t.regex(String(line?.method), /^change-(log|stream)$/);
+  },
+);
+
+test.serial(
+  "a replica with a known key id but other key material refuses to start (exit 2), naming the id",
+  async (t) => {
+    const c = await startCluster(t, mongo.uri, 1);
+    await c.store("sess-keys", 300);
+    const err = await t.throwsAsync(
+      c.spawn({ TOKENVEND_ENCRYPTION_KEYS: `primary:${generateKey()}` }),
+    );
+    t.regex(err?.message ?? "", /exited early \(2\)/);
+    t.regex(err?.message ?? "", /key id "primary" has other key material/);
+    // The same key under a new id, after the recorded one, starts: rotation still works.
+    const rotated = await c.spawn({
+      TOKENVEND_ENCRYPTION_KEYS: `next:${generateKey()},${clusterKey}`,
+    });
+    t.is(rotated.child.exitCode, null);
+  },
+);
+
+test.serial(
+  "a stored token that does not open is DATA_LOSS / TOKEN_UNREADABLE, logged and counted; the session can still be revoked and stored again",
+  async (t) => {
+    const c = await startCluster(t, mongo.uri, 2);
+    await c.store("sess-lost", 300);
+    await c.store("sess-other", 300);
+    // An altered document: the ciphertext of another session moved into this one.
+    const client = await new MongoClient(mongo.uri).connect();
+    t.teardown(() => client.close());
+    const tokens = client.db(c.db).collection("tokens");
+    const other = await tokens.findOne({ sessionId: "sess-other" });
+    await tokens.updateOne(
+      { sessionId: "sess-lost" },
+      { $set: { accessToken: other?.accessToken } },
+    );
+    const b = c.clients[1]!;
+    const err = grpcFailure(await t.throwsAsync(b.getValidTokens(getValid("sess-lost"))));
+    t.deepEqual(err, { code: status.DATA_LOSS, reason: "TOKEN_UNREADABLE", fields: [] });
+    const logged = c.replicas[1]!.logs.find((l) => l.msg === "a stored token cannot be opened");
+    t.is(logged?.reason, "DECRYPT_FAILED");
+    t.is(logged?.level, 50); // error
+    // Revocation finds the generation without opening it.
+    const revoked = await b.revokeSession(
+      create(RevokeSessionRequestSchema, { sessionId: "sess-lost" }),
+    );
+    t.deepEqual(revoked.revokedProviders, ["idp"]);
+    t.is(
+      grpcFailure(await t.throwsAsync(b.getValidTokens(getValid("sess-lost")))).code,
+      status.NOT_FOUND,
+    );
+    // And a new login stores over it.
+    const minted = await c.store("sess-lost", 300);
+    t.is(
+      (await b.getValidTokens(getValid("sess-lost"))).credential?.accessToken,
+      minted.accessToken,
+    );
+  },
+);

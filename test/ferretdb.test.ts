@@ -1,5 +1,7 @@
 // Proves, against a real server, the MongoDB primitives the store relies on. Runs on FerretDB
-// (started here) by default, or on a real MongoDB when MONGODB_URI is set.
+// (started here, PostgreSQL backend) by default, or on a real MongoDB when MONGODB_URI is set;
+// then the harness itself: FerretDB's restarts and data directories on both backends, and the
+// private PostgreSQL that never outlives its FerretDB.
 
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
@@ -146,45 +148,80 @@ test("$in fetches several keys in one query", async (t) => {
 
 const ferretOnly = external ? test.skip : test;
 
+test("writes with write concern majority and reads with read concern majority are accepted", async (t) => {
+  const col = await freshCollection("concerns");
+  await col.insertOne({ key: "k", generation: 1 }, { writeConcern: { w: "majority" } });
+  const [doc] = await col.find({ key: "k" }, { readConcern: { level: "majority" } }).toArray();
+  t.is(doc?.generation, 1);
+  t.is((await col.deleteOne({ key: "k" }, { writeConcern: { w: "majority" } })).deletedCount, 1);
+});
+
+for (const backend of ["postgresql", "sqlite"] as const) {
+  ferretOnly(
+    `${backend}: FerretDB stops and restarts on the same data dir and port; data survives`,
+    async (t) => {
+      const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "tokenvend-ferretdb-restart-"));
+      try {
+        const first = await startFerretdb({ backend, dataDir });
+        const port = Number(new URL(first.uri).port);
+        const c1 = await new MongoClient(first.uri).connect();
+        await c1.db(DB).collection("persist").insertOne({ key: "k", generation: 7 });
+        await c1.close();
+        await first.stop();
+        await first.stop(); // idempotent
+        t.throws(() => process.kill(first.pid, 0)); // the process is gone
+
+        // Nothing listens on the port any more.
+        await t.throwsAsync(connectOnce(port));
+
+        const second = await startFerretdb({ backend, dataDir, port });
+        t.is(second.uri, first.uri);
+        const c2 = await new MongoClient(second.uri).connect();
+        t.is((await c2.db(DB).collection("persist").findOne({ key: "k" }))?.generation, 7);
+        await c2.close();
+        await second.stop();
+      } finally {
+        await fs.rm(dataDir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  ferretOnly(`${backend}: a temp data dir is removed on stop`, async (t) => {
+    const server = await startFerretdb({ backend });
+    const c = await new MongoClient(server.uri).connect();
+    await c.db(DB).collection("x").insertOne({ a: 1 });
+    await c.close();
+    const dirs = await dataDirsOf(server.pid);
+    t.is(dirs.length, 1);
+    await fs.access(dirs[0] as string);
+    await server.stop();
+    await t.throwsAsync(fs.access(dirs[0] as string));
+  });
+}
+
 ferretOnly(
-  "FerretDB stops and restarts on the same data dir and port; data survives",
+  "the private PostgreSQL runs unprivileged and dies with a FerretDB killed by SIGKILL",
   async (t) => {
-    const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "tokenvend-ferretdb-restart-"));
-    try {
-      const first = await startFerretdb({ dataDir });
-      const port = Number(new URL(first.uri).port);
-      const c1 = await new MongoClient(first.uri).connect();
-      await c1.db(DB).collection("persist").insertOne({ key: "k", generation: 7 });
-      await c1.close();
-      await first.stop();
-      await first.stop(); // idempotent
-      t.throws(() => process.kill(first.pid, 0)); // the process is gone
-
-      // Nothing listens on the port any more.
-      await t.throwsAsync(connectOnce(port));
-
-      const second = await startFerretdb({ dataDir, port });
-      t.is(second.uri, first.uri);
-      const c2 = await new MongoClient(second.uri).connect();
-      t.is((await c2.db(DB).collection("persist").findOne({ key: "k" }))?.generation, 7);
-      await c2.close();
-      await second.stop();
-    } finally {
-      await fs.rm(dataDir, { recursive: true, force: true });
+    const server = await startFerretdb();
+    const [postgres] = await childrenOf(server.pid);
+    t.truthy(postgres, "a postgres child");
+    const uid = Number(
+      /^Uid:\s+(\d+)/m.exec(await fs.readFile(`/proc/${postgres}/status`, "utf8"))?.[1],
+    );
+    t.not(uid, 0, "not root");
+    process.kill(server.pid, "SIGKILL");
+    let alive = true;
+    for (let i = 0; i < 200 && alive; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      alive = await fs.access(`/proc/${postgres}`).then(
+        () => true,
+        () => false,
+      );
     }
+    t.false(alive, "postgres exited");
+    await server.stop();
   },
 );
-
-ferretOnly("a temp data dir is removed on stop", async (t) => {
-  const server = await startFerretdb();
-  const c = await new MongoClient(server.uri).connect();
-  await c.db(DB).collection("x").insertOne({ a: 1 });
-  await c.close();
-  const dirs = await tempDataDirsOf(server.pid);
-  t.is(dirs.length, 1);
-  await server.stop();
-  await t.throwsAsync(fs.access(dirs[0] as string));
-});
 
 ferretOnly("a server that cannot start fails with its stderr in the error", async (t) => {
   const busy = net.createServer();
@@ -209,9 +246,19 @@ function connectOnce(port: number): Promise<void> {
   });
 }
 
-/** The -sqlite-dir argument of a running server (Linux /proc). */
-async function tempDataDirsOf(pid: number): Promise<string[]> {
+/** The data directory argument of a running server (Linux /proc). */
+async function dataDirsOf(pid: number): Promise<string[]> {
   const argv = (await fs.readFile(`/proc/${pid}/cmdline`, "utf8")).split("\0");
-  const i = argv.indexOf("-sqlite-dir");
+  const i = argv.findIndex((a) => a === "-sqlite-dir" || a === "-postgresql-data");
   return i >= 0 && argv[i + 1] ? [argv[i + 1] as string] : [];
+}
+
+/** The pids whose parent is `pid`. */
+async function childrenOf(pid: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const task of await fs.readdir(`/proc/${pid}/task`)) {
+    const text = await fs.readFile(`/proc/${pid}/task/${task}/children`, "utf8").catch(() => "");
+    out.push(...text.split(/\s+/).filter(Boolean).map(Number));
+  }
+  return out;
 }

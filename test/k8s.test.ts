@@ -310,7 +310,13 @@ test("the namespace enforces the restricted Pod Security Standard", (t) => {
 
 test("the ConfigMap's config passes src/config.ts with the pod's env: MongoDB, secrets from files", (t) => {
   t.is(configPath, "/etc/tokenvend/config.yaml");
-  t.deepEqual(config.store, { kind: "mongo", uri: "mongodb://mongo:27017", dbName: "tokenvend" });
+  t.deepEqual(config.store, {
+    kind: "mongo",
+    uri: "mongodb://mongo:27017",
+    dbName: "tokenvend",
+    changeLogMarginMs: 5_000,
+    changeLogRetentionMs: 120_000,
+  });
   t.truthy(config.encryptionKeys);
   t.true(config.providers.size > 0);
   for (const p of config.providers.values()) {

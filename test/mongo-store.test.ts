@@ -6,17 +6,25 @@ import { randomBytes } from "node:crypto";
 import * as fs from "node:fs/promises";
 import * as os from "node:os";
 import * as path from "node:path";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { BSON, type CommandStartedEvent, type Document, MongoClient } from "mongodb";
 import { startFerretdb } from "../scripts/ferretdb.ts";
 import { grantKey, keyId, type LiveRecord, sessionKey } from "../src/core/token.ts";
-import { KEY_GENERATION_INDEX, SESSION_INDEX } from "../src/store/mongo-indexes.ts";
+import { UnreadableRecordError } from "../src/core/token-store.ts";
+import { createMongoRun } from "../src/store/mongo-command.ts";
 import {
+  CHANGE_TIME_INDEX,
+  KEY_GENERATION_INDEX,
+  SESSION_INDEX,
+} from "../src/store/mongo-indexes.ts";
+import {
+  CHANGES_COLLECTION,
   CLAIMS_COLLECTION,
   createMongoStore,
   type MongoStore,
   TOKENS_COLLECTION,
 } from "../src/store/mongo-store.ts";
+import { createGenerationSweep } from "../src/store/mongo-sweep.ts";
 import { createKeyring, type Keyring, SealingError } from "../src/store/sealing.ts";
 import { StoreError } from "../src/store/store-error.ts";
 import { mongoForTests, type TestMongo } from "./support/mongo.ts";
@@ -54,7 +62,8 @@ test.after.always(async () => {
 const storeOn = (prefix: string, keyring: Keyring = ringA, c: MongoClient = client) =>
   createMongoStore({ client: c, dbName: DB, keyring, collectionPrefix: prefix });
 
-const factory = { create: async () => storeOn(newPrefix()) };
+// FerretDB (PostgreSQL backend) cannot store a NUL in a string; a real MongoDB can.
+const factory = { create: async () => storeOn(newPrefix()), nulInStrings: external };
 storeContract(test, "mongo store", factory);
 claimContract(test, "mongo store", factory);
 
@@ -147,25 +156,34 @@ test("the stored document: fields, dates, one sealed value per token under the p
   await store.close();
 });
 
-test("a document read with a keyring that lacks its key, or has other key material: a SealingError", async (t) => {
+test("a document read with a keyring that lacks its key, or has other key material: UnreadableRecordError", async (t) => {
   const prefix = newPrefix();
   const key = sessionKey(uniqueSession(), "corp");
   await storeOn(prefix).insert(live(key, 1));
 
   const otherKid = storeOn(prefix, createKeyring([keyB]));
-  const missing = await t.throwsAsync(otherKid.getActive(key), { instanceOf: SealingError });
-  t.is(missing?.code, "KEY_NOT_FOUND");
-  t.regex(missing?.message ?? "", /key id "a", which is not in the keyring \(b\)/);
-  await t.throwsAsync(otherKid.getSession((key as { sessionId: string }).sessionId), {
-    instanceOf: SealingError,
-  });
-  // activeGenerations opens nothing, so it works without the key.
+  const missing = await unreadable(t, otherKid.getActive(key));
+  t.is(missing.reason, "KEY_NOT_FOUND");
+  t.regex(missing.message, /key id "a", which is not in the keyring \(b\)/);
+  t.true(missing.cause instanceof SealingError);
+  await unreadable(t, otherKid.getSession((key as { sessionId: string }).sessionId));
+  // activeGenerations and sessionGenerations open nothing, so they work without the key.
   t.deepEqual(await otherKid.activeGenerations([key]), new Map([[keyId(key), 1]]));
+  t.deepEqual(await otherKid.sessionGenerations((key as { sessionId: string }).sessionId), [
+    { key, generation: 1, revoked: false },
+  ]);
 
   const sameKidOtherKey = storeOn(prefix, createKeyring([{ id: "a", key: randomBytes(32) }]));
-  const wrong = await t.throwsAsync(sameKidOtherKey.getActive(key), { instanceOf: SealingError });
-  t.is(wrong?.code, "DECRYPT_FAILED");
+  t.is((await unreadable(t, sameKidOtherKey.getActive(key))).reason, "DECRYPT_FAILED");
 });
+
+async function unreadable(
+  t: ExecutionContext,
+  p: Promise<unknown>,
+): Promise<UnreadableRecordError> {
+  const err = await t.throwsAsync(p, { instanceOf: UnreadableRecordError });
+  return err as UnreadableRecordError;
+}
 
 test("a ciphertext moved to another document or field does not open", async (t) => {
   const prefix = newPrefix();
@@ -180,27 +198,20 @@ test("a ciphertext moved to another document or field does not open", async (t) 
 
   // Into another key's document.
   await col.updateOne({ key: keyId(k2) }, { $set: { accessToken: victim.accessToken } });
-  const moved = await t.throwsAsync(store.getActive(k2), { instanceOf: SealingError });
-  t.is(moved?.code, "DECRYPT_FAILED");
+  t.is((await unreadable(t, store.getActive(k2))).reason, "DECRYPT_FAILED");
   // Into another generation of the same key.
   await col.updateOne(
     { key: keyId(k1), generation: 2 },
     { $set: { accessToken: victim.accessToken } },
   );
-  t.is(
-    (await t.throwsAsync(store.getActive(k1), { instanceOf: SealingError }))?.code,
-    "DECRYPT_FAILED",
-  );
+  t.is((await unreadable(t, store.getActive(k1))).reason, "DECRYPT_FAILED");
   // Into another field of the same document.
   await col.updateOne(
     { key: keyId(k1), generation: 1 },
     { $set: { refreshToken: victim.accessToken, accessToken: victim.refreshToken } },
   );
   await col.deleteOne({ key: keyId(k1), generation: 2 });
-  t.is(
-    (await t.throwsAsync(store.getActive(k1), { instanceOf: SealingError }))?.code,
-    "DECRYPT_FAILED",
-  );
+  t.is((await unreadable(t, store.getActive(k1))).reason, "DECRYPT_FAILED");
   // A document relabelled to another session (sessionId and key rewritten) does not open either.
   const k3 = sessionKey(uniqueSession(), "corp");
   await store.insert(live(k3, 1, "third"));
@@ -208,10 +219,8 @@ test("a ciphertext moved to another document or field does not open", async (t) 
     { key: keyId(k3) },
     { $set: { key: keyId(sessionKey("stolen", "corp")), sessionId: "stolen" } },
   );
-  const relabelled = await t.throwsAsync(store.getActive(sessionKey("stolen", "corp")), {
-    instanceOf: SealingError,
-  });
-  t.is(relabelled?.code, "DECRYPT_FAILED");
+  const relabelled = await unreadable(t, store.getActive(sessionKey("stolen", "corp")));
+  t.is(relabelled.reason, "DECRYPT_FAILED");
   await store.close();
 });
 
@@ -247,7 +256,7 @@ test("key rotation: a new primary reads old documents, reencrypt() moves them to
   }
   // And the old one alone no longer does.
   const onlyA = storeOn(prefix, createKeyring([keyA]));
-  t.is(((await t.throwsAsync(onlyA.getActive(at(keys, 1)))) as SealingError).code, "KEY_NOT_FOUND");
+  t.is((await unreadable(t, onlyA.getActive(at(keys, 1)))).reason, "KEY_NOT_FOUND");
 });
 
 test("reencrypt pages through more documents than one page and skips what it cannot open", async (t) => {
@@ -361,7 +370,7 @@ test("ensureIndexes creates the named indexes, one createIndexes command each, i
     await store.ensureIndexes();
     await store.ensureIndexes(); // once per store
     const creates = commands.filter((c) => c.commandName === "createIndexes");
-    t.is(creates.length, 3);
+    t.is(creates.length, 4);
     for (const c of creates) t.is((c.command.indexes as unknown[]).length, 1);
 
     const db = monitored.db(DB);
@@ -374,6 +383,8 @@ test("ensureIndexes creates the named indexes, one createIndexes command each, i
     t.falsy(byName(tokenIx).get(SESSION_INDEX)?.unique);
     t.deepEqual(byName(claimIx).get(KEY_GENERATION_INDEX)?.key, { key: 1, generation: 1 });
     t.true(byName(claimIx).get(KEY_GENERATION_INDEX)?.unique);
+    const changeIx = await db.collection(`${prefix}${CHANGES_COLLECTION}`).listIndexes().toArray();
+    t.deepEqual(byName(changeIx).get(CHANGE_TIME_INDEX)?.key, { at: 1 });
 
     // A second store (another replica) ensuring the same indexes is fine.
     await storeOn(prefix, ringA, monitored).ensureIndexes();
@@ -382,8 +393,32 @@ test("ensureIndexes creates the named indexes, one createIndexes command each, i
   }
 });
 
-test("sweep works in bounded pages and, over calls, removes every old generation", async (t) => {
+test("the paged walk over the tokens (the sweep with change streams) is bounded per call and, over calls, complete", async (t) => {
   const prefix = newPrefix();
+  const store = storeOn(prefix);
+  const keys = Array.from({ length: 10 }, () => grantKey(uniqueSession("g")));
+  for (const k of keys) for (let g = 1; g <= 4; g++) await store.insert(live(k, g));
+  await store.insert({ key: at(keys, 0), generation: 5, reason: "revoked" });
+  const col = client.db(DB).collection(`${prefix}${TOKENS_COLLECTION}`);
+  const sweep = createGenerationSweep({
+    tokens: col,
+    run: createMongoRun(10_000, () => false),
+    pageSize: 7,
+    maxPages: 2,
+  });
+  const first = await sweep();
+  t.true(first > 0 && first <= 14, `${first}`);
+  let total = first;
+  for (let i = 0; i < 10; i++) total += await sweep();
+  t.is(total, 10 * 3 + 1);
+  t.is(await col.countDocuments({}), 10);
+  t.is((await store.getActive(at(keys, 0)))?.reason, "revoked");
+  for (const k of keys.slice(1)) t.is((await store.getActive(k))?.generation, 4);
+});
+
+test("with the change log, sweep prunes the generations this store wrote and did not prune, drops records past the retention, and dead claims in bounded pages", async (t) => {
+  const prefix = newPrefix();
+  let wall = Date.now();
   const store = createMongoStore({
     client,
     dbName: DB,
@@ -391,29 +426,35 @@ test("sweep works in bounded pages and, over calls, removes every old generation
     collectionPrefix: prefix,
     sweepPageSize: 7,
     sweepMaxPages: 2,
+    changeLogMarginMs: 1_000,
+    changeLogRetentionMs: 60_000,
+    now: () => wall,
   });
+  await store.prepare();
+  t.is(store.feedMethod, external ? store.feedMethod : "change-log");
   const keys = Array.from({ length: 10 }, () => grantKey(uniqueSession("g")));
   for (const k of keys) for (let g = 1; g <= 4; g++) await store.insert(live(k, g));
-  await store.insert({ key: at(keys, 0), generation: 5, reason: "revoked" });
   for (let i = 0; i < 30; i++) {
-    await store.claim({
-      key: at(keys, 0),
-      generation: 100 + i,
-      owner: "x",
-      leaseUntil: 10,
-    });
+    await store.claim({ key: at(keys, 0), generation: 100 + i, owner: "x", leaseUntil: 10 });
   }
+  const changes = client.db(DB).collection(`${prefix}${CHANGES_COLLECTION}`);
+  if (store.feedMethod === "change-log") t.is(await changes.countDocuments({}), 40);
   const first = await store.sweep(1_000);
-  t.true(first.generations > 0 && first.generations <= 14, `${first.generations}`);
   t.is(first.claims, 14);
-  let total = first.generations;
-  for (let i = 0; i < 10; i++) total += (await store.sweep(1_000)).generations;
-  t.is(total, 10 * 3 + 1);
-  const col = client.db(DB).collection(`${prefix}${TOKENS_COLLECTION}`);
-  t.is(await col.countDocuments({}), 10);
-  t.is((await store.getActive(at(keys, 0)))?.reason, "revoked");
-  for (const k of keys.slice(1)) t.is((await store.getActive(k))?.generation, 4);
+  if (store.feedMethod === "change-log") t.is(first.generations, 30);
+  for (let i = 0; i < 3; i++) await store.sweep(1_000);
+  t.is(await client.db(DB).collection(`${prefix}${TOKENS_COLLECTION}`).countDocuments({}), 10);
   t.is(await client.db(DB).collection(`${prefix}${CLAIMS_COLLECTION}`).countDocuments({}), 0);
+  if (store.feedMethod !== "change-log") return;
+  // Pruned once: the next sweep prunes nothing; past the retention the records go.
+  const k = at(keys, 1);
+  await store.insert(live(k, 5));
+  t.is(await store.pruneBelow(k, 5), 1, "the writer's own prune");
+  t.is((await store.sweep(1_000)).generations, 0);
+  t.is(await changes.countDocuments({}), 41);
+  wall += 61_000;
+  await store.sweep(1_000);
+  t.is(await changes.countDocuments({}), 0);
 });
 
 test("a caller's abort rejects with its reason; an aborted signal sends nothing", async (t) => {
@@ -571,4 +612,67 @@ test("a store made from a URI owns its client and closes it; calls after close r
   const err = await t.throwsAsync(store.getActive(key), { instanceOf: StoreError });
   t.is(err?.code, "UNAVAILABLE");
   t.regex(err?.message ?? "", /closed/);
+});
+
+test("the change feed: detected as the change log on FerretDB; one replica's writes reach another's feed, announced before they land; a window missed is a gap", async (t) => {
+  const prefix = newPrefix();
+  let wall = Date.now();
+  const opts = {
+    client,
+    dbName: DB,
+    keyring: ringA,
+    collectionPrefix: prefix,
+    changeLogMarginMs: 1_000,
+    changeLogRetentionMs: 10_000,
+    now: () => wall,
+  };
+  const a = createMongoStore(opts);
+  const b = createMongoStore(opts);
+  const feed = b.openChangeFeed();
+  if (feed === undefined) return t.fail("a MongoDB store has a change feed");
+  t.deepEqual(await feed.read(), { changes: [], gap: false });
+  if (external) t.regex(String(feed.method), /^change-(log|stream)$/);
+  else t.is(feed.method, "change-log");
+  if (feed.method !== "change-log") return; // a replica set: the change stream (unit-tested)
+  const key = sessionKey(uniqueSession(), "corp");
+  await a.insert(live(key, 1));
+  await a.insert({ key, generation: 2, reason: "revoked" });
+  t.deepEqual((await feed.read()).changes, [
+    { id: keyId(key), generation: 1, reason: "stored" },
+    { id: keyId(key), generation: 2, reason: "revoked" },
+  ]);
+  // Within the margin a record is seen again; the sync de-duplicates by generation.
+  wall += 500;
+  t.is((await feed.read()).changes.length, 2);
+  wall += 2_000;
+  t.is((await feed.read()).changes.length, 2, "still within the margin of the previous read");
+  wall += 2_000;
+  t.deepEqual(await feed.read(), { changes: [], gap: false });
+  // A lost insert race still announced its generation first: the record says only "look".
+  await a.insert(live(key, 2, "loser"));
+  t.deepEqual(
+    (await feed.read()).changes.map((c) => c.generation),
+    [2],
+  );
+  // Unread for longer than the log keeps records: a gap.
+  wall += 20_000;
+  t.true((await feed.read()).gap);
+  t.false((await feed.read()).gap);
+  await feed.close();
+});
+
+test("on FerretDB's PostgreSQL backend a NUL in a plaintext field is refused as FAILED, and nothing is stored", async (t) => {
+  if (external) {
+    t.pass("a real MongoDB stores it (the contract suite's round trip proves it)");
+    return;
+  }
+  const store = storeOn(newPrefix());
+  const key = sessionKey(uniqueSession(), "corp");
+  const r = live(key, 1) as LiveRecord;
+  const err = await t.throwsAsync(
+    store.insert({ ...r, tokens: { ...r.tokens, subject: "a\u0000b" } }),
+    { instanceOf: StoreError },
+  );
+  t.is(err?.code, "FAILED");
+  t.is(await store.getActive(key), undefined);
 });

@@ -27,6 +27,8 @@ function hangingStore(inner: TokenStore = createMemoryStore()): TokenStore & { c
     calls: 0,
     getActive: (_k: unknown, o?: StoreCallOptions) => hang(o),
     getSession: (_s: unknown, o?: StoreCallOptions) => hang(o),
+    sessionGenerations: (_s: unknown, o?: StoreCallOptions) => hang(o),
+    activeGenerations: (_k: unknown, o?: StoreCallOptions) => hang(o),
     insert: (_r: unknown, o?: StoreCallOptions) => hang(o),
   };
   return store;

@@ -1,17 +1,24 @@
 // The store as the core uses it: an adapter's failure becomes STORE_UNAVAILABLE
-// here, once, with the adapter's error kept as the cause. A call whose own
-// signal was aborted by its caller (a cancel, a deadline) rejects with that
-// reason instead: the caller left, the store did not fail. A timeout of the
-// core's own (AbortSignal.timeout on a refresh) is a store that did not answer.
+// here, once, with the adapter's error kept as the cause. A stored generation
+// that cannot be opened (UnreadableRecordError) is not a store that may come
+// back: it is TOKEN_UNREADABLE (DATA_LOSS on the wire), reported once to
+// `onUnreadable` (an error log and a metric). A call whose own signal was
+// aborted by its caller (a cancel, a deadline) rejects with that reason
+// instead: the caller left, the store did not fail. A timeout of the core's own
+// (AbortSignal.timeout on a refresh) is a store that did not answer.
 
 import { isTokenVendError, TokenVendError } from "./errors.ts";
-import type { StoreCallOptions, TokenStore } from "./token-store.ts";
+import { type StoreCallOptions, type TokenStore, UnreadableRecordError } from "./token-store.ts";
 
-export function classifiedStore(store: TokenStore): TokenStore {
+export function classifiedStore(
+  store: TokenStore,
+  onUnreadable: (err: UnreadableRecordError) => void = () => {},
+): TokenStore {
   const guard = async <T>(opts: StoreCallOptions | undefined, run: () => Promise<T>) => {
     try {
       return await run();
     } catch (err) {
+      if (err instanceof UnreadableRecordError) onUnreadable(err);
       throw storeFailure(err, opts?.signal);
     }
   };
@@ -20,6 +27,7 @@ export function classifiedStore(store: TokenStore): TokenStore {
     shared: store.shared,
     getActive: (key, o) => guard(o, () => store.getActive(key, o)),
     getSession: (id, o) => guard(o, () => store.getSession(id, o)),
+    sessionGenerations: (id, o) => guard(o, () => store.sessionGenerations(id, o)),
     insert: (record, o) => guard(o, () => store.insert(record, o)),
     activeGenerations: (keys, o) => guard(o, () => store.activeGenerations(keys, o)),
     listActive: (page, o) => guard(o, () => store.listActive(page, o)),
@@ -27,6 +35,19 @@ export function classifiedStore(store: TokenStore): TokenStore {
     claim: (claim, o) => guard(o, () => store.claim(claim, o)),
     releaseClaim: (claim, o) => guard(o, () => store.releaseClaim(claim, o)),
     unusedSessions: (provider, q, o) => guard(o, () => store.unusedSessions(provider, q, o)),
+    renewClaim: (claim, leaseUntil, renewal, o) =>
+      guard(o, () => store.renewClaim(claim, leaseUntil, renewal, o)),
+    openChangeFeed() {
+      const feed = store.openChangeFeed();
+      if (feed === undefined) return undefined;
+      return {
+        get method() {
+          return feed.method;
+        },
+        read: (o) => guard(o, () => feed.read(o)),
+        close: () => feed.close(),
+      };
+    },
     sweep: (now, o) => guard(o, () => store.sweep(now, o)),
     close: () => store.close(),
   };
@@ -36,6 +57,13 @@ export function classifiedStore(store: TokenStore): TokenStore {
 export function storeFailure(err: unknown, signal: AbortSignal | undefined): unknown {
   if (isTokenVendError(err)) return err;
   if (signal?.aborted && !isTimeout(signal.reason)) return signal.reason;
+  if (err instanceof UnreadableRecordError) {
+    return new TokenVendError(
+      "TOKEN_UNREADABLE",
+      "the stored token cannot be opened with this replica's encryption keys",
+      { cause: err },
+    );
+  }
   return new TokenVendError("STORE_UNAVAILABLE", "the token store is unavailable", { cause: err });
 }
 

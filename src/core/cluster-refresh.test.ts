@@ -167,7 +167,7 @@ test("a rotated token that could not be stored is retried in the background on t
   h.store.failInserts(3);
   await vendErr(t, h.vendor.getValidTokens(q), "STORE_UNAVAILABLE");
   t.is(h.store.counts.insert, 2); // the seed, then the failed write
-  t.is(h.clock.pendingTimers(), 1);
+  t.is(h.clock.pendingTimers(), 2); // the retry, and the heartbeat of the claim kept for it
   // Retries at +1 s (fails), +3 s (fails), +7 s (succeeds): 1 s, 2 s, 4 s apart.
   for (const [step, inserts] of [
     [999, 2],
@@ -288,4 +288,95 @@ test("a caller waiting on another replica's claim may give up; the wait goes on 
   await h.clock.advance(50);
   t.is((await b).generation, 2);
   t.is(h.upstream.count(), 0);
+});
+
+test("a renewal not yet stored keeps its claim alive past the lease, carrying the renewal; another replica never redeems the spent token", async (t) => {
+  const h = setup({ extra: { replicaId: "replica-a", claimLeaseMs: 3_000 } });
+  await seed(h);
+  await h.clock.advanceTo(EXPIRED_AT);
+  h.upstream.script("refresh", renewed(2));
+  h.store.failInserts(100);
+  await vendErr(t, h.vendor.getValidTokens(q), "STORE_UNAVAILABLE");
+  const key = sessionKey("s1", "idp");
+  // Three leases later the claim is still ours: the heartbeat moved it every second.
+  await h.clock.advance(9_000);
+  const other = await h.store.claim({
+    key,
+    generation: 1,
+    owner: "replica-b",
+    leaseUntil: h.clock.now() + 3_000,
+  });
+  t.false(other.acquired);
+  if (other.acquired) return;
+  t.is(other.holder.owner, "replica-a");
+  t.true(other.holder.leaseUntil > h.clock.now());
+  t.is(other.holder.renewal?.tokens.accessToken, "at-2");
+  t.is(other.holder.renewal?.generation, 2);
+  // The store comes back: the renewal is stored, the claim released, nothing more is armed.
+  h.store.failInserts(0);
+  await h.clock.advance(60_000);
+  t.is((await h.store.getActive(key))?.tokens?.refreshToken, "rt-2");
+  t.true(
+    (await h.store.claim({ key, generation: 1, owner: "replica-b", leaseUntil: h.clock.now() + 1 }))
+      .acquired,
+  );
+  t.is(h.upstream.count("refresh"), 1);
+  t.is(h.clock.pendingTimers(), 0);
+  noSurprises(t, h);
+});
+
+test("a dead claim whose holder had redeemed is finished with the renewal it carries, never redeemed again", async (t) => {
+  const h = setup({ extra: { claimPollMs: 50, replicaId: "replica-a" } });
+  await seed(h);
+  await h.clock.advanceTo(EXPIRED_AT);
+  const key = sessionKey("s1", "idp");
+  const dead = { key, generation: 1, owner: "replica-dead", leaseUntil: EXPIRED_AT + 100 };
+  t.true((await h.store.claim(dead)).acquired);
+  const renewal = {
+    key,
+    generation: 2,
+    reason: "refreshed" as const,
+    tokens: tokens({
+      accessToken: "at-dead",
+      refreshToken: "rt-dead",
+      issuedAt: EXPIRED_AT,
+      expiresAt: EXPIRED_AT + hour,
+    }),
+  };
+  t.truthy(await h.store.renewClaim(dead, EXPIRED_AT + 100, renewal));
+  const p = h.vendor.getValidTokens(q);
+  await h.clock.advance(100);
+  const r = await p;
+  t.is(r.generation, 2);
+  t.is(r.tokens.accessToken, "at-dead");
+  t.is((await h.store.getActive(key))?.tokens?.refreshToken, "rt-dead");
+  t.is(h.upstream.count(), 0);
+  t.like(h.vendor.stats(), { claimTakeovers: 1 });
+  noSurprises(t, h);
+});
+
+test("a renewal that lost to a revocation made meanwhile is revoked at the provider", async (t) => {
+  const h = setup();
+  await seed(h);
+  await h.clock.advanceTo(EXPIRED_AT);
+  const reply = deferred();
+  h.upstream.script("refresh", reply);
+  h.upstream.script("revoke", ok());
+  const p = h.vendor.getValidTokens(q);
+  await reply.called;
+  // Another replica revokes the session while the provider answers this one.
+  await h.store.insert({ key: sessionKey("s1", "idp"), generation: 2, reason: "revoked" });
+  reply.resolve({
+    accessToken: "at-orphan",
+    tokenType: "Bearer",
+    expiresInSec: 3600,
+    refreshToken: "rt-orphan",
+  });
+  await vendErr(t, p, "SESSION_NOT_FOUND");
+  await h.clock.advance(0);
+  const revokes = h.upstream.calls("revoke");
+  t.is(revokes.length, 1);
+  t.is(revokes[0]?.request.token, "rt-orphan");
+  t.is(revokes[0]?.request.tokenTypeHint, "refresh_token");
+  noSurprises(t, h);
 });

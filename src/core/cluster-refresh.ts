@@ -6,14 +6,21 @@
 // by the one replica whose deleteOne removed it. The renewal is persisted
 // before anyone gets it, and a renewal whose write failed is kept and written
 // before anything else (a rotated refresh token is never dropped).
+//
+// Once the provider answered, the holder records the renewal in its claim; while
+// it stays unsaved, the holder's heartbeat keeps the claim's lease alive (every
+// third of claimLeaseMs), so nobody else redeems the spent refresh token. A dead
+// claim that carries a renewal is finished by storing that renewal, never by
+// redeeming again. A renewal that lost to a revocation is revoked at the
+// provider: nobody will ever use or revoke those tokens otherwise.
 
 import { attr, type VendorMetrics } from "../telemetry/metrics.ts";
 import type { Catalog, ProviderSettings } from "./catalog.ts";
-import type { Clock } from "./clock.ts";
+import type { Clock, Timer } from "./clock.ts";
 import { notFoundError, TokenVendError } from "./errors.ts";
 import type { KeyEntry } from "./key-cache.ts";
 import { type LifetimePolicy, unusableAt } from "./lifetime.ts";
-import type { Logger } from "./logger.ts";
+import { errorText, type Logger } from "./logger.ts";
 import type { RefreshInfo, RefreshTelemetry } from "./refresh-telemetry.ts";
 import { isLive, type LiveRecord, type TokenRecord, type TokenSet } from "./token.ts";
 import type { RefreshClaim, TokenStore } from "./token-store.ts";
@@ -57,6 +64,16 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
   const { store, clock, catalog, telemetry, logger: log } = opts;
   let claimWaits = 0;
   let claimTakeovers = 0;
+  /** Claims kept alive while their renewal is unsaved: the heartbeat, per key. */
+  const held = new Map<KeyEntry, { claim: RefreshClaim; timer: Timer | undefined }>();
+  opts.signal.addEventListener(
+    "abort",
+    () => {
+      for (const h of held.values()) h.timer?.cancel();
+      held.clear();
+    },
+    { once: true },
+  );
   const providerAttrs = new Map<string, { [attr.provider]: string }>();
   const attrsOf = (provider: string) => {
     let a = providerAttrs.get(provider);
@@ -104,16 +121,75 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
     return record;
   };
 
-  /** Persists the pending renewal; a write error keeps it pending. */
+  /** Persists the pending renewal; a write error keeps it pending (and its claim alive). */
   const saveUnsaved = async (entry: KeyEntry): Promise<LiveRecord> => {
-    const winner = await persist(entry, entry.refresh.unsaved!);
+    const renewal = entry.refresh.unsaved!;
+    const winner = await persist(entry, renewal);
     entry.refresh.unsaved = undefined;
+    letGo(entry);
     if (!isLive(winner)) {
+      if (winner.generation === renewal.generation) discard(entry, renewal);
       opts.forget(entry);
       throw notFoundError(entry.key);
     }
     opts.adopt(entry, winner, "refreshed");
     return opts.holds(entry) && entry.record !== undefined ? entry.record : winner;
+  };
+
+  /** Revokes at the provider what a refresh obtained and a revocation made useless. */
+  const discard = (entry: KeyEntry, renewal: LiveRecord) => {
+    if (entry.key.kind !== "session") return;
+    const t = renewal.tokens;
+    const provider = entry.key.provider;
+    log.info({ provider }, "a renewal lost to a revocation; revoking its tokens at the provider");
+    void opts.upstream
+      .revoke(provider, {
+        signal: AbortSignal.any([opts.signal, AbortSignal.timeout(opts.refreshTimeoutMs)]),
+        token: t.refreshToken ?? t.accessToken,
+        tokenTypeHint: t.refreshToken !== undefined ? "refresh_token" : "access_token",
+      })
+      .catch((err: unknown) =>
+        log.warn({ provider, err: errorText(err) }, "revoking a discarded renewal failed"),
+      );
+  };
+
+  /** Keeps `claim` alive, recording the unsaved renewal, until letGo(entry). */
+  const holdClaim = (entry: KeyEntry, claim: RefreshClaim) => {
+    letGo(entry, false);
+    const h: { claim: RefreshClaim; timer: Timer | undefined } = { claim, timer: undefined };
+    held.set(entry, h);
+    const beat = () => {
+      h.timer = undefined;
+      const renewal = entry.refresh.unsaved;
+      if (held.get(entry) !== h || renewal === undefined || opts.signal.aborted) return;
+      void store
+        .renewClaim(h.claim, clock.now() + opts.claimLeaseMs, renewal, { signal: opts.signal })
+        .then(
+          (renewed) => {
+            if (held.get(entry) !== h) return;
+            if (renewed === undefined) {
+              // Taken over: the taker stores the renewal the claim carries.
+              held.delete(entry);
+              return;
+            }
+            h.claim = renewed;
+            h.timer = clock.setTimer(opts.claimLeaseMs / 3, beat);
+          },
+          () => {
+            if (held.get(entry) === h) h.timer = clock.setTimer(opts.claimLeaseMs / 3, beat);
+          },
+        );
+    };
+    h.timer = clock.setTimer(opts.claimLeaseMs / 3, beat);
+  };
+
+  /** Stops the heartbeat of the key's held claim and (by default) releases the claim. */
+  const letGo = (entry: KeyEntry, release = true) => {
+    const h = held.get(entry);
+    if (h === undefined) return;
+    held.delete(entry);
+    h.timer?.cancel();
+    if (release) void store.releaseClaim(h.claim).catch(() => {});
   };
 
   const callUpstream = (
@@ -145,30 +221,40 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
     });
   };
 
-  /** Waits on a claim another replica holds, or takes it over once its lease ended; true when taken. */
+  /**
+   * Waits on a claim another replica holds, or takes it over once its lease ended: "taken" to
+   * claim again and redeem, or the renewal the dead holder had obtained, now stored.
+   */
   const contend = async (
     entry: KeyEntry,
     holder: RefreshClaim,
     signal: AbortSignal,
     firstWait: boolean,
-  ): Promise<boolean> => {
-    if (holder.leaseUntil <= clock.now() && (await store.releaseClaim(holder, { signal }))) {
+  ): Promise<"taken" | "waited" | { finished: TokenRecord }> => {
+    const dead = holder.leaseUntil <= clock.now();
+    // Its holder had redeemed: the refresh token is spent and the renewal is the answer. Stored
+    // before the claim goes (storing it twice is harmless: one insert wins, both get the winner).
+    const finished =
+      dead && holder.renewal !== undefined ? await persist(entry, holder.renewal) : undefined;
+    const took = dead && (await store.releaseClaim(holder, { signal }));
+    if (took) {
       claimTakeovers++;
       opts.metrics.claimTakeovers.add(1, attrsOf(entry.provider));
       telemetry.activeSpan()?.addEvent("claim.takeover");
       log.warn(
-        { provider: entry.provider, deadOwner: holder.owner },
+        { provider: entry.provider, deadOwner: holder.owner, redeemed: finished !== undefined },
         "took over a dead refresh claim",
       );
-      return true;
     }
+    if (finished !== undefined) return { finished };
+    if (took) return "taken";
     if (firstWait) {
       claimWaits++;
       opts.metrics.claimWaits.add(1, attrsOf(entry.provider));
       telemetry.activeSpan()?.addEvent("claim.wait");
     }
     await clock.sleep(opts.claimPollMs, signal);
-    return false;
+    return "waited";
   };
 
   const run = async (entry: KeyEntry, info: RefreshInfo): Promise<LiveRecord> => {
@@ -186,7 +272,7 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
         info.source = "store";
         return seen.record;
       }
-      const claim: RefreshClaim = {
+      let claim: RefreshClaim = {
         key: entry.key,
         generation: seen.current?.generation ?? 0,
         owner: opts.replicaId,
@@ -194,7 +280,17 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
       };
       const got = await store.claim(claim, { signal });
       if (!got.acquired) {
-        if (!(await contend(entry, got.holder, signal, !waited))) waited = true;
+        const outcome = await contend(entry, got.holder, signal, !waited);
+        if (outcome === "waited") waited = true;
+        else if (outcome !== "taken") {
+          if (!isLive(outcome.finished)) {
+            opts.forget(entry);
+            throw notFoundError(entry.key);
+          }
+          opts.adopt(entry, outcome.finished, "refreshed");
+          info.source = "store";
+          return outcome.finished;
+        }
         continue;
       }
       let keepClaim = false;
@@ -211,17 +307,24 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
         if ((current?.generation ?? 0) !== claim.generation) continue;
         const startedAt = clock.now();
         const res = await callUpstream(entry, current, signal);
-        entry.refresh.unsaved = {
+        const renewal: LiveRecord = {
           key: entry.key,
           generation: (current?.generation ?? 0) + 1,
           reason: entry.key.kind === "grant" ? "granted" : "refreshed",
           tokens: renewedTokens(current?.tokens, res, startedAt, prov.lifetime),
         };
+        entry.refresh.unsaved = renewal;
+        // The refresh token is spent: the claim says so, with what replaced it, before the save.
+        claim = await store
+          .renewClaim(claim, clock.now() + opts.claimLeaseMs, renewal, { signal })
+          .then((renewed) => renewed ?? claim)
+          .catch(() => claim);
         try {
           return await saveUnsaved(entry);
         } catch (err) {
-          // The old refresh token is spent: nobody else may redeem it while ours is unsaved.
+          // Nobody else may redeem the spent token while ours is unsaved: keep the claim alive.
           keepClaim = entry.refresh.unsaved !== undefined;
+          if (keepClaim) holdClaim(entry, claim);
           throw err;
         }
       } finally {

@@ -12,6 +12,8 @@ export const errorCodes = [
   "INVALID_BINDING",
   "UPSTREAM_UNAVAILABLE",
   "STORE_UNAVAILABLE",
+  /** A stored token exists but cannot be opened (keys, tampering): not transient. */
+  "TOKEN_UNREADABLE",
   "INVALID_ARGUMENT",
   "RESOURCE_EXHAUSTED",
   "SHUTTING_DOWN",

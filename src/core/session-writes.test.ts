@@ -5,20 +5,26 @@ import test, { type ExecutionContext } from "ava";
 import { deferred, ok, transient } from "../../test/support/scripted-upstream.ts";
 import {
   EXPIRED_AT,
+  grants,
   type Harness,
   hour,
   idle,
   noSurprises,
   nothingLeft,
+  providers,
   q,
   seed,
   setup,
   tokens,
+  tuning,
   vendErr,
 } from "../../test/support/vendor-harness.ts";
 import { watchStream } from "../../test/support/watch-stream.ts";
 import { TokenVendError } from "./errors.ts";
-import { sessionKey } from "./token.ts";
+import { noopLogger } from "./logger.ts";
+import { keyId, sessionKey, type TokenKey } from "./token.ts";
+import { type StoreCallOptions, UnreadableRecordError } from "./token-store.ts";
+import { createTokenVendor } from "./token-vendor.ts";
 
 test("revokeSession: later lookups are SESSION_NOT_FOUND; the refresh token is revoked upstream", async (t) => {
   const h = setup();
@@ -106,12 +112,13 @@ test("revokeSession without revokeUpstream calls no provider; an unknown session
   t.is(h.upstream.count(), 0);
 });
 
-test("a refresh in flight during revocation does not resurrect the session", async (t) => {
+test("a refresh in flight during revocation does not resurrect the session, and its tokens are revoked at the provider", async (t) => {
   const h = setup();
   await seed(h);
   await h.clock.advanceTo(EXPIRED_AT);
   const d = deferred();
   h.upstream.script("refresh", d);
+  h.upstream.script("revoke", ok());
   const p = h.vendor.getValidTokens(q);
   await d.called;
   await h.vendor.revokeSession({ sessionId: "s1", revokeUpstream: false });
@@ -120,7 +127,12 @@ test("a refresh in flight during revocation does not resurrect the session", asy
   const active = await h.store.getActive(sessionKey("s1", "idp"));
   t.is(active?.reason, "revoked");
   await vendErr(t, h.vendor.getValidTokens(q), "SESSION_NOT_FOUND");
-  t.is(h.upstream.count(), 1);
+  t.is(h.upstream.count("refresh"), 1);
+  // The renewal lost to the revocation: its refresh token would otherwise stay live, unused.
+  t.deepEqual(
+    h.upstream.calls("revoke").map((c) => c.request.token),
+    ["rt-2"],
+  );
   noSurprises(t, h);
 });
 
@@ -174,4 +186,48 @@ test("a refresh in flight across a revocation and a new login leaves no timer on
   const h = setup();
   await refreshAcrossRevocationAndLogin(t, h);
   t.deepEqual(idle(h), nothingLeft);
+});
+
+test("a session whose stored token does not open: reads are TOKEN_UNREADABLE, logged as an error; it can still be revoked, and stored over", async (t) => {
+  const unreadable: string[] = [];
+  const h = setup();
+  const lost = sessionKey("s1", "idp");
+  const store = {
+    ...h.store,
+    async getActive(key: TokenKey, o?: StoreCallOptions) {
+      if (keyId(key) === keyId(lost) && (await h.store.getActive(key, o))?.generation === 1) {
+        unreadable.push(keyId(key));
+        throw new UnreadableRecordError("DECRYPT_FAILED", "a value does not open");
+      }
+      return h.store.getActive(key, o);
+    },
+  };
+  const logged: object[] = [];
+  const logger = { ...noopLogger, error: (o: object) => logged.push(o) };
+  const vendor = createTokenVendor({
+    ...tuning,
+    store,
+    upstream: h.upstream,
+    providers,
+    grants,
+    clock: h.clock,
+    logger,
+    signal: h.service.signal,
+  });
+  await seed(h);
+  await vendErr(t, vendor.getValidTokens(q), "TOKEN_UNREADABLE");
+  t.like(logged[0], { reason: "DECRYPT_FAILED" });
+  // Revoked without opening it; its token cannot be revoked at the provider, and that is said.
+  const res = await vendor.revokeSession({ sessionId: "s1", revokeUpstream: true });
+  t.deepEqual(res.revokedProviders, ["idp"]);
+  t.deepEqual(
+    res.upstreamFailures.map((f) => f.code),
+    ["TOKEN_UNREADABLE"],
+  );
+  t.is((await h.store.getActive(lost))?.reason, "revoked");
+  // A new login goes above it.
+  t.is(await vendor.storeUpstreamTokens({ ...q, tokens: tokens({ accessToken: "again" }) }), 3);
+  t.is((await vendor.getValidTokens(q)).tokens.accessToken, "again");
+  t.is(h.upstream.count(), 0);
+  await vendor.close();
 });

@@ -2,21 +2,24 @@
 // generation, and revocation (a tombstone generation that hides all below it,
 // then RFC 7009 revocation at the provider when asked). Both insert the next
 // generation against the unique (key, generation) index and retry a lost race
-// on the new active one.
+// on the new active one. The next generation number is found without opening
+// anything, so a session whose newest document cannot be opened (a lost key)
+// can still be overwritten or revoked.
 
 import type { Catalog } from "./catalog.ts";
-import { notOwnerError, TokenVendError } from "./errors.ts";
+import { isTokenVendError, notOwnerError, TokenVendError } from "./errors.ts";
 import type { KeyCache, KeyEntry } from "./key-cache.ts";
 import { errorText, type Logger } from "./logger.ts";
 import {
   isLive,
+  keyId,
   type LiveRecord,
   sessionKey,
   type TokenKey,
   type TokenRecord,
   type TokenSet,
 } from "./token.ts";
-import type { StoreCallOptions, TokenStore } from "./token-store.ts";
+import type { KeyGeneration, StoreCallOptions, TokenStore } from "./token-store.ts";
 import type { WatchReason } from "./token-stream.ts";
 import type { UpstreamClient } from "./upstream.ts";
 
@@ -73,19 +76,34 @@ const maxInsertRetries = 8;
 export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
   const { store, catalog, logger: log } = opts;
 
-  /** Inserts the next generation after whatever is active, retrying on lost races. */
+  /**
+   * Inserts the next generation after whatever is active, retrying on lost races. With
+   * `withPrevious`, also the generation it replaces, opened: undefined when it does not open.
+   */
   const insertNext = async <R extends TokenRecord>(
     key: TokenKey,
     make: (generation: number, previous: TokenRecord | undefined) => R,
     o: StoreCallOptions,
-  ): Promise<{ record: R; previous: TokenRecord | undefined }> => {
+    withPrevious = false,
+  ): Promise<{ record: R; previous: TokenRecord | undefined; unreadable: boolean }> => {
     for (let i = 0; i < maxInsertRetries; i++) {
-      const previous = await store.getActive(key, o);
-      const record = make((previous?.generation ?? 0) + 1, previous);
+      let previous: TokenRecord | undefined;
+      let unreadable = false;
+      let generation = (await store.activeGenerations([key], o)).get(keyId(key)) ?? 0;
+      if (withPrevious && generation > 0) {
+        try {
+          previous = await store.getActive(key, o);
+          generation = previous?.generation ?? generation;
+        } catch (err) {
+          if (!isTokenVendError(err, "TOKEN_UNREADABLE")) throw err;
+          unreadable = true;
+        }
+      }
+      const record = make(generation + 1, previous);
       const res = await store.insert(record, o);
       if (res.inserted) {
         void store.pruneBelow(key, record.generation).catch(() => {});
-        return { record, previous };
+        return { record, previous, unreadable };
       }
     }
     throw new TokenVendError("STORE_UNAVAILABLE", "too many concurrent writers for one key");
@@ -112,6 +130,23 @@ export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
     }
   };
 
+  /** NOT_OWNER, before anything is revoked, when a live session there belongs to another owner. */
+  const refuseOthers = async (
+    found: readonly KeyGeneration[],
+    owner: string,
+    signal: AbortSignal | undefined,
+  ) => {
+    for (const { key, revoked } of found) {
+      if (revoked) continue;
+      const r = await store.getActive(key, { signal }).catch((err: unknown) => {
+        // A document that does not open names no owner: revocable, as it is unreadable anyway.
+        if (isTokenVendError(err, "TOKEN_UNREADABLE")) return undefined;
+        throw err;
+      });
+      if (isLive(r) && r.tokens.owner !== owner) throw notOwnerError();
+    }
+  };
+
   return {
     async store(input, signal) {
       catalog.provider(input.provider);
@@ -120,13 +155,18 @@ export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
       const { record } = await insertNext(
         key,
         (generation, previous): LiveRecord => {
-          const owned = isLive(previous) ? previous.tokens.owner : undefined;
-          if (input.owner !== undefined && isLive(previous) && owned !== input.owner) {
+          // A session that does not open cannot name its owner: it may be stored over.
+          if (
+            isLive(previous) &&
+            input.owner !== undefined &&
+            previous.tokens.owner !== input.owner
+          ) {
             throw notOwnerError();
           }
           return { key, generation, reason: "stored", tokens: input.tokens };
         },
         { signal },
+        input.owner !== undefined,
       );
       opts.adopt(entry, record, "stored");
       return record.generation;
@@ -134,30 +174,35 @@ export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
 
     async revoke(q, signal) {
       if (q.provider !== undefined) catalog.provider(q.provider);
-      const records =
-        q.provider !== undefined
-          ? await store
-              .getActive(sessionKey(q.sessionId, q.provider), { signal })
-              .then((r) => (r ? [r] : []))
-          : await store.getSession(q.sessionId, { signal });
+      // Key and generation only: a document that does not open is revoked all the same.
+      const found = (await store.sessionGenerations(q.sessionId, { signal })).filter(
+        (g) =>
+          q.provider === undefined || (g.key.kind === "session" && g.key.provider === q.provider),
+      );
+      if (q.owner !== undefined) await refuseOthers(found, q.owner, signal);
       const revokedProviders: string[] = [];
       const upstreamFailures: ProviderFailure[] = [];
-      const theirs = records.some(
-        (r) => isLive(r) && q.owner !== undefined && r.tokens.owner !== q.owner,
-      );
-      if (theirs) throw notOwnerError();
-      for (const found of records) {
-        if (!isLive(found) || found.key.kind !== "session") continue;
-        const key = found.key;
-        const { previous } = await insertNext(
+      for (const { key, revoked } of found) {
+        if (revoked || key.kind !== "session") continue;
+        const upstream = q.revokeUpstream && catalog.hasProvider(key.provider);
+        const { previous, unreadable } = await insertNext(
           key,
           (generation) => ({ key, generation, reason: "revoked" }),
           { signal },
+          upstream,
         );
         opts.forget(key);
-        if (!isLive(previous)) continue;
+        // Revoked by someone else meanwhile: nothing was left to revoke.
+        if (previous !== undefined && !isLive(previous)) continue;
         revokedProviders.push(key.provider);
-        if (q.revokeUpstream && catalog.hasProvider(key.provider)) {
+        if (!upstream) continue;
+        if (unreadable) {
+          upstreamFailures.push({
+            provider: key.provider,
+            code: "TOKEN_UNREADABLE",
+            message: `the stored token cannot be opened, so it was not revoked at provider "${key.provider}"`,
+          });
+        } else if (isLive(previous)) {
           const failure = await revokeUpstream(key.provider, previous.tokens);
           if (failure !== undefined) upstreamFailures.push(failure);
         }

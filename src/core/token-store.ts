@@ -1,7 +1,7 @@
 // The storage port. Correctness relies only on "insert generation n of a key
 // succeeds for exactly one writer", which every adapter provides atomically.
 
-import type { TokenKey, TokenRecord } from "./token.ts";
+import type { GenerationReason, LiveRecord, TokenKey, TokenRecord } from "./token.ts";
 
 export interface StoreCallOptions {
   readonly signal?: AbortSignal | undefined;
@@ -20,6 +20,12 @@ export interface RefreshClaim {
   readonly owner: string;
   /** Wall-clock ms after which the claim is dead and may be taken over. */
   readonly leaseUntil: number;
+  /**
+   * Set by the holder once the provider answered: the refresh token is spent and this is what it
+   * obtained (its next generation). A dead claim that carries it is finished by storing it,
+   * never by redeeming the spent token again.
+   */
+  readonly renewal?: LiveRecord | undefined;
 }
 
 export type ClaimResult =
@@ -31,6 +37,54 @@ export interface ActivePage {
   readonly records: TokenRecord[];
   /** Pass as `after` for the next page; undefined after the last page. */
   readonly next: string | undefined;
+}
+
+/** A new generation of a key, written by any process. */
+export interface StoreChange {
+  /** keyId(key). */
+  readonly id: string;
+  readonly generation: number;
+  readonly reason: GenerationReason;
+}
+
+export interface ChangeBatch {
+  /** What changed since the previous read; a key may appear more than once, and again later. */
+  readonly changes: readonly StoreChange[];
+  /**
+   * The feed cannot vouch that nothing was missed since the previous read (its start, a resume
+   * point or the change log's window lost): every cached key must be checked again.
+   */
+  readonly gap: boolean;
+}
+
+/** Changes made by every process sharing the store, read by the generation sync. */
+export interface ChangeFeed {
+  /** How changes are learnt ("change-stream", "change-log"), once known; for logs and stats. */
+  readonly method: string | undefined;
+  read(opts?: StoreCallOptions): Promise<ChangeBatch>;
+  close(): Promise<void>;
+}
+
+/** A key's active generation, read without opening any token. */
+export interface KeyGeneration {
+  readonly key: TokenKey;
+  readonly generation: number;
+  readonly revoked: boolean;
+}
+
+/**
+ * A stored generation exists but cannot be opened: a key id the keyring lacks, key material that
+ * is not the one that sealed it, or a malformed document. Not transient: retrying cannot help.
+ */
+export class UnreadableRecordError extends Error {
+  override readonly name = "UnreadableRecordError";
+  /** Why (KEY_NOT_FOUND, DECRYPT_FAILED, MALFORMED, CORRUPT): a small closed set, for metrics. */
+  readonly reason: string;
+
+  constructor(reason: string, message: string, opts: { cause?: unknown } = {}) {
+    super(message, { cause: opts.cause });
+    this.reason = reason;
+  }
 }
 
 export interface SweepResult {
@@ -70,7 +124,7 @@ export interface TokenStore {
    * nothing is written and the existing one (the winner) is returned.
    */
   insert(record: TokenRecord, opts?: StoreCallOptions): Promise<InsertResult>;
-  /** The highest generation of each key (by keyId); absent keys are left out. */
+  /** The highest generation of each key (by keyId); absent keys are left out. Opens nothing. */
   activeGenerations(
     keys: readonly TokenKey[],
     opts?: StoreCallOptions,
@@ -84,6 +138,8 @@ export interface TokenStore {
     page: { readonly after?: string | undefined; readonly limit: number },
     opts?: StoreCallOptions,
   ): Promise<ActivePage>;
+  /** The active generation of every key of a session, in one round trip; opens nothing. */
+  sessionGenerations(sessionId: string, opts?: StoreCallOptions): Promise<KeyGeneration[]>;
   /** Deletes generations of `key` below `generation` (the sweeper's work). */
   pruneBelow(key: TokenKey, generation: number, opts?: StoreCallOptions): Promise<number>;
   /**
@@ -103,6 +159,22 @@ export interface TokenStore {
     q: UnusedQuery,
     opts?: StoreCallOptions,
   ): Promise<UnusedSession[]>;
+  /**
+   * The holder's heartbeat: moves the lease of this exact claim (same owner and lease) to
+   * `leaseUntil`, recording `renewal` when given. The claim as it now is, or undefined when it is
+   * no longer held as given (taken over).
+   */
+  renewClaim(
+    claim: RefreshClaim,
+    leaseUntil: number,
+    renewal: LiveRecord | undefined,
+    opts?: StoreCallOptions,
+  ): Promise<RefreshClaim | undefined>;
+  /**
+   * The feed of changes made by every process sharing the store; undefined for a store only this
+   * process writes. Opened once, by the generation sync.
+   */
+  openChangeFeed(): ChangeFeed | undefined;
   /** Deletes generations below each key's active one and claims whose lease ended before `now`. */
   sweep(now: number, opts?: StoreCallOptions): Promise<SweepResult>;
   close(): Promise<void>;

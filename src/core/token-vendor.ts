@@ -23,7 +23,7 @@ import { isTokenVendError, notFoundError, shuttingDownError, TokenVendError } fr
 import { startGenerationSync } from "./generation-sync.ts";
 import { createKeyCache, type KeyEntry } from "./key-cache.ts";
 import { refreshAt, tokenState, unusableAt } from "./lifetime.ts";
-import { noopLogger } from "./logger.ts";
+import { errorText, noopLogger } from "./logger.ts";
 import { createLookupCounter } from "./lookup-counter.ts";
 import { createRefreshTelemetry } from "./refresh-telemetry.ts";
 import { createRefresher } from "./refresher.ts";
@@ -81,9 +81,13 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   const random = opts.random ?? systemRandom;
   const logger = opts.logger ?? noopLogger;
   const serviceSignal = opts.signal;
-  const store = classifiedStore(opts.store);
   const catalog = createCatalog(opts.providers, opts.grants);
   const metrics = createVendorMetrics(opts.meter ?? noopMeter);
+  const store = classifiedStore(opts.store, (err) => {
+    // Not transient: an operator must look at the keys (docs/STORAGE.md, "Keys").
+    logger.error({ reason: err.reason, err: errorText(err) }, "a stored token cannot be opened");
+    metrics.unreadable.add(1, { [attr.unreadableReason]: err.reason });
+  });
   const telemetry = createRefreshTelemetry({ tracer: opts.tracer, metrics, clock });
   const lookups = createLookupCounter(metrics);
   const hub = createWatchHub<WatchEvent>({

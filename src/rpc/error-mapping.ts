@@ -25,6 +25,7 @@ export const grpcCodeOf: Readonly<Record<ErrorCode, Code>> = {
   INVALID_BINDING: Code.PermissionDenied, // subject / client id differ from the caller's expectation
   UPSTREAM_UNAVAILABLE: Code.Unavailable, // provider down or 5xx, and no valid token to serve
   STORE_UNAVAILABLE: Code.Unavailable, // token store down, and no cached token to serve
+  TOKEN_UNREADABLE: Code.DataLoss, // a stored token does not open with the keys (not retryable)
   INVALID_ARGUMENT: Code.InvalidArgument, // malformed request
   RESOURCE_EXHAUSTED: Code.ResourceExhausted, // stream limit of this replica reached
   SHUTTING_DOWN: Code.Unavailable, // this replica drains: reconnect elsewhere

@@ -24,6 +24,7 @@ import { type Logger, noopLogger } from "../core/logger.ts";
 import { keyId, type TokenRecord } from "../core/token.ts";
 import type {
   InsertResult,
+  KeyGeneration,
   StoreCallOptions,
   SweepResult,
   TokenStore,
@@ -48,7 +49,8 @@ import {
   writeAtomically,
 } from "./state-file.ts";
 import { StoreError } from "./store-error.ts";
-import { fromDocument, type TokenDocument, toDocument } from "./token-document.ts";
+import { documentKey, fromDocument, type TokenDocument, toDocument } from "./token-document.ts";
+import { openOrUnreadable } from "./unreadable.ts";
 import { pickUnused } from "./unused-sessions.ts";
 
 export interface FileStoreOptions {
@@ -199,7 +201,15 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
   };
 
   const decode = (doc: TokenDocument): TokenRecord =>
-    fromDocument(doc as unknown as Record<string, unknown>, keyring);
+    openOrUnreadable(() => fromDocument(doc as unknown as Record<string, unknown>, keyring));
+
+  /** Inside the write queue. */
+  const insertNow = async (record: TokenRecord): Promise<InsertResult> => {
+    const existing = keys.get(keyId(record.key))?.get(record.generation);
+    if (existing !== undefined) return { inserted: false, winner: decode(existing) };
+    await commit([toDocument(record, keyring, now())], []);
+    return { inserted: true };
+  };
 
   const store: FileStore = {
     kind: "file",
@@ -222,13 +232,20 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
       return out;
     },
 
+    async sessionGenerations(sessionId, callOpts) {
+      reading("sessionGenerations", callOpts);
+      const out: KeyGeneration[] = [];
+      for (const id of sessions.get(sessionId) ?? []) {
+        const d = top(id);
+        if (d === undefined) continue;
+        const key = documentKey(d as unknown as Record<string, unknown>);
+        out.push({ key, generation: d.generation, revoked: d.reason === "revoked" });
+      }
+      return out;
+    },
+
     insert(record, callOpts): Promise<InsertResult> {
-      return serialized("insert", callOpts?.signal, async () => {
-        const existing = keys.get(keyId(record.key))?.get(record.generation);
-        if (existing !== undefined) return { inserted: false, winner: decode(existing) };
-        await commit([toDocument(record, keyring, now())], []);
-        return { inserted: true };
-      });
+      return serialized("insert", callOpts?.signal, () => insertNow(record));
     },
 
     async activeGenerations(list, callOpts) {
@@ -290,8 +307,17 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
       return claims.release(c);
     },
 
+    async renewClaim(c, leaseUntil, renewal, callOpts) {
+      reading("renewClaim", callOpts);
+      return claims.renew(c, leaseUntil, renewal);
+    },
+
+    openChangeFeed: () => undefined,
+
     sweep(nowMs, callOpts): Promise<SweepResult> {
       return serialized("sweep", callOpts?.signal, async () => {
+        const dead = claims.sweep(nowMs);
+        for (const r of dead.renewals) await insertNow(r);
         const old: TokenDocument[] = [];
         for (const [id, gens] of keys) {
           const t = top(id);
@@ -299,7 +325,7 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
             if (t !== undefined && d.generation < t.generation) old.push(d);
         }
         if (old.length > 0) await commit([], old);
-        return { generations: old.length, claims: claims.sweep(nowMs) };
+        return { generations: old.length, claims: dead.dead };
       });
     },
 

@@ -1,7 +1,7 @@
 // The embedded default: one process, nothing to install, nothing kept across restarts.
 
 import { keyId, type TokenKey, type TokenRecord } from "../core/token.ts";
-import type { InsertResult, TokenStore } from "../core/token-store.ts";
+import type { InsertResult, KeyGeneration, TokenStore } from "../core/token-store.ts";
 import { pageOfIds } from "./active-page.ts";
 import { createClaimTable } from "./claim-table.ts";
 import { pickUnused } from "./unused-sessions.ts";
@@ -22,6 +22,27 @@ export function createMemoryStore(): TokenStore {
     return best;
   };
 
+  const insert = async (record: TokenRecord): Promise<InsertResult> => {
+    const id = keyId(record.key);
+    let gens = keys.get(id);
+    if (gens === undefined) {
+      gens = new Map();
+      keys.set(id, gens);
+      if (record.key.kind === "session") {
+        let s = sessions.get(record.key.sessionId);
+        if (s === undefined) {
+          s = new Set();
+          sessions.set(record.key.sessionId, s);
+        }
+        s.add(id);
+      }
+    }
+    const existing = gens.get(record.generation);
+    if (existing !== undefined) return { inserted: false, winner: existing };
+    gens.set(record.generation, record);
+    return { inserted: true };
+  };
+
   return {
     kind: "memory",
     shared: false, // this process's memory: nobody else writes it
@@ -36,26 +57,16 @@ export function createMemoryStore(): TokenStore {
       }
       return out;
     },
-    async insert(record): Promise<InsertResult> {
-      const id = keyId(record.key);
-      let gens = keys.get(id);
-      if (gens === undefined) {
-        gens = new Map();
-        keys.set(id, gens);
-        if (record.key.kind === "session") {
-          let s = sessions.get(record.key.sessionId);
-          if (s === undefined) {
-            s = new Set();
-            sessions.set(record.key.sessionId, s);
-          }
-          s.add(id);
-        }
+    async sessionGenerations(sessionId) {
+      const out: KeyGeneration[] = [];
+      for (const id of sessions.get(sessionId) ?? []) {
+        const r = active(id);
+        if (r !== undefined)
+          out.push({ key: r.key, generation: r.generation, revoked: r.reason === "revoked" });
       }
-      const existing = gens.get(record.generation);
-      if (existing !== undefined) return { inserted: false, winner: existing };
-      gens.set(record.generation, record);
-      return { inserted: true };
+      return out;
     },
+    insert,
     async activeGenerations(list: readonly TokenKey[]) {
       const out = new Map<string, number>();
       for (const key of list) {
@@ -102,13 +113,19 @@ export function createMemoryStore(): TokenStore {
     async releaseClaim(c) {
       return claims.release(c);
     },
+    async renewClaim(c, leaseUntil, renewal) {
+      return claims.renew(c, leaseUntil, renewal);
+    },
+    openChangeFeed: () => undefined,
     async sweep(now) {
+      const dead = claims.sweep(now);
+      for (const r of dead.renewals) await insert(r);
       let generations = 0;
       for (const [id, gens] of keys) {
         const top = active(id)?.generation ?? 0;
         for (const g of [...gens.keys()]) if (g < top && gens.delete(g)) generations++;
       }
-      return { generations, claims: claims.sweep(now) };
+      return { generations, claims: dead.dead };
     },
     async close() {
       keys.clear();

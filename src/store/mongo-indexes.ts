@@ -13,10 +13,13 @@ import { type MongoRun, withSignal } from "./mongo-command.ts";
 export const KEY_GENERATION_INDEX = "key_generation";
 /** On tokens: getSession's one query. */
 export const SESSION_INDEX = "session_id";
+/** On changes: a reader's window (MongoDB uses it; FerretDB scans the small log anyway). */
+export const CHANGE_TIME_INDEX = "at";
 
 export interface IndexesOptions {
   readonly tokens: Collection<Document>;
   readonly claims: Collection<Document>;
+  readonly changes: Collection<Document>;
   readonly run: MongoRun;
   readonly logger: Logger;
   /** For the log line. */
@@ -28,7 +31,7 @@ export interface IndexesOptions {
 export function createEnsureIndexes(
   opts: IndexesOptions,
 ): (callOpts?: StoreCallOptions) => Promise<void> {
-  const { tokens, claims, run, logger } = opts;
+  const { tokens, claims, changes, run, logger } = opts;
   let indexes: Promise<void> | undefined;
   return (callOpts) => {
     indexes ??= (async () => {
@@ -36,6 +39,7 @@ export function createEnsureIndexes(
         [tokens, { key: 1, generation: 1 }, { name: KEY_GENERATION_INDEX, unique: true }],
         [tokens, { sessionId: 1 }, { name: SESSION_INDEX }],
         [claims, { key: 1, generation: 1 }, { name: KEY_GENERATION_INDEX, unique: true }],
+        [changes, { at: 1 }, { name: CHANGE_TIME_INDEX, unique: false }],
       ] as const;
       for (const [col, spec, options] of specs) {
         await run(`createIndex ${col.collectionName}.${options.name}`, undefined, (signal) =>

@@ -6,30 +6,40 @@
 // no $group/$expr (FerretDB v1 lacks them): reductions to "highest generation" run here.
 //
 // Collections (names carry `collectionPrefix`):
-//   tokens  one document per (key, generation), unique index `key_generation` {key:1, generation:1}
-//           and `session_id` {sessionId:1}; token fields sealed (./sealing.ts, ./token-document.ts)
-//   claims  one document per claimed (key, generation), unique index `key_generation`
-// See docs/STORAGE.md for the fields and rules.
+//   tokens   one document per (key, generation), unique index `key_generation` {key:1, generation:1}
+//            and `session_id` {sessionId:1}; token fields sealed (./sealing.ts, ./token-document.ts)
+//   claims   one document per claimed (key, generation), unique index `key_generation`
+//   changes  the change log, on servers without change streams (./mongo-change-log.ts)
+//   keys     one check value per key id (./mongo-keys.ts)
+// See docs/STORAGE.md for the fields and rules, and for the write and read concerns: every
+// collection is used with write concern majority and read concern majority, so nothing that
+// decides correctness is acknowledged or read before it can no longer roll back.
 //
 // This file holds the adapter and the token reads and writes; beside it: the client
 // (./mongo-client.ts), how one command runs (./mongo-command.ts), error classification
-// (./mongo-errors.ts), indexes (./mongo-indexes.ts), claims (./mongo-claims.ts), the paged
-// sweep of old generations (./mongo-sweep.ts) and re-encryption (./mongo-reencrypt.ts).
+// (./mongo-errors.ts), indexes (./mongo-indexes.ts), claims (./mongo-claims.ts), the change
+// feeds (./mongo-feed.ts, ./mongo-change-stream.ts, ./mongo-change-log.ts), the key check
+// (./mongo-keys.ts), the paged sweep of old generations (./mongo-sweep.ts) and re-encryption
+// (./mongo-reencrypt.ts).
 
 import type { Collection, Document, MongoClient, MongoClientOptions } from "mongodb";
 import { type Logger, noopLogger } from "../core/logger.ts";
-import { keyId, type TokenRecord } from "../core/token.ts";
+import { keyId } from "../core/token.ts";
 import type {
   InsertResult,
+  KeyGeneration,
   StoreCallOptions,
   SweepResult,
   TokenStore,
 } from "../core/token-store.ts";
+import { createChangeLog } from "./mongo-change-log.ts";
 import { createMongoClaims } from "./mongo-claims.ts";
 import { storeClient } from "./mongo-client.ts";
-import { createMongoRun, withSignal } from "./mongo-command.ts";
-import { isDuplicateKey } from "./mongo-errors.ts";
+import { createMongoRun } from "./mongo-command.ts";
+import { fromMongo, highestPerKey, toMongo } from "./mongo-documents.ts";
+import { createStoreFeed, type FeedMethod } from "./mongo-feed.ts";
 import { createEnsureIndexes } from "./mongo-indexes.ts";
+import type { KeyCheck } from "./mongo-keys.ts";
 import { createListActive } from "./mongo-list.ts";
 import { reencryptTokens } from "./mongo-reencrypt.ts";
 import {
@@ -39,10 +49,11 @@ import {
 } from "./mongo-replicas.ts";
 import { createGenerationSweep } from "./mongo-sweep.ts";
 import { createUnusedSessions } from "./mongo-unused.ts";
+import { createMongoWrites } from "./mongo-writes.ts";
 import type { ReencryptOptions, ReencryptReport } from "./reseal.ts";
 import type { Keyring } from "./sealing.ts";
 import { StoreError } from "./store-error.ts";
-import { fromDocument, type TokenDocument, toDocument } from "./token-document.ts";
+import { documentKey } from "./token-document.ts";
 
 export interface MongoStoreOptions {
   /** A client (not closed by close()) or a connection string (the store owns that client). */
@@ -68,6 +79,15 @@ export interface MongoStoreOptions {
   readonly sweepMaxPages?: number | undefined;
   /** Documents per reencrypt() page. Default 500. */
   readonly reencryptPageSize?: number | undefined;
+  /**
+   * The change log (servers without change streams): how far back a reader looks past its
+   * previous read (writers' clock skew and write latency), and how long records are kept.
+   * Defaults 5 000 and 120 000 ms.
+   */
+  readonly changeLogMarginMs?: number | undefined;
+  readonly changeLogRetentionMs?: number | undefined;
+  /** "auto" (default): change streams where the server has them; "change-log": never. */
+  readonly changeFeed?: "auto" | "change-log" | undefined;
   /** Wall clock for `createdAt` (default Date.now). */
   readonly now?: (() => number) | undefined;
 }
@@ -77,9 +97,17 @@ export interface MongoStore extends TokenStore {
   readonly shared: true;
   /**
    * Creates the indexes, one createIndexes command each; idempotent. Runs once per store (again
-   * after a failure); writes wait for it. Call it at startup to fail fast.
+   * after a failure).
    */
   ensureIndexes(opts?: StoreCallOptions): Promise<void>;
+  /**
+   * The start-up work writes wait for: the indexes, the key check (SealingError KEY_MISMATCH
+   * when a key id's material is not the recorded one) and the choice of change feed. Runs once
+   * (again after a failure). Call it at startup to fail fast.
+   */
+  prepare(opts?: StoreCallOptions): Promise<void>;
+  /** The change feed chosen by prepare(), once it ran. */
+  readonly feedMethod: FeedMethod | undefined;
   /**
    * Rewrites every document with a value sealed under a key other than the keyring's primary with
    * the primary key, in pages (./mongo-reencrypt.ts). Documents it cannot open (key not in the
@@ -92,10 +120,20 @@ export interface MongoStore extends TokenStore {
 
 export const TOKENS_COLLECTION = "tokens";
 export const CLAIMS_COLLECTION = "claims";
+export const CHANGES_COLLECTION = "changes";
+export const KEYS_COLLECTION = "keys";
 
 const DEFAULT_OPERATION_TIMEOUT_MS = 10_000;
 /** Keys per `$in` query of activeGenerations; 1000 keys are one command. */
 const IN_CHUNK = 1_000;
+/** Reads of a duplicate's winner that find it not yet majority-committed, and their pause. */
+const WINNER_READS = 5;
+const WINNER_PAUSE_MS = 20;
+/** Correctness-deciding writes and reads: nothing acknowledged or seen that can roll back. */
+const MAJORITY = {
+  writeConcern: { w: "majority" },
+  readConcern: { level: "majority" },
+} as const;
 /** A first batch this large keeps a whole answer in one command (no getMore) up to 16 MB. */
 const ONE_BATCH = 100_000;
 
@@ -118,30 +156,56 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
   const sweepPageSize = positiveInt("sweepPageSize", opts.sweepPageSize, 1_000);
   const sweepMaxPages = positiveInt("sweepMaxPages", opts.sweepMaxPages, 10);
   const reencryptPage = positiveInt("reencryptPageSize", opts.reencryptPageSize, 500);
+  const marginMs = positiveInt("changeLogMarginMs", opts.changeLogMarginMs, 5_000);
+  const retentionMs = positiveInt("changeLogRetentionMs", opts.changeLogRetentionMs, 120_000);
+  if (retentionMs < 4 * marginMs) {
+    throw new RangeError("changeLogRetentionMs must be at least 4 × changeLogMarginMs");
+  }
   const keyring = opts.keyring;
   const logger = opts.logger ?? noopLogger;
   const now = opts.now ?? Date.now;
 
   const { client, owned } = storeClient(opts.client, opts.clientOptions);
   const db = client.db(opts.dbName);
-  const tokens: Collection<Document> = db.collection(`${prefix}${TOKENS_COLLECTION}`);
-  const claims: Collection<Document> = db.collection(`${prefix}${CLAIMS_COLLECTION}`);
+  const tokens: Collection<Document> = db.collection(`${prefix}${TOKENS_COLLECTION}`, MAJORITY);
+  const claims: Collection<Document> = db.collection(`${prefix}${CLAIMS_COLLECTION}`, MAJORITY);
+  const changes: Collection<Document> = db.collection(`${prefix}${CHANGES_COLLECTION}`, MAJORITY);
+  const keys: Collection<KeyCheck> = db.collection(`${prefix}${KEYS_COLLECTION}`, MAJORITY);
 
   let closed = false;
   const run = createMongoRun(timeoutMs, () => closed);
   const ensureIndexes = createEnsureIndexes({
     tokens,
     claims,
+    changes,
     run,
     logger,
     dbName: opts.dbName,
     prefix,
   });
+  const changeLog = createChangeLog({ changes, run, now, marginMs, retentionMs });
+  const writes = createMongoWrites({
+    db,
+    tokens,
+    keys,
+    changeLog,
+    run,
+    ensureIndexes,
+    keyring,
+    logger,
+    now,
+    changeLogOnly: opts.changeFeed === "change-log",
+  });
+  const { prepare, insertDoc } = writes;
   const claimOps = createMongoClaims({
     claims,
     run,
-    ensureIndexes,
+    ready: prepare,
+    keyring,
     now,
+    finish: async (doc, callOpts) => {
+      await insertDoc(doc, callOpts);
+    },
     sweepPageSize,
     sweepMaxPages,
   });
@@ -169,10 +233,14 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
       keyring,
       now,
     }),
+    prepare,
+    get feedMethod() {
+      return writes.feedMethod;
+    },
 
     async getActive(key, callOpts) {
       const doc = await run("getActive", callOpts, (signal) => readActive(keyId(key), signal));
-      return doc === undefined ? undefined : decode(doc, keyring);
+      return doc === undefined ? undefined : fromMongo(doc, keyring);
     },
 
     async getSession(sessionId, callOpts) {
@@ -181,41 +249,62 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
       const docs = await run("getSession", callOpts, (signal) =>
         tokens.find({ sessionId }, { batchSize: ONE_BATCH, signal }).toArray(),
       );
-      const top = new Map<string, Document>();
-      for (const d of docs) {
-        const best = top.get(d.key);
-        if (best === undefined || d.generation > best.generation) top.set(d.key, d);
-      }
-      return [...top.values()].map((d) => decode(d, keyring));
+      return highestPerKey(docs).map((d) => fromMongo(d, keyring));
+    },
+
+    async sessionGenerations(sessionId, callOpts) {
+      const docs = await run("sessionGenerations", callOpts, (signal) =>
+        tokens
+          .find(
+            { sessionId },
+            {
+              projection: {
+                _id: 0,
+                key: 1,
+                kind: 1,
+                sessionId: 1,
+                provider: 1,
+                generation: 1,
+                reason: 1,
+              },
+              batchSize: ONE_BATCH,
+              signal,
+            },
+          )
+          .toArray(),
+      );
+      return highestPerKey(docs).map(
+        (d): KeyGeneration => ({
+          key: documentKey(d),
+          generation: d.generation,
+          revoked: d.reason === "revoked",
+        }),
+      );
     },
 
     async insert(record, callOpts): Promise<InsertResult> {
-      await ensureIndexes(callOpts);
-      const doc = toMongo(toDocument(record, keyring, now()));
-      const duplicate = await run("insert", callOpts, async (signal) => {
-        try {
-          await tokens.insertOne(doc, withSignal({}, signal));
-          return false;
-        } catch (err) {
-          if (isDuplicateKey(err)) return true;
-          throw err;
-        }
-      });
-      if (!duplicate) return { inserted: true };
+      if (await insertDoc(toMongo(record, keyring, now()), callOpts)) return { inserted: true };
       // Lost the race for this generation: read and return the winner (the recovery flow).
       const id = keyId(record.key);
-      const winner = await run("insert (read winner)", callOpts, async (signal) => {
-        const exact = await tokens.findOne({ key: id, generation: record.generation }, { signal });
-        // Pruned meanwhile: only possible once a higher generation exists, which is newer still.
-        return exact ?? (await readActive(id, signal));
-      });
-      if (winner === null || winner === undefined) {
-        throw new StoreError(
-          "CONTENDED",
-          "insert: the generation exists but neither it nor a later one could be read",
-        );
+      for (let i = 0; i < WINNER_READS; i++) {
+        const winner = await run("insert (read winner)", callOpts, async (signal) => {
+          const exact = await tokens.findOne(
+            { key: id, generation: record.generation },
+            { signal },
+          );
+          // Pruned meanwhile: only possible once a higher generation exists, which is newer still.
+          return exact ?? (await readActive(id, signal));
+        });
+        if (winner !== null && winner !== undefined) {
+          return { inserted: false, winner: fromMongo(winner, keyring) };
+        }
+        // The winner's insert is not majority-committed yet: a majority read does not see it.
+        await new Promise((resolve) => setTimeout(resolve, WINNER_PAUSE_MS * (i + 1)));
       }
-      return { inserted: false, winner: decode(winner, keyring) };
+      throw new StoreError(
+        "CONTENDED",
+        "insert: the generation exists but neither it nor a later one could be read",
+      );
     },
 
     async activeGenerations(list, callOpts) {
@@ -227,7 +316,8 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
         const docs = await run("activeGenerations", callOpts, (signal) =>
           tokens
             .find(
-              { key: { $in: chunk } },
+              // One key: equality, which FerretDB pushes down to its backend; $in it does not.
+              chunk.length === 1 ? { key: chunk[0] } : { key: { $in: chunk } },
               { projection: { _id: 0, key: 1, generation: 1 }, batchSize: ONE_BATCH, signal },
             )
             .toArray(),
@@ -242,25 +332,40 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
       return out;
     },
 
-    listActive: createListActive({ tokens, run, decode: (d) => decode(d, keyring) }),
+    listActive: createListActive({ tokens, run, decode: (d) => fromMongo(d, keyring) }),
 
-    async pruneBelow(key, generation, callOpts) {
-      const res = await run("pruneBelow", callOpts, (signal) =>
-        tokens.deleteMany(
-          { key: keyId(key), generation: { $lt: generation } },
-          withSignal({}, signal),
-        ),
-      );
-      return res.deletedCount;
-    },
+    pruneBelow: (key, generation, callOpts) => writes.pruneBelow(keyId(key), generation, callOpts),
 
     unusedSessions: createUnusedSessions({ tokens, run }),
     claim: claimOps.claim,
     releaseClaim: claimOps.releaseClaim,
+    renewClaim: claimOps.renewClaim,
+
+    openChangeFeed: () =>
+      createStoreFeed({
+        tokens,
+        changeLog,
+        logger,
+        method: async (callOpts) => {
+          await prepare(callOpts);
+          return writes.feedMethod as FeedMethod;
+        },
+        awaitMs: 500,
+        maxBuffered: 100_000,
+      }),
 
     async sweep(nowMs, callOpts): Promise<SweepResult> {
-      const generations = await sweepGenerations(callOpts);
-      return { generations, claims: await claimOps.sweepDead(nowMs, callOpts) };
+      const claimsSwept = await claimOps.sweepDead(nowMs, callOpts);
+      await prepare(callOpts);
+      // With the change log (FerretDB: every lookup a scan), the prunes this store still owes
+      // (./mongo-writes.ts); with change streams, the paged walk over the tokens (MongoDB's
+      // indexes serve it).
+      const generations =
+        writes.feedMethod === "change-log"
+          ? await writes.prunePending(callOpts)
+          : await sweepGenerations(callOpts);
+      if (writes.feedMethod === "change-log") await changeLog.sweep(callOpts);
+      return { generations, claims: claimsSwept };
     },
 
     reencrypt(callOpts) {
@@ -283,21 +388,4 @@ function positiveInt(name: string, value: number | undefined, fallback: number):
     throw new RangeError(`${name} must be a positive integer, got ${value}`);
   }
   return value;
-}
-
-/** Times are BSON dates in MongoDB, epoch ms in the shared document form. */
-function toMongo(doc: TokenDocument): Document {
-  const out: Document = { ...doc, createdAt: new Date(doc.createdAt) };
-  if (doc.issuedAt !== undefined) out.issuedAt = new Date(doc.issuedAt);
-  if (doc.expiresAt !== undefined) out.expiresAt = new Date(doc.expiresAt);
-  return out;
-}
-
-function decode(doc: Document, keyring: Keyring): TokenRecord {
-  const plain: Record<string, unknown> = { ...doc };
-  for (const f of ["issuedAt", "expiresAt", "createdAt"]) {
-    const v = plain[f];
-    if (v instanceof Date) plain[f] = v.getTime();
-  }
-  return fromDocument(plain, keyring);
 }

@@ -19,7 +19,13 @@ import {
 export type StoreSettings =
   | { readonly kind: "memory" }
   /** `uri` may hold credentials: never log it. */
-  | { readonly kind: "mongo"; readonly uri: string; readonly dbName: string }
+  | {
+      readonly kind: "mongo";
+      readonly uri: string;
+      readonly dbName: string;
+      readonly changeLogMarginMs?: number | undefined;
+      readonly changeLogRetentionMs?: number | undefined;
+    }
   | { readonly kind: "file"; readonly dir: string };
 
 /** Where the keys come from: the text keys first, then the files; the first key seals. */
@@ -66,14 +72,28 @@ export async function openStore(opts: OpenStoreOptions): Promise<TokenStore> {
     return createFileStore({ dir: s.dir, keyring, logger });
   }
   const { createMongoStore } = await import("./mongo-store.ts");
-  const store = createMongoStore({ client: s.uri, dbName: s.dbName, keyring, logger });
-  // Indexes are ensured in the background: an unreachable MongoDB at start is
-  // retried by the driver, and cached tokens do not need it.
-  store.ensureIndexes().catch((err: unknown) => {
+  const store = createMongoStore({
+    client: s.uri,
+    dbName: s.dbName,
+    keyring,
+    logger,
+    changeLogMarginMs: s.changeLogMarginMs,
+    changeLogRetentionMs: s.changeLogRetentionMs,
+  });
+  // Indexes, the key check and the change feed, before serving: a key whose material differs
+  // from the one recorded for its id refuses the start. A MongoDB unreachable at start is not a
+  // reason to refuse it (cached tokens do not need it): writes wait for this work to succeed.
+  try {
+    await store.prepare();
+  } catch (err) {
+    if (err instanceof SealingError) {
+      await store.close();
+      throw err;
+    }
     logger.warn(
       { err: err instanceof Error ? err.message : String(err) },
-      "could not ensure MongoDB indexes yet",
+      "could not prepare the MongoDB store yet (indexes, key check, change feed); writes will retry",
     );
-  });
+  }
   return store;
 }

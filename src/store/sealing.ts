@@ -13,6 +13,7 @@
 import {
   createCipheriv,
   createDecipheriv,
+  createHmac,
   createSecretKey,
   type KeyObject,
   randomBytes,
@@ -29,6 +30,8 @@ export const sealingErrorCodes = [
   "DECRYPT_FAILED",
   /** The value is not a sealed value of a format this version reads. */
   "MALFORMED",
+  /** A key id's material is not the one the store recorded for it (the key check at start). */
+  "KEY_MISMATCH",
 ] as const;
 
 export type SealingErrorCode = (typeof sealingErrorCodes)[number];
@@ -60,6 +63,11 @@ export interface Keyring {
   seal(plaintext: string, aad: string): string;
   /** Opens a value sealed under any key of the ring, with the same associated data. */
   open(sealed: string, aad: string): string;
+  /**
+   * A check value of key `id` (HMAC-SHA256 of a fixed label, base64url): the same for the same
+   * key material, and telling nothing about it. Stores record it per key id at first use.
+   */
+  checkValue(id: string): string;
 }
 
 const FORMAT = "v1";
@@ -112,6 +120,13 @@ export function createKeyring(keys: readonly KeyringKey[]): Keyring {
     primaryId,
     ids,
     has: (id) => byId.has(id),
+    checkValue(id) {
+      const key = byId.get(id);
+      if (key === undefined) {
+        throw new SealingError("KEY_NOT_FOUND", `key id "${id}" is not in the keyring`);
+      }
+      return createHmac("sha256", key).update("tokenvend key check v1").digest("base64url");
+    },
     seal(plaintext, aad) {
       const header = `${FORMAT}:${primaryId}:`;
       const iv = randomBytes(IV_BYTES);

@@ -43,6 +43,7 @@ export const attr = {
   sweepOutcome: "tokenvend.sweep.outcome",
   failureReason: "tokenvend.failure.reason",
   webhookOutcome: "tokenvend.webhook.outcome",
+  unreadableReason: "tokenvend.store.unreadable_reason",
 } as const;
 
 export type RefreshOutcome =
@@ -75,6 +76,7 @@ export interface VendorMetrics {
   readonly cacheLookups: ObservableCounter;
   readonly claimWaits: Counter;
   readonly claimTakeovers: Counter;
+  readonly unreadable: Counter;
   readonly streams: ObservableUpDownCounter;
   readonly watchers: ObservableUpDownCounter;
 }
@@ -102,6 +104,11 @@ export function createVendorMetrics(meter: Meter): VendorMetrics {
     claimTakeovers: meter.createCounter("tokenvend.claim.takeovers", {
       description: "Expired refresh claims of a stopped replica taken over by this one",
       unit: "{claim}",
+    }),
+    unreadable: meter.createCounter("tokenvend.store.unreadable", {
+      description:
+        "Stored tokens that could not be opened (key missing, other key material, altered document), by reason",
+      unit: "{read}",
     }),
     streams: meter.createObservableUpDownCounter("tokenvend.streams.active", {
       description: "WatchToken streams open on this replica",

@@ -28,6 +28,10 @@ export interface Cluster {
   proxy: DelayProxy;
   replicas: ServerProcess[];
   clients: ReturnType<typeof api>[];
+  /** The database the replicas share. */
+  db: string;
+  /** Starts one more replica of the cluster, with `env` over the cluster's. */
+  spawn(env?: Record<string, string>): Promise<ServerProcess>;
   store(
     sessionId: string,
     expiresInSec: number,
@@ -82,6 +86,12 @@ export async function startCluster(
     proxy,
     replicas,
     clients,
+    db,
+    async spawn(more = {}) {
+      const r = await spawnServer(yaml, { ...env, ...more });
+      t.teardown(() => r.kill("SIGKILL"));
+      return r;
+    },
     async store(sessionId, expiresInSec) {
       const minted = await idp.mintRefreshToken({ clientId: client.clientId, accountId: "alice" });
       await clients[0]!.storeUpstreamTokens(

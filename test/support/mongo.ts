@@ -1,6 +1,6 @@
 // The MongoDB the tests run against: a real MongoDB when MONGODB_URI is set (stop() leaves it
-// alone), otherwise a fresh FerretDB (SQLite backend, temp data dir) started for the caller and
-// removed again by stop().
+// alone), otherwise a fresh FerretDB on its PostgreSQL backend (a private PostgreSQL in a temp
+// data dir, scripts/ferretdb.ts) started for the caller and removed again by stop().
 
 import type { TestFn } from "ava";
 import { MongoClient } from "mongodb";
