@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import test from "ava";
 import { GetTokenRequestSchema } from "../gen/tokenvend/v1/token_service_pb.js";
+import { generateApiKey } from "../src/auth/index.ts";
 import { grantKey, sessionKey, type TokenRecord } from "../src/core/token.ts";
 import { createFileStore } from "../src/store/file-store.ts";
 import { createKeyring, generateKey, parseKeyring, parseKeys } from "../src/store/sealing.ts";
@@ -208,6 +209,36 @@ test("check-config leaves out every kind of secret a provider holds: rotated cli
   t.deepEqual(providers.rotating?.webhook, { url: "http://127.0.0.1:9/hook", secret: "set" });
   t.is(providers.signed?.privateKey, "set");
   t.is(providers.plain?.clientSecret, "set");
+});
+
+test("check-config leaves out the audit HMAC key and the API key hashes", async (t) => {
+  const config = fresh("config.yaml");
+  const hmacFile = fresh("audit-hmac");
+  const hmac = randomBytes(32);
+  await writeFile(hmacFile, hmac.toString("base64"));
+  const keysFile = fresh("api-keys.yaml");
+  const { entry } = generateApiKey("cron");
+  await writeFile(keysFile, `keys:\n  - id: ${entry.id}\n    sha256: ${entry.sha256}\n`);
+  await writeFile(
+    config,
+    [
+      "logLevel: warn",
+      `auth: { apiKeys: { file: ${keysFile} } }`,
+      "policy: { rules: [{ name: cron, callers: ['api-key:cron'], allow: [GetToken] }] }",
+      `audit: { sink: stdout, hmacKeyFile: ${hmacFile} }`,
+    ].join("\n"),
+  );
+  const res = await tokenvend(["check-config", "--config", config, "--json"]);
+  t.is(res.code, 0, res.stderr);
+  for (const secret of [hmac.toString("base64"), hmac.toString("hex"), entry.sha256]) {
+    t.false(res.stdout.includes(secret));
+  }
+  t.false(
+    res.stdout.includes(`${hmac[0]},${hmac[1]},${hmac[2]}`),
+    "not as a Buffer's bytes either",
+  );
+  const audit = (json(res.stdout).config as { audit: Record<string, unknown> }).audit;
+  t.is(audit.hmacKey, "set");
 });
 
 /** A file store in a fresh directory holding `records`, sealed under `keys`. */

@@ -13,29 +13,29 @@ import { printResult } from "./output.ts";
 
 /** The configuration as it can be shown: Maps as objects, secrets replaced by whether they are set. */
 export function describeConfig(config: Config, keyIds: readonly string[]): Record<string, unknown> {
-  const { store, encryptionKeys, encryptionKeyFiles, bootstrap, providers, grants, ...rest } =
-    config;
-  return {
+  const { store, encryptionKeys, encryptionKeyFiles, bootstrap, ...rest } = config;
+  return withoutSecrets({
     ...rest,
     store: storeLabel(config),
     encryptionKeyIds: keyIds,
-    providers: Object.fromEntries([...providers].map(([name, p]) => [name, withoutSecrets(p)])),
-    grants: Object.fromEntries(grants),
     bootstrap: {
       sessions: bootstrap.filter((b) => b.key.kind === "session").length,
       grants: bootstrap.filter((b) => b.key.kind === "grant").length,
     },
-  };
+  }) as Record<string, unknown>;
 }
 
-// Any field so named holds a secret (client secrets, private keys, webhook secrets): whatever
-// a provider's config gains later is covered by its name, not by a list kept here.
-const secretName = /secret|privatekey|password|passphrase/i;
+// Any field so named holds a secret (client secrets, private keys, webhook secrets, the audit
+// HMAC key, API key hashes): whatever the config gains later is covered by its name, not by a
+// list kept here. And anything that is not plain data (a Buffer, a KeyObject) is never shown.
+const secretName = /secret|private|password|passphrase|hmac|sha256|credential|token$/i;
 
 /** `value` with every secret replaced by whether it is set ("set", "none", "2 set"). */
 function withoutSecrets(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(withoutSecrets);
+  if (value instanceof Map) return withoutSecrets(Object.fromEntries(value));
   if (typeof value !== "object" || value === null) return value;
+  if (Object.getPrototypeOf(value) !== Object.prototype) return "set";
   return Object.fromEntries(
     Object.entries(value).map(([k, v]) => [
       k,
