@@ -144,12 +144,24 @@ test("a verified token is served from the cache until it expires, then refused",
   t.is(await reason(v.verify(token)), "TOKEN_EXPIRED");
 });
 
-test("an OIDC issuer may not mint a service-account subject, and a Kubernetes token's claims must match its subject", async (t) => {
+test("an OIDC issuer may not mint a subject shaped like another kind of caller (service account, API key, SPIFFE id, certificate subject), and a Kubernetes token's claims must match its subject", async (t) => {
   const issuer = await startJwksIssuer();
   t.teardown(issuer.stop);
   const oidc = verifier(issuer, () => Date.now(), { kind: "oidc" });
   t.is(await reason(oidc.verify(await issuer.sign({ name: "a" }))), "INVALID_CLAIMS");
+  for (const sub of [
+    "api-key:billing-cron",
+    "spiffe://example.org/ns/billing/x",
+    "CN=admin,O=corp",
+    "system:admin",
+  ]) {
+    t.is(await reason(oidc.verify(await issuer.sign({ claims: { sub } }))), "INVALID_CLAIMS", sub);
+  }
   t.is(await reason(oidc.verify(await issuer.sign({ claims: { sub: "user-1" } }))), "OK");
+  t.is(
+    await reason(oidc.verify(await issuer.sign({ claims: { sub: "alice@example.org" } }))),
+    "OK",
+  );
   const k8s = verifier(issuer, () => Date.now());
   const forged = await issuer.sign({
     name: "a",

@@ -52,6 +52,8 @@ export interface JwtVerifier {
 }
 
 const serviceAccount = /^system:serviceaccount:([^:]+):([^:]+)$/;
+/** The shapes of the other kinds of caller id (api-key:ID, spiffe://…, CN=…,O=…), and system:. */
+const otherKind = /^(?:api-key:|spiffe:\/\/|system:|[A-Za-z][A-Za-z0-9.]*=)/i;
 
 export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
   const byIssuer = new Map<string, { cfg: JwtIssuerConfig; keys: KeySet }>();
@@ -116,10 +118,12 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
           "a service-account token needs sub system:serviceaccount:NS:NAME matching its kubernetes.io claims",
         );
       }
-    } else if (sa !== null) {
+    } else if (sa !== null || otherKind.test(sub)) {
+      // Caller ids share one namespace with API keys, SPIFFE ids and certificate subjects: an
+      // OIDC subject shaped like one of them would match rules written for it.
       throw unauthenticated(
         "INVALID_CLAIMS",
-        `issuer ${cfg.issuer} is not a Kubernetes issuer and may not name a service account`,
+        `issuer ${cfg.issuer} is not a Kubernetes issuer and may not name a service account, an API key, a SPIFFE id or a certificate subject`,
       );
     }
     const expiresAt = (payload.exp as number) * 1000;
