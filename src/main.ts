@@ -10,7 +10,7 @@ import { metrics, trace } from "@opentelemetry/api";
 import { type Config, ConfigError, loadConfig } from "./config.ts";
 import type { TokenVendor } from "./core/token-vendor.ts";
 import { createLogger, type RootLogger } from "./log.ts";
-import { devRefusal, startRefusal } from "./refusals.ts";
+import { devConfigRefusal, devRefusal, startRefusal } from "./refusals.ts";
 import { startServer } from "./server.ts";
 import { SealingError } from "./store/sealing.ts";
 import { otelConfigured, preloadedSdk } from "./telemetry/bootstrap.ts";
@@ -56,10 +56,8 @@ export async function runService(opts: RunServiceOptions): Promise<void> {
     config = loadConfig({ env, readFile });
   }
 
-  if (!dev) {
-    const refused = startRefusal(config);
-    if (refused !== undefined) throw new ConfigError(refused);
-  }
+  const refused = dev ? devConfigRefusal(config) : startRefusal(config);
+  if (refused !== undefined) throw new ConfigError(refused);
   const log = createLogger(config.logLevel);
   if (dev) {
     log.warn(

@@ -42,6 +42,7 @@ const listenVariables = [
   "TOKENVEND_GRPC_LISTEN",
   "TOKENVEND_HTTP_LISTEN",
   "TOKENVEND_PROMETHEUS_LISTEN",
+  "TOKENVEND_HEALTH_LISTEN",
 ];
 
 export function devRefusal(env: Readonly<Record<string, string | undefined>>): string | undefined {
@@ -59,6 +60,16 @@ export function devRefusal(env: Readonly<Record<string, string | undefined>>): s
   });
   if (open.length > 0) {
     return `npm run dev listens on loopback only: ${open.map((v) => `${v}=${env[v]}`).join(", ")} is not`;
+  }
+  return undefined;
+}
+
+/** npm run dev with a config file: without caller authentication, every listener on loopback. */
+export function devConfigRefusal(config: Config): string | undefined {
+  if (config.auth.enabled) return undefined;
+  const open = listeners(config).filter(([, l]) => !isLoopback(l));
+  if (open.length > 0) {
+    return `npm run dev without caller authentication listens on loopback only; ${open.map(([k, l]) => `${k} is ${l}`).join(", ")}`;
   }
   return undefined;
 }

@@ -86,7 +86,7 @@ test("auth.disabled with a listener off loopback: exit 2, naming the listener", 
   );
 });
 
-test("npm run dev refuses production settings: a MongoDB URI, keys, a listener off loopback", async (t) => {
+test("npm run dev refuses production settings: a MongoDB URI, keys, a listener off loopback, by variable or in its config file", async (t) => {
   const cases: [Record<string, string>, RegExp][] = [
     [{ MONGODB_URI: "mongodb://127.0.0.1:1/" }, /refuses production settings: unset MONGODB_URI/],
     [{ TOKENVEND_ENCRYPTION_KEYS: "k:x" }, /unset TOKENVEND_ENCRYPTION_KEYS/],
@@ -100,4 +100,18 @@ test("npm run dev refuses production settings: a MongoDB URI, keys, a listener o
     t.is(code, 2, JSON.stringify(env));
     t.regex(stderr, message);
   }
+  // A config file of its own does not open it up: without authentication, loopback only.
+  const fromFile = await start(
+    "logLevel: info\nhealth: { listen: 0.0.0.0:0 }\n",
+    { TOKENVEND_GRPC_LISTEN: "127.0.0.1:0", TOKENVEND_HTTP_LISTEN: "127.0.0.1:0" },
+    "dev",
+  );
+  t.is(fromFile.code, 2);
+  t.regex(fromFile.stderr, /loopback only; health\.listen is 0\.0\.0\.0:0/);
+  const healthVariable = await start(
+    "",
+    { TOKENVEND_CONFIG: "", TOKENVEND_HEALTH_LISTEN: "0.0.0.0:0" },
+    "dev",
+  );
+  t.is(healthVariable.code, 2);
 });
