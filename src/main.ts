@@ -73,9 +73,11 @@ export async function runService(opts: RunServiceOptions): Promise<void> {
       "OTEL_* is set but the telemetry preload did not run: start with node --import ./src/telemetry/register.ts src/main.ts",
     );
   }
+  let fatal: ((err: Error) => void) | undefined;
   const server = await startServer({
     config,
     logger: log,
+    onFatal: (err) => fatal?.(err),
     configDigest: digest.digest("hex"),
     ...(sdk !== undefined
       ? {
@@ -90,12 +92,17 @@ export async function runService(opts: RunServiceOptions): Promise<void> {
     await devSession(server.vendor);
     printDevExamples(config, server.grpcPort, server.httpPort);
   }
-  installSignals(log, async () => {
+  const stop = async () => {
     await server.shutdown();
     await stopDev?.();
     // Last: flushes the spans and metrics of the drain itself.
     await sdk?.shutdown();
-  });
+  };
+  fatal = (err) => {
+    process.stderr.write(`tokenvend: invalid configuration: ${err.message}\n`);
+    void stop().finally(() => process.exit(2));
+  };
+  installSignals(log, stop);
 }
 
 function installSignals(log: RootLogger | undefined, stop: () => Promise<void>) {

@@ -56,6 +56,11 @@ import {
 
 export interface StartServerOptions {
   readonly config: Config;
+  /**
+   * A configuration error found only after the start (a key mismatch recorded by a database that
+   * was unreachable at start): the replica cannot serve correctly and must stop (exit 2).
+   */
+  readonly onFatal?: (err: Error) => void;
   readonly logger?: Logger;
   readonly store?: TokenStore;
   /** The flows' state; by default opened beside the token store from config.store. */
@@ -108,6 +113,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       store: config.store,
       keys: { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles },
       logger: log,
+      onKeyMismatch: (err) => opts.onFatal?.(err),
     }));
   if (config.bootstrap.length > 0) {
     const seeded = await seedStore(store, config.bootstrap, {

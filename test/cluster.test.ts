@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { MongoClient } from "mongodb";
 import {
   RevokeSessionRequestSchema,
@@ -18,7 +18,7 @@ import { createMongoStore } from "../src/store/mongo-store.ts";
 import { generateKey, parseKeyring } from "../src/store/sealing.ts";
 import { clusterKey, startCluster } from "./support/cluster.ts";
 import { mongoForTests } from "./support/mongo.ts";
-import { type api, getValid, grpcFailure, startStack } from "./support/stack.ts";
+import { api, getValid, grpcFailure, startStack } from "./support/stack.ts";
 
 let mongo: { uri: string; stop(): Promise<void> };
 test.before(async () => {
@@ -116,14 +116,27 @@ test.serial(
   },
 );
 
+/** A FerretDB of the test's own, which it can stop and start again on the same port and data. */
+async function restartableFerretdb(t: ExecutionContext, name: string) {
+  const dataDir = await mkdtemp(join(tmpdir(), `tokenvend-${name}-`));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  const own = await startFerretdb({ dataDir });
+  t.teardown(() => own.stop());
+  const port = Number(new URL(own.uri).port);
+  return {
+    uri: own.uri,
+    stop: () => own.stop(),
+    async start() {
+      const back = await startFerretdb({ port, dataDir });
+      t.teardown(() => back.stop());
+    },
+  };
+}
+
 test.serial(
   "MongoDB stopped and restarted: no crash, cached tokens served in the outage, writes resume after",
   async (t) => {
-    // A server of its own, so it can be stopped and restarted on the same port with the same data.
-    const dataDir = await mkdtemp(join(tmpdir(), "tokenvend-outage-"));
-    t.teardown(() => rm(dataDir, { recursive: true, force: true }));
-    const own = await startFerretdb({ dataDir });
-    t.teardown(() => own.stop());
+    const own = await restartableFerretdb(t, "outage");
     const c = await startCluster(t, own.uri, 1);
     const minted = await c.store("sess-outage", 300);
     const client = c.clients[0]!;
@@ -131,7 +144,6 @@ test.serial(
       (await client.getValidTokens(getValid("sess-outage"))).credential?.accessToken,
       minted.accessToken,
     );
-    const port = Number(new URL(own.uri).port);
     await own.stop();
 
     t.is(
@@ -156,8 +168,7 @@ test.serial(
     });
     t.is(c.replicas[0]!.child.exitCode, null, "still running");
 
-    const back = await startFerretdb({ port, dataDir });
-    t.teardown(() => back.stop());
+    await own.start();
     let ok = false;
     for (let i = 0; i < 60 && !ok; i++) {
       try {
@@ -222,6 +233,55 @@ test.serial(
       TOKENVEND_ENCRYPTION_KEYS: `next:${generateKey()},${clusterKey}`,
     });
     t.is(rotated.child.exitCode, null);
+  },
+);
+
+test.serial(
+  "a replica started while MongoDB is down stores sessions once it answers again, and the others read them",
+  async (t) => {
+    const own = await restartableFerretdb(t, "late-db");
+    const c = await startCluster(t, own.uri, 1);
+    await own.stop();
+    const late = await c.spawn();
+    await own.start();
+    const lateApi = api(late.grpc);
+    t.teardown(() => lateApi.close());
+    const minted = await c.idp.mintRefreshToken({
+      clientId: c.idp.client("tokenvend").clientId,
+      accountId: "alice",
+    });
+    await lateApi.storeUpstreamTokens(
+      create(StoreUpstreamTokensRequestSchema, {
+        sessionId: "sess-late-db",
+        provider: "idp",
+        accessToken: minted.accessToken,
+        refreshToken: minted.refreshToken,
+        expiry: { case: "expiresIn", value: 300n },
+      }),
+      { deadlineMs: 20_000 },
+    );
+    const res = await c.clients[0]!.getValidTokens(getValid("sess-late-db"));
+    t.is(res.credential?.accessToken, minted.accessToken);
+  },
+);
+
+test.serial(
+  "a key mismatch met only once MongoDB answers again (unreachable at the start): the replica stops with exit 2",
+  async (t) => {
+    const own = await restartableFerretdb(t, "late-key");
+    const c = await startCluster(t, own.uri, 1);
+    await c.store("sess-late-key", 300);
+    await own.stop();
+    const late = await c.spawn({ TOKENVEND_ENCRYPTION_KEYS: `primary:${generateKey()}` });
+    t.is(late.child.exitCode, null, "it serves what it can while the database is down");
+    await own.start();
+    // The start-up work is retried every 5 s; then the replica drains and exits.
+    const code = await Promise.race([late.exited, sleep(30_000).then(() => "still running")]);
+    t.is(code, 2);
+    t.true(
+      late.logs.some((l) => l.msg === "the MongoDB store refuses this keyring"),
+      "the refusal is logged",
+    );
   },
 );
 

@@ -402,7 +402,11 @@ test("the paged walk over the tokens (the sweep with change streams) is bounded 
   const col = client.db(DB).collection(`${prefix}${TOKENS_COLLECTION}`);
   const sweep = createGenerationSweep({
     tokens: col,
-    run: createMongoRun(10_000, () => false),
+    run: createMongoRun(
+      10_000,
+      () => false,
+      () => client.connect(),
+    ),
     pageSize: 7,
     maxPages: 2,
   });

@@ -30,7 +30,11 @@ export function createMongoFlowStates(opts: {
     .db(opts.dbName)
     .collection(`${opts.collectionPrefix ?? ""}${FLOWS_COLLECTION}`);
   let closed = false;
-  const run = createMongoRun(opts.operationTimeoutMs ?? 10_000, () => closed);
+  const run = createMongoRun(
+    opts.operationTimeoutMs ?? 10_000,
+    () => closed,
+    () => client.connect(),
+  );
   let indexed: Promise<void> | undefined;
   const ensureIndex = (o: StoreCallOptions | undefined) => {
     indexed ??= run("createIndex flows.expires_at", undefined, (signal) =>

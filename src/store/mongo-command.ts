@@ -3,6 +3,7 @@
 // store is closed, its failures classified once (./mongo-errors.ts). A caller's abort rejects
 // with the signal's reason, unwrapped.
 
+import { MongoTopologyClosedError } from "mongodb";
 import type { StoreCallOptions } from "../core/token-store.ts";
 import { classifyMongoError } from "./mongo-errors.ts";
 import { StoreError } from "./store-error.ts";
@@ -14,11 +15,26 @@ export type MongoRun = <T>(
   fn: (signal: AbortSignal) => Promise<T>,
 ) => Promise<T>;
 
-export function createMongoRun(timeoutMs: number, isClosed: () => boolean): MongoRun {
+/**
+ * `reopen` connects the client again: the driver leaves a client whose first connect failed
+ * closed for good ("Topology is closed") until connect() runs again, so a command that meets a
+ * closed topology while the store is open reopens it and runs once more.
+ */
+export function createMongoRun(
+  timeoutMs: number,
+  isClosed: () => boolean,
+  reopen: () => Promise<unknown>,
+): MongoRun {
   return (what, callOpts, fn) => {
     if (isClosed())
       return Promise.reject(new StoreError("UNAVAILABLE", `mongo ${what}: the store is closed`));
-    return withDeadline(`mongo ${what}`, callOpts?.signal, timeoutMs, fn, (err) =>
+    const once = (signal: AbortSignal) =>
+      fn(signal).catch(async (err: unknown) => {
+        if (!(err instanceof MongoTopologyClosedError) || isClosed()) throw err;
+        await reopen();
+        return fn(signal);
+      });
+    return withDeadline(`mongo ${what}`, callOpts?.signal, timeoutMs, once, (err) =>
       classifyMongoError(what, err),
     );
   };

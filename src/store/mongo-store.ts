@@ -173,7 +173,11 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
   const keys: Collection<KeyCheck> = db.collection(`${prefix}${KEYS_COLLECTION}`, MAJORITY);
 
   let closed = false;
-  const run = createMongoRun(timeoutMs, () => closed);
+  const run = createMongoRun(
+    timeoutMs,
+    () => closed,
+    () => client.connect(),
+  );
   const ensureIndexes = createEnsureIndexes({
     tokens,
     claims,

@@ -41,6 +41,50 @@ export interface OpenStoreOptions {
   /** Unused by the memory store. */
   readonly keys: { readonly keyring: Keyring } | KeySources;
   readonly logger?: Logger | undefined;
+  /**
+   * MongoDB unreachable at start: the start-up work (indexes, key check, change feed) is retried
+   * in the background; a key check that then fails (KEY_MISMATCH) is reported here, once.
+   */
+  readonly onKeyMismatch?: ((err: SealingError) => void) | undefined;
+}
+
+// How often the start-up work is tried again while MongoDB does not answer.
+const prepareRetryMs = 5_000;
+
+/** The start-up work retried until it succeeds; a key mismatch found meanwhile goes to `onFatal`. */
+function retryPrepare<S extends { prepare(): Promise<void>; close(): Promise<void> }>(
+  store: S,
+  logger: Logger,
+  onFatal: ((err: SealingError) => void) | undefined,
+): S {
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+  const attempt = () => {
+    timer = setTimeout(() => {
+      store.prepare().then(
+        () => logger.info({}, "the MongoDB store is prepared"),
+        (err: unknown) => {
+          if (closed) return;
+          if (err instanceof SealingError) {
+            logger.error({ err: err.message }, "the MongoDB store refuses this keyring");
+            onFatal?.(err);
+            return;
+          }
+          attempt();
+        },
+      );
+    }, prepareRetryMs);
+    timer.unref();
+  };
+  attempt();
+  const close = store.close.bind(store);
+  return Object.assign(store, {
+    close: async () => {
+      closed = true;
+      clearTimeout(timer);
+      await close();
+    },
+  });
 }
 
 /** The keyring of every key the sources name, or undefined when they name none. */
@@ -92,8 +136,9 @@ export async function openStore(opts: OpenStoreOptions): Promise<TokenStore> {
     }
     logger.warn(
       { err: err instanceof Error ? err.message : String(err) },
-      "could not prepare the MongoDB store yet (indexes, key check, change feed); writes will retry",
+      "could not prepare the MongoDB store yet (indexes, key check, change feed); retrying",
     );
+    return retryPrepare(store, logger, opts.onKeyMismatch);
   }
   return store;
 }
