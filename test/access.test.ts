@@ -124,6 +124,79 @@ test("a session JWT names the session by tsid and binds its client_id; a gateway
   }
 });
 
+test("with a session JWT every method that names a session uses its tsid: another session id or client id is INVALID_SESSION_TOKEN, on both listeners", async (t) => {
+  const sessions = await startJwksIssuer();
+  t.teardown(sessions.stop);
+  const gatewayRule = {
+    name: "gateway-all",
+    callers: ["system:serviceaccount:gateway:*"],
+    allow: [
+      "StoreUpstreamTokens",
+      "GetValidTokens",
+      "WatchToken",
+      "StartAuthorization",
+      "StartDeviceAuthorization",
+      "ExchangeToken",
+    ],
+    providers: ["idp"],
+    sessions: "token",
+  };
+  const s = await startAuthStack({
+    auth: {
+      sessionJwt: { issuers: [{ issuer: sessions.issuer, audiences: ["tokenvend-sessions"] }] },
+    },
+    config: { policy: { rules: [gatewayRule] } },
+  });
+  t.teardown(s.stop);
+  const jwt = await sessions.sign({
+    audience: "tokenvend-sessions",
+    claims: { sub: "user-alice", tsid: "s-tsid", client_id: "web-app" },
+  });
+  const headers = {
+    authorization: await s.bearer("gateway", "edge"),
+    "tokenvend-session-jwt": jwt,
+  };
+  const other = { sessionId: "s-other", provider: "idp" };
+  const refusal = { code: Code.PermissionDenied, reason: "INVALID_SESSION_TOKEN" };
+  let generation = 0n;
+  for (const [listener, transport] of Object.entries(transports(s.grpcAddress, s.httpUrl))) {
+    const c = createClient(TokenService, transport);
+    const minted = await s.mint("alice");
+    const tokens = {
+      provider: "idp",
+      accessToken: minted.accessToken,
+      refreshToken: minted.refreshToken,
+      expiry: { case: "expiresIn" as const, value: 300n },
+    };
+    const refused = async (call: () => Promise<unknown>, what: string) =>
+      t.deepEqual(await call().then(() => "OK", failure), refusal, `${listener}: ${what}`);
+    await refused(
+      () => c.storeUpstreamTokens({ ...tokens, sessionId: "s-other" }, { headers }),
+      "store",
+    );
+    await refused(
+      () => c.storeUpstreamTokens({ ...tokens, clientId: "other-app" }, { headers }),
+      "store for another client",
+    );
+    await refused(
+      () => c.startAuthorization({ ...other, redirectUri: "http://127.0.0.1/cb" }, { headers }),
+      "StartAuthorization",
+    );
+    await refused(() => c.startDeviceAuthorization(other, { headers }), "StartDeviceAuthorization");
+    const exchange = { subject: { case: "session" as const, value: other }, audience: "api" };
+    await refused(() => c.exchangeToken({ target: exchange }, { headers }), "ExchangeToken");
+    await refused(async () => {
+      const req = { target: { case: "exchange" as const, value: exchange } };
+      for await (const _ of c.watchToken(req, { headers })) break;
+    }, "WatchToken of an exchange");
+    // Without a session id, the store goes to the tsid's session, bound to its client.
+    const stored = await c.storeUpstreamTokens(tokens, { headers });
+    t.is(stored.generation, ++generation, listener);
+    const read = await c.getValidTokens({ provider: "idp" }, { headers });
+    t.is(read.credential?.accessToken, minted.accessToken, listener);
+  }
+});
+
 test("the audit stream: one record per allow, deny and error, field by field, session ids HMAC'd, no token material anywhere", async (t) => {
   const s = await startAuthStack();
   t.teardown(s.stop);

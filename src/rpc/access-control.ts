@@ -6,7 +6,8 @@
 // the rule decides whose sessions it reaches, which the core checks against
 // the owner sealed in each session (access.ts). A caller may name a session
 // by the end user's session JWT (header tokenvend-session-jwt): its tsid is
-// the session, its client_id must match the stored binding. One audit record
+// the session of every method that names one, its client_id must match the
+// stored binding. One audit record
 // per call, written before the answer leaves (with failClosed, a record that
 // cannot be written fails the call); a stream gets one when it opens and one
 // when it ends, and ends when the caller's credential expires.
@@ -26,8 +27,8 @@ import {
   outcomeOf,
   type Target,
 } from "./access-guard.ts";
-import { exchangeAccessTarget, guardFlowMethods } from "./flow-access.ts";
-import { boundClient, sessionId } from "./session-jwt.ts";
+import { boundExchange, exchangeAccessTarget, guardFlowMethods } from "./flow-access.ts";
+import { boundClient, boundTarget, sessionId } from "./session-jwt.ts";
 import { expiringSink, generationOfCredential } from "./stream-expiry.ts";
 
 type Impl = ServiceImpl<typeof TokenService>;
@@ -43,28 +44,25 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
     async storeUpstreamTokens(req, ctx) {
       const t = { provider: req.provider, sessionId: req.sessionId };
       const d = await decide(ctx, "StoreUpstreamTokens", t);
+      t.sessionId = sessionId(req.sessionId, d.session);
+      const r =
+        d.session === undefined
+          ? req
+          : { ...req, sessionId: t.sessionId, clientId: boundClient(req.clientId, d.session) };
       return unary(
         ctx,
         "StoreUpstreamTokens",
         t,
         d,
-        () => inner.storeUpstreamTokens(req, withAccess(ctx, d.access)),
+        () => inner.storeUpstreamTokens(r, withAccess(ctx, d.access)),
         (r) => Number(r.generation),
       );
     },
     async getValidTokens(req, ctx) {
       const t: Target = { provider: req.provider, sessionId: req.sessionId };
       const d = await decide(ctx, "GetValidTokens", t);
-      const id = sessionId(req.sessionId, d.session);
-      t.sessionId = id;
-      const r =
-        d.session === undefined
-          ? req
-          : {
-              ...req,
-              sessionId: id,
-              expectedClientId: boundClient(req.expectedClientId, d.session),
-            };
+      const r = boundTarget(req, d.session);
+      t.sessionId = r.sessionId;
       return unary(
         ctx,
         "GetValidTokens",
@@ -151,13 +149,12 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
           if (ctx.signal.aborted) return sink.end();
           let r = req;
           if (s !== undefined && d.session !== undefined) {
-            t.sessionId = sessionId(s.sessionId, d.session);
-            const value = {
-              ...s,
-              sessionId: t.sessionId,
-              expectedClientId: boundClient(s.expectedClientId, d.session),
-            };
+            const value = boundTarget(s, d.session);
+            t.sessionId = value.sessionId;
             r = { ...req, target: { case: "session", value } };
+          } else if (req.target.case === "exchange") {
+            const value = boundExchange(req.target.value, d.session, t);
+            if (value !== undefined) r = { ...req, target: { case: "exchange", value } };
           }
           try {
             record(ctx, "WatchToken", t, d, { decision: "allow", outcome: "STREAMING" });

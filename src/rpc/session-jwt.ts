@@ -78,3 +78,16 @@ export function boundClient(requested: string, session: SessionOfJwt | undefined
   }
   return bound || requested;
 }
+
+/** A session named with its expected client, as the call's session JWT names and binds them. */
+export function boundTarget<T extends { sessionId: string; expectedClientId: string }>(
+  x: T,
+  session: SessionOfJwt | undefined,
+): T {
+  if (session === undefined) return x;
+  return {
+    ...x,
+    sessionId: sessionId(x.sessionId, session),
+    expectedClientId: boundClient(x.expectedClientId, session),
+  };
+}
