@@ -111,6 +111,18 @@ test("WatchToken streams the exchanged token, and ends with NOT_FOUND when its s
   t.is(end?.reason, "SESSION_NOT_FOUND");
 });
 
+test("a cached exchanged token is not served once its subject session is revoked: NOT_FOUND", async (t) => {
+  await stack.store("x-5", await stack.mint(), 300);
+  const first = await exchange({ ...session("x-5"), audience });
+  t.truthy(first.credential?.accessToken);
+  await stack.client.revokeSession(create(RevokeSessionRequestSchema, { sessionId: "x-5" }));
+  const end = await exchange({ ...session("x-5"), audience }).then(
+    (r) => r.credential?.accessToken,
+    (e: unknown) => grpcFailureDetail(e),
+  );
+  t.like(end, { code: 5, reason: "SESSION_NOT_FOUND" });
+});
+
 test("a provider not configured for token exchange: FAILED_PRECONDITION / UNSUPPORTED", async (t) => {
   const f = await exchange({ subject: { case: "grant", value: "demo-post" }, audience }).then(
     () => undefined,

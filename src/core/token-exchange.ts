@@ -231,10 +231,10 @@ export function createTokenExchanges(opts: TokenExchangesOptions): TokenExchange
     const entry = entryOf(t);
     entry.lastUsedAt = clock.now();
     const s = t.subject;
-    // An owned session is checked for this caller on every call: the cached exchange, or the
-    // refresh (which reads the subject as the entry's first caller did), must not serve
-    // another owner's session.
-    if (s.kind === "session" && s.owner !== undefined) await subjectToken(t, signal ?? opts.signal);
+    // The subject is read for this caller on every call (a cache hit when it is): the cached
+    // exchange must not outlive a revoked subject, nor serve another owner's session (the
+    // refresh reads the subject as the entry's first caller did).
+    await subjectToken(t, signal ?? opts.signal);
     let record = entry.record;
     if (record !== undefined && s.kind === "session") {
       // The binding holds for a cached exchange as for the subject itself.
