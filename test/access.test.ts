@@ -247,7 +247,15 @@ test("the audit stream: one record per allow, deny and error, field by field, se
     ...r,
   });
   const alices = { caller: "system:serviceaccount:apps:alice", authMethod: "jwt" };
-  t.deepEqual(records.map(strip).slice(1, 5), [
+  // With failClosed, a write is recorded as it starts, then with its outcome.
+  t.deepEqual(
+    records.slice(0, 2).map((r) => [r.rpc, r.outcome, r.generation]),
+    [
+      ["tokenvend.v1.TokenService/StoreUpstreamTokens", "STARTED", undefined],
+      ["tokenvend.v1.TokenService/StoreUpstreamTokens", "OK", 1],
+    ],
+  );
+  t.deepEqual(records.map(strip).slice(2, 6), [
     call({
       ...alices,
       session: hmac("s-audit"),
@@ -282,7 +290,7 @@ test("the audit stream: one record per allow, deny and error, field by field, se
       outcome: "UNAUTHENTICATED",
     },
   ]);
-  const rest = records.slice(5).map(strip);
+  const rest = records.slice(6).map(strip);
   t.deepEqual(
     rest.find((r) => r.event === "refresh"),
     {
@@ -335,7 +343,7 @@ test("the audit stream: one record per allow, deny and error, field by field, se
   }
 });
 
-test("failClosed: a call whose audit record cannot be written is refused UNAVAILABLE (AUDIT_UNAVAILABLE); without it, it is served", async (t) => {
+test("failClosed: a call whose audit record cannot be written is refused UNAVAILABLE (AUDIT_UNAVAILABLE), a write before it changes anything; without it, it is served", async (t) => {
   for (const failClosed of [true, false]) {
     const s = await startAuthStack({ audit: { file: "/dev/full", failClosed } });
     t.teardown(s.stop);
@@ -355,6 +363,17 @@ test("failClosed: a call whose audit record cannot be written is refused UNAVAIL
       failClosed ? { code: Code.Unavailable, reason: "AUDIT_UNAVAILABLE" } : "OK",
       `failClosed ${failClosed}`,
     );
+    // A write is refused before it happens: nothing stored that the audit does not show.
+    const expiry = { case: "expiresIn" as const, value: 300n };
+    const stored = await c
+      .storeUpstreamTokens(
+        { sessionId: "s-unaudited", provider: "idp", accessToken: "at", expiry },
+        { headers },
+      )
+      .then(() => "OK", failure);
+    t.deepEqual(stored, got, `store, failClosed ${failClosed}`);
+    const held = await s.server.store.getSession("s-unaudited");
+    t.is(held.length, failClosed ? 0 : 1, `stored, failClosed ${failClosed}`);
   }
 });
 

@@ -2,7 +2,9 @@
 // flow-access.ts): the authenticated caller, the first policy rule that allows
 // the request (deny by default), whose sessions it reaches, an optional session
 // JWT; and one audit record per call, written before the answer leaves (with
-// failClosed, a record that cannot be written fails the call).
+// failClosed, a record that cannot be written fails the call). With failClosed,
+// a call that changes state is recorded as STARTED before it runs, so an audit
+// that cannot be written refuses it before anything changed.
 
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { trace } from "@opentelemetry/api";
@@ -74,6 +76,15 @@ export interface Guard {
   /** record, whose failure is reported by the sink and changes nothing. */
   tryRecord(...args: Parameters<Guard["record"]>): void;
 }
+
+/** The calls that change what the store or a provider holds. */
+const changesState: ReadonlySet<Permission> = new Set<Permission>([
+  "StoreUpstreamTokens",
+  "RevokeSession",
+  "StartAuthorization",
+  "CompleteAuthorization",
+  "StartDeviceAuthorization",
+]);
 
 export function createGuard(opts: AccessControlOptions): Guard {
   const { policy, audit } = opts;
@@ -181,6 +192,14 @@ export function createGuard(opts: AccessControlOptions): Guard {
     run: () => R | Promise<R>,
     generationOf: (r: R) => number | undefined,
   ): Promise<R> => {
+    const before = audit?.failClosed === true && changesState.has(method);
+    if (before) {
+      try {
+        record(ctx, method, target, d, { decision: "allow", outcome: "STARTED" });
+      } catch (err) {
+        throw auditUnavailable(err);
+      }
+    }
     let res: R;
     try {
       res = await run();
@@ -188,12 +207,14 @@ export function createGuard(opts: AccessControlOptions): Guard {
       tryRecord(ctx, method, target, d, { decision: "allow", ...outcomeOf(err) });
       throw err;
     }
+    const done = { decision: "allow", outcome: "OK", generation: generationOf(res) } as const;
+    if (before) {
+      // It happened: refusing the answer now would only make the caller repeat it.
+      tryRecord(ctx, method, target, d, done);
+      return res;
+    }
     try {
-      record(ctx, method, target, d, {
-        decision: "allow",
-        outcome: "OK",
-        generation: generationOf(res),
-      });
+      record(ctx, method, target, d, done);
     } catch (err) {
       throw auditUnavailable(err);
     }
