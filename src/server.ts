@@ -40,6 +40,7 @@ import {
   createFlowMetrics,
   createRpcMetrics,
   createServiceLimitMetrics,
+  createTlsMetrics,
   instrumentationScope,
   noopMeter,
   teeMeter,
@@ -304,7 +305,11 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       ? await healthListener.listen(config.healthListen)
       : undefined;
   grpc.setServing(true);
-  if (meter !== undefined) createServiceLimitMetrics(meter, { maxStreams: config.maxStreams });
+  if (meter !== undefined) {
+    createServiceLimitMetrics(meter, { maxStreams: config.maxStreams });
+    const tls = security.tls;
+    if (tls !== undefined) createTlsMetrics(meter, () => tls.notAfterMs());
+  }
   const registry = replicaRegistryOf(store);
   const heartbeat =
     registry !== undefined

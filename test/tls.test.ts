@@ -3,6 +3,7 @@
 // identity; a certificate from another CA proves nothing; and certificate
 // files replaced on disk are served to new connections without a restart.
 
+import { X509Certificate } from "node:crypto";
 import { copyFile, readFile } from "node:fs/promises";
 import tls from "node:tls";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -59,6 +60,7 @@ test.before(async () => {
       },
       auth: { mtls: true },
       health: { listen: "127.0.0.1:0" },
+      metrics: { prometheusListen: "127.0.0.1:0" },
       policy: {
         rules: [
           {
@@ -181,11 +183,22 @@ function servedCn(port: number): Promise<string> {
   });
 }
 
+/** The served certificate's expiry as the Prometheus endpoint shows it, in seconds. */
+async function expiryGauge(): Promise<number> {
+  const scrape = await (await fetch(`http://127.0.0.1:${s.server.prometheusPort}/metrics`)).text();
+  const line = scrape.split("\n").find((l) => l.startsWith("tokenvend_tls_certificate_expiry"));
+  return Number(line?.split(" ").at(-1));
+}
+
+const notAfterOf = async (file: string) =>
+  Math.floor(Date.parse(new X509Certificate(await readFile(file)).validTo) / 1000);
+
 test.serial(
-  "certificate files replaced on disk are served to new connections, without a restart, on both listeners",
+  "certificate files replaced on disk are served to new connections, without a restart, on both listeners; the expiry gauge follows",
   async (t) => {
     t.is(await servedCn(s.server.grpcPort), "server-a");
     t.is(await servedCn(s.server.httpPort), "server-a");
+    t.is(await expiryGauge(), await notAfterOf(server.cert));
     const next = await ca.issue(
       "server-b",
       "server-b",
@@ -202,6 +215,7 @@ test.serial(
       await new Promise((r) => setTimeout(r, 100));
     }
     t.deepEqual(got, ["server-b", "server-b"]);
+    t.is(await expiryGauge(), await notAfterOf(next.cert), "the expiry gauge follows the reload");
     t.is(await viaGrpcJs(spiffe), "OK");
     t.is(await viaConnect(spiffe, "1.1"), "OK");
   },

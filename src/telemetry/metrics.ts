@@ -189,6 +189,17 @@ export function createServiceLimitMetrics(meter: Meter, limits: { maxStreams: nu
     .addCallback((r) => r.observe(limits.maxStreams));
 }
 
+/** When the served TLS certificate expires, so an alert fires when rotation has stalled. */
+export function createTlsMetrics(meter: Meter, notAfterMs: () => number): void {
+  meter
+    .createObservableGauge("tokenvend.tls.certificate.expiry", {
+      description:
+        "When the certificate the listeners serve expires, in seconds since the epoch (follows reloads)",
+      unit: "s",
+    })
+    .addCallback((r) => r.observe(Math.floor(notAfterMs() / 1000)));
+}
+
 export const noopMeter: Meter = createNoopMeter();
 
 /**

@@ -5,6 +5,7 @@
 // and the old one kept. The gRPC listener gets it as a grpc-js
 // CertificateProvider, the HTTP listener as tls.Server#setSecureContext.
 
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext, type SecureContextOptions } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
@@ -29,6 +30,8 @@ export interface TlsFiles {
   current(): SecureContextOptions;
   /** Called with each new set. */
   onChange(fn: (ctx: SecureContextOptions) => void): void;
+  /** When the served certificate (the first of the chain) expires, in ms since the epoch. */
+  notAfterMs(): number;
   /** The gRPC listener's credentials, following the files. */
   grpcCredentials(): grpc.ServerCredentials;
   /** Reads the files now (the interval does it too). */
@@ -98,6 +101,7 @@ export function watchTlsFiles(opts: TlsFilesOptions): TlsFiles {
     options: opts,
     current: () => current,
     onChange: (fn) => listeners.push(fn),
+    notAfterMs: () => Date.parse(new X509Certificate(current.cert as Buffer).validTo),
     // grpc-js's function names its first parameter the CA provider but passes it on as
     // the identity one (1.14); both are this provider, or no CA without mTLS.
     grpcCredentials: () =>
