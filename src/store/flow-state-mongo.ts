@@ -9,7 +9,7 @@ import { abandonWait } from "../core/abandon-wait.ts";
 import type { FlowRecord, FlowStateStore } from "../core/flow-state-store.ts";
 import type { StoreCallOptions } from "../core/token-store.ts";
 import { fromFlowDocument, toFlowDocument } from "./flow-state-document.ts";
-import { storeClient } from "./mongo-client.ts";
+import { MAJORITY, storeClient } from "./mongo-client.ts";
 import { createMongoRun, withSignal } from "./mongo-command.ts";
 import { isDuplicateKey } from "./mongo-errors.ts";
 import type { Keyring } from "./sealing.ts";
@@ -28,7 +28,7 @@ export function createMongoFlowStates(opts: {
   const { client, owned } = storeClient(opts.client, undefined);
   const col: Collection<Document> = client
     .db(opts.dbName)
-    .collection(`${opts.collectionPrefix ?? ""}${FLOWS_COLLECTION}`);
+    .collection(`${opts.collectionPrefix ?? ""}${FLOWS_COLLECTION}`, MAJORITY);
   let closed = false;
   const run = createMongoRun(
     opts.operationTimeoutMs ?? 10_000,

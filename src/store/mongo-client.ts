@@ -10,6 +10,15 @@ const DEFAULT_CLIENT_OPTIONS = {
   appName: "tokenvend",
 } as const;
 
+/**
+ * Every collection's concerns (docs/STORAGE.md): nothing acknowledged or read that can roll back
+ * after a failover.
+ */
+export const MAJORITY = {
+  writeConcern: { w: "majority" },
+  readConcern: { level: "majority" },
+} as const;
+
 export interface StoreClient {
   readonly client: MongoClient;
   /** Whether the store made it, and so closes it. */

@@ -34,7 +34,7 @@ import type {
 } from "../core/token-store.ts";
 import { createChangeLog } from "./mongo-change-log.ts";
 import { createMongoClaims } from "./mongo-claims.ts";
-import { storeClient } from "./mongo-client.ts";
+import { MAJORITY, storeClient } from "./mongo-client.ts";
 import { createMongoRun } from "./mongo-command.ts";
 import { fromMongo, highestPerKey, toMongo } from "./mongo-documents.ts";
 import { createStoreFeed, type FeedMethod } from "./mongo-feed.ts";
@@ -129,11 +129,6 @@ const IN_CHUNK = 1_000;
 /** Reads of a duplicate's winner that find it not yet majority-committed, and their pause. */
 const WINNER_READS = 5;
 const WINNER_PAUSE_MS = 20;
-/** Correctness-deciding writes and reads: nothing acknowledged or seen that can roll back. */
-const MAJORITY = {
-  writeConcern: { w: "majority" },
-  readConcern: { level: "majority" },
-} as const;
 /** A first batch this large keeps a whole answer in one command (no getMore) up to 16 MB. */
 const ONE_BATCH = 100_000;
 
@@ -232,7 +227,7 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
     shared: true, // every replica writes the same database
     ensureIndexes,
     replicas: createReplicaRegistry({
-      replicas: db.collection(`${prefix}${REPLICAS_COLLECTION}`),
+      replicas: db.collection(`${prefix}${REPLICAS_COLLECTION}`, MAJORITY),
       run,
       keyring,
       now,
