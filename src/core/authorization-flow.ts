@@ -10,6 +10,7 @@
 // redeemed at the provider (callback and ID token validated there) and the tokens stored as the
 // session's next generation; the caller gets the generation and the scopes, never a token.
 
+import { abandonWait } from "./abandon-wait.ts";
 import { invalidArgument, notOwnerError, TokenVendError } from "./errors.ts";
 import {
   flowError,
@@ -19,6 +20,7 @@ import {
   type LoginOwnership,
   ownedStore,
   ownershipFields,
+  storeLogin,
 } from "./flow-common.ts";
 import { flowProvider } from "./flow-settings.ts";
 import { type FlowRecord, fieldList, fieldText } from "./flow-state-store.ts";
@@ -201,10 +203,15 @@ export function createAuthorizationFlow(opts: AuthorizationFlowOptions): Authori
           throw flowError(err, provider, "the authorization");
         });
       const tokens = flowTokenSet(res, startedAt, opts.lifetimeOf(provider), p.clientId);
-      const generation = await opts.storeTokens(
-        ownedStore(record, { sessionId, provider, tokens }),
-        signal,
-      );
+      // The code is redeemed: the tokens are stored even if this caller leaves meanwhile.
+      const stored = storeLogin(opts, ownedStore(record, { sessionId, provider, tokens }));
+      const generation = await abandonWait(stored, signal);
+      if (generation === undefined) {
+        throw new TokenVendError(
+          "SHUTTING_DOWN",
+          "the service stopped before the login was stored",
+        );
+      }
       opts.logger.info(
         { provider, generation, oidc: res.subject !== undefined },
         "authorization completed",

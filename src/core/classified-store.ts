@@ -8,6 +8,7 @@
 // (AbortSignal.timeout on a refresh) is a store that did not answer.
 
 import { isTokenVendError, TokenVendError } from "./errors.ts";
+import type { FlowStateStore } from "./flow-state-store.ts";
 import { type StoreCallOptions, type TokenStore, UnreadableRecordError } from "./token-store.ts";
 
 export function classifiedStore(
@@ -50,6 +51,26 @@ export function classifiedStore(
     },
     sweep: (now, o) => guard(o, () => store.sweep(now, o)),
     close: () => store.close(),
+  };
+}
+
+/** The flows' state store, its failures classified the same way. */
+export function classifiedFlowStates(states: FlowStateStore): FlowStateStore {
+  const guard = async <T>(opts: StoreCallOptions | undefined, run: () => Promise<T>) => {
+    try {
+      return await run();
+    } catch (err) {
+      throw storeFailure(err, opts?.signal);
+    }
+  };
+  return {
+    kind: states.kind,
+    create: (r, o) => guard(o, () => states.create(r, o)),
+    get: (id, o) => guard(o, () => states.get(id, o)),
+    replace: (r, o) => guard(o, () => states.replace(r, o)),
+    remove: (id, o) => guard(o, () => states.remove(id, o)),
+    sweep: (now, o) => guard(o, () => states.sweep(now, o)),
+    close: () => states.close(),
   };
 }
 

@@ -11,7 +11,7 @@
 // (awaitLogin) and so delivers the first token, or ends with the failure.
 
 import type { Random } from "./clock.ts";
-import { TokenVendError } from "./errors.ts";
+import { notOwnerError, TokenVendError } from "./errors.ts";
 import {
   flowError,
   flowTokenSet,
@@ -19,11 +19,11 @@ import {
   type LoginOwnership,
   ownedStore,
   ownershipFields,
+  storeLogin,
 } from "./flow-common.ts";
 import { flowProvider } from "./flow-settings.ts";
 import { type FlowRecord, fieldNumber, fieldText } from "./flow-state-store.ts";
 import { errorText } from "./logger.ts";
-import type { StoreTokensInput } from "./session-writes.ts";
 import { keyId, sessionKey } from "./token.ts";
 import { UpstreamError } from "./upstream.ts";
 
@@ -88,26 +88,6 @@ export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
       .catch(() => {});
   };
 
-  /**
-   * The device code is spent once the provider answered with tokens: their refresh token is the
-   * session's only one, so a store failure is retried (capped backoff) until it is written or
-   * the service stops (undefined).
-   */
-  const storeUntilStored = async (input: StoreTokensInput): Promise<number | undefined> => {
-    for (let waitMs = 1_000; ; waitMs = Math.min(waitMs * 2, maxTransientWaitMs)) {
-      try {
-        return await opts.storeTokens(input);
-      } catch (err) {
-        log.warn(
-          { provider: input.provider, retryInMs: waitMs, err: errorText(err) },
-          "storing a device login failed",
-        );
-        await clock.sleep(waitMs, opts.signal).catch(() => {});
-        if (opts.signal.aborted) return undefined;
-      }
-    }
-  };
-
   const poll = async (record: FlowRecord) => {
     const provider = fieldText(record, "provider");
     const sessionId = fieldText(record, "sessionId");
@@ -128,9 +108,14 @@ export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
         });
         const p = flowProvider(opts.providers, provider);
         const tokens = flowTokenSet(res, startedAt, opts.lifetimeOf(provider), p.clientId);
-        const generation = await storeUntilStored(
-          ownedStore(record, { sessionId, provider, tokens }),
-        );
+        // The device code is spent: a refusal now is final, never a reason to poll again.
+        let generation: number | undefined;
+        try {
+          generation = await storeLogin(opts, ownedStore(record, { sessionId, provider, tokens }));
+        } catch (err) {
+          log.error({ provider, err: errorText(err) }, "a device login could not be stored");
+          return fail(record, "session_not_stored");
+        }
         if (generation === undefined) return;
         await states.remove(record.id).catch(() => {});
         log.info({ provider, generation }, "device authorization completed");
@@ -188,7 +173,19 @@ export function createDeviceFlow(opts: DeviceFlowOptions): DeviceFlow {
         },
         secrets: { deviceCode: res.deviceCode },
       };
-      // A newer start replaces a pending one; the older poll sees another attempt and stops.
+      // A newer start replaces a pending one (the older poll sees another attempt and stops),
+      // but only one the caller may replace: not another owner's pending login.
+      const prior = await states.get(record.id, { signal });
+      const owner = q.ownership?.owner;
+      if (
+        prior !== undefined &&
+        owner !== undefined &&
+        fieldText(prior, "status") === "pending" &&
+        prior.expiresAt > clock.now() &&
+        ![owner, ""].includes(fieldText(prior, "recordOwner"))
+      ) {
+        throw notOwnerError();
+      }
       await states.remove(record.id, { signal });
       if (!(await states.create(record, { signal }))) {
         throw new TokenVendError(

@@ -4,12 +4,12 @@
 import { createHash } from "node:crypto";
 import type { Clock } from "./clock.ts";
 import { renewedTokens } from "./cluster-refresh.ts";
-import { TokenVendError } from "./errors.ts";
+import { isTokenVendError, TokenVendError } from "./errors.ts";
 import type { FlowProviders } from "./flow-settings.ts";
 import { type FlowRecord, type FlowStateStore, fieldText } from "./flow-state-store.ts";
 import type { FlowTokens, FlowUpstream } from "./flow-upstream.ts";
 import type { LifetimePolicy } from "./lifetime.ts";
-import type { Logger } from "./logger.ts";
+import { errorText, type Logger } from "./logger.ts";
 import type { StoreTokensInput } from "./session-writes.ts";
 import type { TokenSet } from "./token.ts";
 import { UpstreamError } from "./upstream.ts";
@@ -98,4 +98,32 @@ export function ownedStore(
     tokens: recordOwner !== undefined ? { ...base.tokens, owner: recordOwner } : base.tokens,
     ...(owner !== undefined ? { owner } : {}),
   };
+}
+
+const storeRetryMaxMs = 60_000;
+
+/**
+ * Stores a login's tokens once the provider issued them: their refresh token is the session's
+ * only one, so neither a caller's cancel nor a store outage may lose it. Runs under the service's
+ * signal, not a caller's; STORE_UNAVAILABLE is retried (capped backoff) until written or the
+ * service stops (undefined). Any other refusal (NOT_OWNER, a bad token set) is final and thrown.
+ */
+export async function storeLogin(
+  opts: Pick<LoginFlowOptions, "storeTokens" | "clock" | "logger" | "signal">,
+  input: StoreTokensInput,
+): Promise<number | undefined> {
+  for (let waitMs = 1_000; ; waitMs = Math.min(waitMs * 2, storeRetryMaxMs)) {
+    try {
+      return await opts.storeTokens(input, opts.signal);
+    } catch (err) {
+      if (opts.signal.aborted) return undefined;
+      if (!isTokenVendError(err) || err.code !== "STORE_UNAVAILABLE") throw err;
+      opts.logger.warn(
+        { provider: input.provider, retryInMs: waitMs, err: errorText(err) },
+        "storing a login failed",
+      );
+      await opts.clock.sleep(waitMs, opts.signal).catch(() => {});
+      if (opts.signal.aborted) return undefined;
+    }
+  }
 }

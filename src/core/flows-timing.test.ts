@@ -11,7 +11,7 @@ import { createMemoryFlowStates } from "../store/flow-state-memory.ts";
 import { createMemoryStore } from "../store/memory-store.ts";
 import { noopMeter } from "../telemetry/metrics.ts";
 import { createDeviceFlow, type DeviceFlow } from "./device-flow.ts";
-import { isTokenVendError, TokenVendError } from "./errors.ts";
+import { isTokenVendError, notOwnerError, TokenVendError } from "./errors.ts";
 import type { ProviderFlowSettings } from "./flow-settings.ts";
 import type { FlowTokens, FlowUpstream } from "./flow-upstream.ts";
 import { noopLogger } from "./logger.ts";
@@ -44,9 +44,9 @@ const oauthError = (code: string) =>
 function deviceHarness(
   answers: Array<string | "tokens">,
   intervalSec: number | undefined,
-  storeFailures = 0,
+  storeErrors: TokenVendError[] = [],
 ) {
-  let failuresLeft = storeFailures;
+  let storeAttempts = 0;
   const clock = createFakeClock();
   const t0 = clock.now();
   const polls: number[] = [];
@@ -76,7 +76,9 @@ function deviceHarness(
     providers: new Map([["idp", settings()]]),
     lifetimeOf: () => lifetime,
     storeTokens: async (input) => {
-      if (failuresLeft-- > 0) throw new TokenVendError("STORE_UNAVAILABLE", "store down");
+      storeAttempts++;
+      const err = storeErrors.shift();
+      if (err !== undefined) throw err;
       stored.push(input);
       return 1;
     },
@@ -86,7 +88,7 @@ function deviceHarness(
     signal: new AbortController().signal,
     upstreamTimeoutMs: 1_000,
   });
-  return { clock, polls, stored, device };
+  return { clock, polls, stored, device, storeAttempts: () => storeAttempts };
 }
 
 test("device polling: every interval, 5 s more after each slow_down, until the tokens come", async (t) => {
@@ -134,12 +136,42 @@ test("device polling stops at the code's expiry (expired_token); a new start rep
 });
 
 test("device polling: tokens the store could not take are stored again, not polled for again", async (t) => {
-  const h = deviceHarness(["tokens"], 1, 2);
+  const down = () => new TokenVendError("STORE_UNAVAILABLE", "store down");
+  const h = deviceHarness(["tokens"], 1, [down(), down()]);
   await h.device.start({ sessionId: "s", provider: "idp", scopes: [] });
   await h.clock.advance(10_000);
   t.deepEqual(h.polls, [1_000], "the device code is spent: one poll");
   t.is(h.stored.length, 1);
   await h.device.awaitLogin("s", "idp", new AbortController().signal);
+});
+
+test("device polling: a store refusal that is not an outage (NOT_OWNER) fails the login once, never retried nor polled again", async (t) => {
+  const h = deviceHarness(["tokens"], 1, [notOwnerError()]);
+  await h.device.start({ sessionId: "s", provider: "idp", scopes: [] });
+  await h.clock.advance(120_000);
+  t.deepEqual(h.polls, [1_000]);
+  t.is(h.storeAttempts(), 1);
+  t.is(h.device.polling, 0);
+  const err = await h.device
+    .awaitLogin("s", "idp", new AbortController().signal)
+    .catch((e: unknown) => e);
+  t.deepEqual((err as TokenVendError).metadata, { oauth_error: "session_not_stored" });
+});
+
+test("a pending device login is replaced only by its owner, or a caller reaching every owner's sessions", async (t) => {
+  const h = deviceHarness([], 100);
+  const start = (owner: string | undefined) =>
+    h.device.start({
+      sessionId: "s",
+      provider: "idp",
+      scopes: [],
+      ownership: { recordOwner: owner ?? "gateway", owner },
+    });
+  await start("alice");
+  const err = await start("mallory").catch((e: unknown) => e);
+  t.true(isTokenVendError(err, "PERMISSION_DENIED"));
+  await start("alice");
+  await t.notThrowsAsync(start(undefined));
 });
 
 /** Renewal failures posting through `deliver`, on `clock`, jitter drawn as 0. */

@@ -7,6 +7,7 @@
 import type { Meter, Tracer } from "@opentelemetry/api";
 import { type AuthorizationFlow, createAuthorizationFlow } from "./authorization-flow.ts";
 import { createCatalog, type GrantSettings, type ProviderSettings } from "./catalog.ts";
+import { classifiedFlowStates } from "./classified-store.ts";
 import type { Clock, Random } from "./clock.ts";
 import { createDeviceFlow, type DeviceFlow } from "./device-flow.ts";
 import type { ProviderFlowSettings } from "./flow-settings.ts";
@@ -57,7 +58,8 @@ export interface Flows {
 }
 
 export function createFlows(opts: FlowsOptions): Flows {
-  const { vendor, states, clock, logger } = opts;
+  const { vendor, clock, logger } = opts;
+  const states = classifiedFlowStates(opts.states);
   const lifetimeOf = (provider: string) => {
     const p = opts.providers.get(provider);
     if (p === undefined) throw new TypeError(`provider "${provider}" is not configured`);
