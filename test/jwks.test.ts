@@ -217,3 +217,34 @@ test("an in-cluster issuer: the key set over HTTPS under the cluster's CA, fetch
   now += 10_000;
   t.is(await reason(v.verify(await issuer.sign({ name: "c" }))), "UNKNOWN_KEY");
 });
+
+test("the pod's token is sent only to the issuer's origin or the configured key set's, never to another origin a discovery document names", async (t) => {
+  const { createTestCa } = await import("./support/certs.ts");
+  const { readFile, writeFile } = await import("node:fs/promises");
+  const https = await import("node:https");
+  const { issuerFetch } = await import("../src/auth/issuer-fetch.ts");
+  const ca = await createTestCa("origins");
+  const cert = await ca.issue("keys", "keys-host", ["IP:127.0.0.1"], "server");
+  const seen: (string | undefined)[] = [];
+  const server = https.createServer(
+    { cert: await readFile(cert.cert), key: await readFile(cert.key) },
+    (req, res) => {
+      seen.push(req.headers.authorization);
+      res.setHeader("content-type", "application/json");
+      res.end('{"keys":[]}');
+    },
+  );
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.teardown(() => server.close());
+  const origin = `https://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const tokenFile = `${ca.dir}/token`;
+  await writeFile(tokenFile, "pod-token\n");
+  const caPem = await readFile(ca.caCert, "utf8");
+  const get = (tokenOrigins: string[]) =>
+    issuerFetch({ ca: caPem, tokenFile, tokenOrigins })(`${origin}/keys`, {
+      signal: AbortSignal.timeout(5_000),
+    });
+  t.is((await get(["https://issuer.example"])).status, 200);
+  t.is((await get([origin])).status, 200);
+  t.deepEqual(seen, [undefined, "Bearer pod-token"]);
+});

@@ -3,7 +3,8 @@
 // cluster's own CA, and only to authenticated callers (by default every
 // service account, through system:service-account-issuer-discovery). So a
 // request may trust a CA file and carry a bearer token read from a file on
-// each request (a projected token, rotated by the kubelet). node:https, since
+// each request (a projected token, rotated by the kubelet), only to the
+// issuer's own origin or the configured key set's. node:https, since
 // the global fetch takes no CA without its undici dispatcher.
 
 import { readFileSync } from "node:fs";
@@ -18,8 +19,13 @@ export type JsonFetch = (
 export interface IssuerFetchOptions {
   /** PEM of the CA the issuer's certificate chains to (else the system's). */
   readonly ca?: string | undefined;
-  /** A file holding a bearer token sent with every request, read each time. */
+  /** A file holding a bearer token, read on each request it is sent with. */
   readonly tokenFile?: string | undefined;
+  /**
+   * The origins the token goes to: the issuer's and a configured jwksUri's. A key set URL that a
+   * discovery document names elsewhere is fetched without it: the pod's token is a credential.
+   */
+  readonly tokenOrigins: readonly string[];
 }
 
 const maxBodyBytes = 1024 * 1024;
@@ -30,7 +36,7 @@ export function issuerFetch(opts: IssuerFetchOptions): JsonFetch {
       const headers: Record<string, string> = {
         accept: "application/json, application/jwk-set+json",
       };
-      if (opts.tokenFile !== undefined) {
+      if (opts.tokenFile !== undefined && opts.tokenOrigins.includes(new URL(url).origin)) {
         headers.authorization = `Bearer ${readFileSync(opts.tokenFile, "utf8").trim()}`;
       }
       const req = https.get(

@@ -70,7 +70,13 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
         fetch:
           opts.fetch ??
           (cfg.caPem !== undefined || cfg.tokenFile !== undefined
-            ? issuerFetch({ ca: cfg.caPem, tokenFile: cfg.tokenFile })
+            ? issuerFetch({
+                ca: cfg.caPem,
+                tokenFile: cfg.tokenFile,
+                tokenOrigins: [cfg.issuer, cfg.jwksUri].flatMap((u) =>
+                  u !== undefined && URL.canParse(u) ? [new URL(u).origin] : [],
+                ),
+              })
             : undefined),
       }),
     });
