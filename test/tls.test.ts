@@ -146,6 +146,25 @@ test.serial(
   },
 );
 
+test.serial(
+  "a SPIFFE id that is not a valid one (here with a comma, which the certificate text quotes) names no one: UNAUTHENTICATED, not its subject",
+  async (t) => {
+    const odd = await ca.issue(
+      "odd-spiffe",
+      "legacy-client",
+      [
+        "URI:spiffe://example.test/ns/other/sa/a,b",
+        "DNS:x, URI:spiffe://example.test/ns/apps/sa/x",
+      ],
+      "client",
+    );
+    t.is(await viaGrpcJs(odd), "UNAUTHENTICATED");
+    for (const v of ["1.1", "2"] as const) {
+      t.regex(await viaConnect(odd, v), /^Unauthenticated/, `HTTP/${v}`);
+    }
+  },
+);
+
 test.serial("plaintext is not served on a TLS listener", async (t) => {
   const g = createGrpcJsClient(TokenService, s.grpcAddress, {}, grpc.credentials.createInsecure(), {
     "grpc.max_reconnect_backoff_ms": 100,

@@ -1,7 +1,8 @@
 // The identity of an mTLS caller, from the client certificate the listener
 // verified against the configured CA: its SPIFFE id (a spiffe:// URI SAN, as
 // SPIRE, cert-manager's csi-driver-spiffe and Istio issue), or its subject
-// when it has none. A certificate with several SPIFFE ids names no one.
+// when it has none. A certificate with several SPIFFE ids, or one that is not
+// a valid SPIFFE id, names no one.
 
 import type { PeerCertificate } from "node:tls";
 import { type Caller, unauthenticated } from "./caller.ts";
@@ -19,10 +20,16 @@ export function certificateIdentity(cert: PeerCertificate): Omit<Caller, "peer">
 }
 
 function identityOf(cert: PeerCertificate): Omit<Caller, "peer"> {
-  const uris = (cert.subjectaltname ?? "")
-    .split(/,\s*/)
-    .filter((s) => s.startsWith("URI:spiffe://"))
-    .map((s) => s.slice("URI:".length));
+  const uris = subjectAltNames(cert.subjectaltname ?? "")
+    .filter((n) => n.type === "URI" && /^spiffe:/i.test(n.value))
+    .map((n) => n.value);
+  const malformed = uris.find((u) => !spiffeId.test(u));
+  if (malformed !== undefined) {
+    throw unauthenticated(
+      "UNTRUSTED_CERTIFICATE",
+      "the client certificate's SPIFFE id is not a valid one (spiffe://trust-domain/path)",
+    );
+  }
   const expiresAt = Date.parse(cert.valid_to);
   const until = Number.isFinite(expiresAt) ? { expiresAt } : {};
   if (uris.length > 1) {
@@ -37,6 +44,31 @@ function identityOf(cert: PeerCertificate): Omit<Caller, "peer"> {
     );
   }
   return { id: subject, method: "mtls", ...until };
+}
+
+/** A SPIFFE id as the SPIFFE standard allows it: lower-case trust domain, plain path segments. */
+const spiffeId = /^spiffe:\/\/[a-z0-9._-]{1,255}(\/(?!\.\.?(\/|$))[A-Za-z0-9._-]+)*$/;
+
+/**
+ * Node's subjectaltname text as entries: `TYPE:value` or `TYPE:"JSON-escaped value"` (Node
+ * quotes a value holding a comma or a quote), separated by ", ". Unreadable text names no one.
+ */
+export function subjectAltNames(text: string): { type: string; value: string }[] {
+  const entry = /([A-Za-z][A-Za-z ]*):(?:"((?:[^"\\]|\\.)*)"|([^,"]*))(?:, |$)/y;
+  const out: { type: string; value: string }[] = [];
+  for (let at = 0; at < text.length; at = entry.lastIndex) {
+    entry.lastIndex = at;
+    const m = entry.exec(text);
+    if (m === null) {
+      throw unauthenticated(
+        "UNTRUSTED_CERTIFICATE",
+        "the client certificate's names cannot be read",
+      );
+    }
+    const [, type = "", quoted, plain = ""] = m;
+    out.push({ type, value: quoted !== undefined ? (JSON.parse(`"${quoted}"`) as string) : plain });
+  }
+  return out;
 }
 
 /** "CN=billing,O=example": the subject's attributes in the certificate's order. */

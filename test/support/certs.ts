@@ -61,7 +61,17 @@ export async function createTestCa(name = "ca"): Promise<TestCa> {
         [
           "basicConstraints=CA:FALSE",
           `extendedKeyUsage=${usage === "server" ? "serverAuth" : "clientAuth"}`,
-          ...(sans.length > 0 ? [`subjectAltName=${sans.join(",")}`] : []),
+          // A section, so a name may hold a comma ("URI:spiffe://td/a,b").
+          ...(sans.length > 0
+            ? [
+                "subjectAltName=@alt",
+                "[alt]",
+                ...sans.map(
+                  (san, i) =>
+                    `${san.slice(0, san.indexOf(":"))}.${i}=${san.slice(san.indexOf(":") + 1)}`,
+                ),
+              ]
+            : []),
         ].join("\n"),
       );
       await run("openssl", [
