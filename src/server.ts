@@ -30,6 +30,7 @@ import { guardTokenService } from "./rpc/access-control.ts";
 import { toConnectError } from "./rpc/error-mapping.ts";
 import { createFlowService } from "./rpc/flow-service.ts";
 import { createRpcTelemetry } from "./rpc/rpc-interceptor.ts";
+import { sessionJwtHeader } from "./rpc/session-jwt.ts";
 import { createTokenService } from "./rpc/token-service.ts";
 import { createSecurity } from "./security.ts";
 import { replicaRegistryOf } from "./store/mongo-replicas.ts";
@@ -283,7 +284,11 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     services,
     readMaxBytes: config.maxMessageBytes,
     errors,
-    guard: { allowedHosts: config.allowedHosts, corsOrigins: config.corsOrigins },
+    guard: {
+      allowedHosts: config.allowedHosts,
+      corsOrigins: config.corsOrigins,
+      allowHeaders: ["Authorization", sessionJwtHeader],
+    },
     ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
     ...(security.tls !== undefined ? { tls: security.tls } : {}),
     ...(interceptors.length > 0 ? { interceptors } : {}),

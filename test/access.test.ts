@@ -197,6 +197,30 @@ test("with a session JWT every method that names a session uses its tsid: anothe
   }
 });
 
+test("a session JWT whose issuer's keys cannot be fetched is UNAVAILABLE / JWKS_UNAVAILABLE (retry), not a bad token", async (t) => {
+  const sessions = await startJwksIssuer();
+  const s = await startAuthStack({
+    auth: {
+      sessionJwt: { issuers: [{ issuer: sessions.issuer, audiences: ["tokenvend-sessions"] }] },
+    },
+  });
+  t.teardown(s.stop);
+  const jwt = await sessions.sign({
+    audience: "tokenvend-sessions",
+    claims: { sub: "user-alice", tsid: "s-jwt", client_id: "web-app" },
+  });
+  await sessions.stop();
+  const headers = {
+    authorization: await s.bearer("gateway", "edge"),
+    "tokenvend-session-jwt": jwt,
+  };
+  for (const [listener, transport] of Object.entries(transports(s.grpcAddress, s.httpUrl))) {
+    const c = createClient(TokenService, transport);
+    const got = await c.getValidTokens({ provider: "idp" }, { headers }).then(() => "OK", failure);
+    t.deepEqual(got, { code: Code.Unavailable, reason: "JWKS_UNAVAILABLE" }, listener);
+  }
+});
+
 test("the audit stream: one record per allow, deny and error, field by field, session ids HMAC'd, no token material anywhere", async (t) => {
   const s = await startAuthStack();
   t.teardown(s.stop);

@@ -65,18 +65,21 @@ export const denyReasons = [
 export type DenyReason = (typeof denyReasons)[number];
 
 /**
- * A refused call: UNAUTHENTICATED (who you are is not proven) or
- * PERMISSION_DENIED (proven, not allowed). Messages never hold a credential.
+ * A refused call: UNAUTHENTICATED (who you are is not proven), PERMISSION_DENIED
+ * (proven, not allowed) or UNAVAILABLE (it cannot be proven now: an issuer's key
+ * set cannot be fetched; a retry may succeed). Messages never hold a credential.
  */
+export type AuthErrorCode = "UNAUTHENTICATED" | "PERMISSION_DENIED" | "UNAVAILABLE";
+
 export class AuthError extends Error {
   override readonly name = "AuthError";
-  readonly code: "UNAUTHENTICATED" | "PERMISSION_DENIED";
+  readonly code: AuthErrorCode;
   readonly reason: AuthReason | DenyReason;
   /** The rule that decided, when one did. */
   readonly rule: string | undefined;
 
   constructor(
-    code: "UNAUTHENTICATED" | "PERMISSION_DENIED",
+    code: AuthErrorCode,
     reason: AuthReason | DenyReason,
     message: string,
     opts: { rule?: string | undefined; cause?: unknown } = {},
@@ -90,6 +93,12 @@ export class AuthError extends Error {
 
 export const unauthenticated = (reason: AuthReason, message: string, cause?: unknown) =>
   new AuthError("UNAUTHENTICATED", reason, message, { cause });
+
+/** An issuer's key set cannot be fetched and no cached key fits: not the caller's fault. */
+export const keysUnavailable = (issuer: string, cause?: unknown) =>
+  new AuthError("UNAVAILABLE", "JWKS_UNAVAILABLE", `the key set of ${issuer} is not available`, {
+    cause,
+  });
 
 export const denied = (reason: DenyReason, message: string, rule?: string) =>
   new AuthError("PERMISSION_DENIED", reason, message, { rule });

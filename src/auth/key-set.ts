@@ -16,7 +16,7 @@ import { createLocalJWKSet, type JSONWebKeySet, type JWSHeaderParameters } from 
 type CryptoKey = Awaited<ReturnType<ReturnType<typeof createLocalJWKSet>>>;
 
 import { errors } from "jose";
-import { unauthenticated } from "./caller.ts";
+import { keysUnavailable, unauthenticated } from "./caller.ts";
 import type { JsonFetch } from "./issuer-fetch.ts";
 
 export interface KeySetOptions {
@@ -98,14 +98,14 @@ export function createKeySet(opts: KeySetOptions): KeySet {
     // Unknown key id (or nothing fetched yet): refetch, at most once per cooldown.
     if (inflight === undefined && now - attemptedAt < opts.cooldownMs) {
       throw local === undefined
-        ? unauthenticated("JWKS_UNAVAILABLE", `the key set of ${opts.issuer} is not available`)
+        ? keysUnavailable(opts.issuer)
         : unauthenticated("UNKNOWN_KEY", `no key of ${opts.issuer} has this key id`);
     }
     try {
       await refresh();
     } catch (err) {
       throw local === undefined
-        ? unauthenticated("JWKS_UNAVAILABLE", `the key set of ${opts.issuer} is not available`, err)
+        ? keysUnavailable(opts.issuer, err)
         : unauthenticated("UNKNOWN_KEY", `no key of ${opts.issuer} has this key id`, err);
     }
     try {

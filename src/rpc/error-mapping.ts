@@ -37,6 +37,12 @@ export const grpcCodeOf: Readonly<Record<ErrorCode, Code>> = {
 };
 
 /** Converts any error thrown by the core into the ConnectError sent to the caller. */
+const authCodes = {
+  UNAUTHENTICATED: Code.Unauthenticated,
+  PERMISSION_DENIED: Code.PermissionDenied,
+  UNAVAILABLE: Code.Unavailable,
+} as const;
+
 export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
   if (isTokenVendError(err)) {
@@ -63,7 +69,7 @@ export function toConnectError(err: unknown): ConnectError {
     const metadata: Record<string, string> = err.rule !== undefined ? { rule: err.rule } : {};
     return new ConnectError(
       err.message,
-      err.code === "UNAUTHENTICATED" ? Code.Unauthenticated : Code.PermissionDenied,
+      authCodes[err.code],
       undefined,
       [{ desc: ErrorInfoSchema, value: { reason: err.reason, domain: errorDomain, metadata } }],
       err,

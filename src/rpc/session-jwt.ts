@@ -46,6 +46,8 @@ export async function sessionOf(
   try {
     claims = (await verifier.verify(jwt)).claims;
   } catch (err) {
+    // An issuer that cannot be reached is UNAVAILABLE (retry), not a bad token.
+    if (err instanceof AuthError && err.code === "UNAVAILABLE") throw err;
     const reason = err instanceof AuthError ? err.reason : "MALFORMED_CREDENTIALS";
     throw denied("INVALID_SESSION_TOKEN", `the session JWT is not acceptable (${reason})`);
   }

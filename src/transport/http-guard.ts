@@ -13,6 +13,8 @@ export interface HttpGuardOptions {
   readonly allowedHosts: readonly string[];
   /** Origins (scheme://host[:port]) whose browser requests are served; none: no CORS. */
   readonly corsOrigins: readonly string[];
+  /** Request headers of the service's own a browser may send, beyond Connect's (Authorization). */
+  readonly allowHeaders: readonly string[];
   /** How long a browser may cache a preflight. */
   readonly corsMaxAgeSec?: number;
 }
@@ -33,7 +35,7 @@ export function createHttpGuard(opts: HttpGuardOptions): (req: Req, res: Res) =>
   const anyHost = opts.allowedHosts.includes("*");
   const hosts = new Set(opts.allowedHosts.map((h) => h.toLowerCase()));
   const origins = new Set(opts.corsOrigins);
-  const allowHeaders = connectCors.allowedHeaders.join(", ");
+  const allowHeaders = [...connectCors.allowedHeaders, ...opts.allowHeaders].join(", ");
   const exposeHeaders = connectCors.exposedHeaders.join(", ");
   const refuse = (res: Res, status: number, text: string) => {
     (res as http.ServerResponse).writeHead(status, { "content-type": "text/plain; charset=utf-8" });
@@ -55,7 +57,7 @@ export function createHttpGuard(opts: HttpGuardOptions): (req: Req, res: Res) =>
     if (req.method === "OPTIONS") {
       (res as http.ServerResponse).writeHead(204, {
         "access-control-allow-methods": connectCors.allowedMethods.join(", "),
-        "access-control-allow-headers": `${allowHeaders}, Authorization`,
+        "access-control-allow-headers": allowHeaders,
         "access-control-max-age": String(opts.corsMaxAgeSec ?? 7200),
       });
       (res as http.ServerResponse).end();
