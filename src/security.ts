@@ -17,6 +17,7 @@ import {
 } from "./auth/index.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./core/logger.ts";
+import type { FlowUpstream } from "./core/flow-upstream.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
 import { toConnectError } from "./rpc/error-mapping.ts";
 import { sessionJwtHeader } from "./rpc/session-jwt.ts";
@@ -32,6 +33,8 @@ export interface Security {
   recordStart(configDigest: string | undefined): void;
   /** `upstream` with every refresh and revocation at a provider audited. */
   audited(upstream: UpstreamClient): UpstreamClient;
+  /** The flows' provider calls that obtain tokens (a login, an exchange) audited. */
+  auditedFlows(upstream: FlowUpstream): FlowUpstream;
   close(): Promise<void>;
 }
 
@@ -151,8 +154,9 @@ export function createSecurity(opts: SecurityOptions): Security {
         })
       : undefined;
 
+  type ProviderEvent = "refresh" | "revocation" | "login" | "exchange";
   const record = (
-    event: "refresh" | "revocation",
+    event: ProviderEvent,
     provider: string,
     grantType: string,
     outcome: string,
@@ -164,7 +168,7 @@ export function createSecurity(opts: SecurityOptions): Security {
     }
   };
   const track = async <T>(
-    event: "refresh" | "revocation",
+    event: ProviderEvent,
     provider: string,
     grantType: string,
     work: Promise<T>,
@@ -175,6 +179,8 @@ export function createSecurity(opts: SecurityOptions): Security {
       return v;
     } catch (err) {
       const code = (err as { oauthError?: unknown }).oauthError;
+      // A device poll that is told to wait is not an outcome.
+      if (code === "authorization_pending" || code === "slow_down") throw err;
       record(event, provider, grantType, typeof code === "string" ? code : "FAILED");
       throw err;
     }
@@ -216,6 +222,16 @@ export function createSecurity(opts: SecurityOptions): Security {
               track("refresh", p, "client_credentials", u.clientCredentials(p, req)),
             refresh: (p, req) => track("refresh", p, "refresh_token", u.refresh(p, req)),
             revoke: (p, req) => track("revocation", p, req.tokenTypeHint, u.revoke(p, req)),
+          },
+    auditedFlows: (u) =>
+      audit === undefined
+        ? u
+        : {
+            ...u,
+            redeemCode: (p, req) =>
+              track("login", p, "authorization_code", u.redeemCode(p, req)),
+            pollDevice: (p, req) => track("login", p, "device_code", u.pollDevice(p, req)),
+            exchange: (p, req) => track("exchange", p, "token_exchange", u.exchange(p, req)),
           },
     async close() {
       tls?.close();

@@ -217,7 +217,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     vendor,
     store,
     states: flowStates,
-    upstream: createFlowClient(providerStates),
+    upstream: security.auditedFlows(createFlowClient(providerStates)),
     providers: config.providers,
     grants: config.grants,
     clock,

@@ -13,7 +13,7 @@ import type { Writable } from "node:stream";
 /** One audit record; absent fields are left out of the line. */
 export interface AuditRecord {
   /** What happened: a call's decision, a refresh, a revocation at a provider, a config load... */
-  readonly event: "call" | "refresh" | "revocation" | "keyring" | "config";
+  readonly event: "call" | "refresh" | "revocation" | "login" | "exchange" | "keyring" | "config";
   readonly caller?: string | undefined;
   readonly authMethod?: string | undefined;
   readonly peer?: string | undefined;
