@@ -8,6 +8,7 @@
 //       refreshToken: …             accessToken: … (at least one of the two)
 //       expiresIn: 1h | expiresAt: 2026-12-01T00:00:00Z   (with an access token)
 //       idToken, tokenType (Bearer), scopes, subject, clientId: optional
+//       owner: the caller id (or policy tenant) the session belongs to, with authentication on
 //   grants:
 //     - grant: billing-api (a configured grant)   accessToken: …   expiresIn | expiresAt
 
@@ -83,7 +84,15 @@ const tokenFields = ["accessToken", "idToken", "tokenType", "scopes", "expiresIn
 
 function session(v: unknown, at: string, src: BootstrapSources): BootstrapToken {
   const e = obj(v, at);
-  known(e, at, ["sessionId", "provider", "refreshToken", "subject", "clientId", ...tokenFields]);
+  known(e, at, [
+    "sessionId",
+    "provider",
+    "refreshToken",
+    "subject",
+    "clientId",
+    "owner",
+    ...tokenFields,
+  ]);
   const sessionId = str(e.sessionId, `${at}.sessionId`);
   const provider = str(e.provider, `${at}.provider`);
   if (!sessionId) throw new ConfigError(`${at}.sessionId is required`);
@@ -102,6 +111,7 @@ function session(v: unknown, at: string, src: BootstrapSources): BootstrapToken 
     refreshToken,
     subject: str(e.subject, `${at}.subject`),
     clientId: str(e.clientId, `${at}.clientId`),
+    owner: str(e.owner, `${at}.owner`) || undefined,
   };
 }
 
@@ -119,6 +129,7 @@ function grant(v: unknown, at: string, src: BootstrapSources): BootstrapToken {
     refreshToken: undefined,
     subject: undefined,
     clientId: undefined,
+    owner: undefined,
   };
 }
 

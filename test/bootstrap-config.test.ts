@@ -44,6 +44,7 @@ test("a file and the environment preload sessions and grants; each becomes gener
         "    scopes: [a, b]",
         "    subject: alice",
         "    clientId: web",
+        "    owner: system:serviceaccount:apps:builder",
         "  - { sessionId: s2, provider: corp, refreshToken: only-rt }",
       ].join("\n"),
     },
@@ -66,8 +67,10 @@ test("a file and the environment preload sessions and grants; each becomes gener
       expiresAt: Date.parse("2030-01-01T00:00:00Z"),
       subject: "alice",
       clientId: "web",
+      owner: "system:serviceaccount:apps:builder",
     },
   });
+  t.false("owner" in (s2?.tokens ?? {}), "no owner unless one is named");
   // Only a refresh token: stored already expired, so the first call refreshes it.
   t.like(s2, {
     tokens: { accessToken: "", refreshToken: "only-rt", expiresAt: now, issuedAt: now },
@@ -85,6 +88,15 @@ test("a file and the environment preload sessions and grants; each becomes gener
     present: 3,
   });
   t.is((await store.getActive(sessionKey("s1", "corp")))?.tokens?.issuedAt, now);
+  // Revoked since, its generation 1 pruned: a restart does not bring it back.
+  const s1Key = sessionKey("s1", "corp");
+  await store.insert({ key: s1Key, generation: 2, reason: "revoked" });
+  await store.pruneBelow(s1Key, 2);
+  t.deepEqual(await seedStore(store, config.bootstrap, { nowMs: now + 2 }), {
+    stored: 0,
+    present: 3,
+  });
+  t.is((await store.getActive(s1Key))?.generation, 2);
 });
 
 test("bootstrap errors name the source, the entry and the field, and never quote a token", (t) => {

@@ -3,7 +3,7 @@
 // start together race for generation 1 on the store's unique (key, generation) rule, and exactly
 // one writes it. A key that was renewed, replaced or revoked since is never touched again.
 
-import type { TokenKey, TokenRecord } from "../core/token.ts";
+import { keyId, type TokenKey, type TokenRecord } from "../core/token.ts";
 import type { TokenStore } from "../core/token-store.ts";
 
 /** A token preloaded from configuration (config-bootstrap.ts parses them). */
@@ -17,6 +17,8 @@ export interface BootstrapToken {
   readonly scopes: readonly string[];
   readonly subject: string | undefined;
   readonly clientId: string | undefined;
+  /** The session's owner (a caller id or tenant), sealed with the tokens like a stored one's. */
+  readonly owner: string | undefined;
   /** Absolute expiry (epoch ms), or a lifetime counted from when it is first stored. */
   readonly expiry: { readonly atMs: number } | { readonly inMs: number };
 }
@@ -47,6 +49,7 @@ export function bootstrapRecord(t: BootstrapToken, nowMs: number): TokenRecord {
       expiresAt,
       subject: t.subject,
       clientId: t.clientId,
+      ...(t.owner !== undefined ? { owner: t.owner } : {}),
     },
   };
 }
@@ -56,10 +59,15 @@ export async function seedStore(
   tokens: readonly BootstrapToken[],
   opts: { readonly nowMs: number; readonly signal?: AbortSignal | undefined },
 ): Promise<SeedResult> {
+  // One query for every key, opening nothing: a record this keyring cannot open still counts.
+  const existing = await store.activeGenerations(
+    tokens.map((t) => t.key),
+    opts,
+  );
   let stored = 0;
   let present = 0;
   for (const t of tokens) {
-    if ((await store.getActive(t.key, opts)) !== undefined) {
+    if (existing.has(keyId(t.key))) {
       present++;
       continue;
     }
