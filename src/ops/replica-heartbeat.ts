@@ -41,17 +41,21 @@ export function startReplicaHeartbeat(opts: {
     }
   };
   // Not awaited: an unreachable database at start must not hold the listeners back.
-  const first = beat();
+  let inflight = beat();
   const repeating = startRepeating({
     clock: opts.clock,
     intervalMs: opts.intervalMs,
     signal: opts.signal,
-    run: beat,
+    run: () => {
+      inflight = beat();
+      return inflight;
+    },
   });
   return {
     async stop(timeoutMs) {
       repeating.stop();
-      await first;
+      // A beat still running would record this replica again after its withdrawal.
+      await inflight;
       await opts.registry
         .withdraw(self.id, { signal: AbortSignal.timeout(timeoutMs) })
         .catch((err: unknown) =>
