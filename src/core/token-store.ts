@@ -1,7 +1,13 @@
 // The storage port. Correctness relies only on "insert generation n of a key
 // succeeds for exactly one writer", which every adapter provides atomically.
 
-import type { GenerationReason, LiveRecord, TokenKey, TokenRecord } from "./token.ts";
+import {
+  type GenerationReason,
+  keyId,
+  type LiveRecord,
+  type TokenKey,
+  type TokenRecord,
+} from "./token.ts";
 
 export interface StoreCallOptions {
   readonly signal?: AbortSignal | undefined;
@@ -85,6 +91,36 @@ export class UnreadableRecordError extends Error {
     super(message, { cause: opts.cause });
     this.reason = reason;
   }
+}
+
+/**
+ * The store is full (the memory and file stores' configured capacity): a new key is refused,
+ * never a new generation of a key it holds, so renewals and revocations always land.
+ */
+export class StoreFullError extends Error {
+  override readonly name = "StoreFullError";
+}
+
+/** How much a store that holds everything in this process's memory may hold. */
+export interface StoreCapacity {
+  /** Most keys (sessions × providers and grants), revoked ones included until swept. */
+  readonly maxKeys: number;
+  /** Most bytes of stored records, estimated from their strings. */
+  readonly maxBytes: number;
+  /** A revoked key's last record is swept this long after the revocation. */
+  readonly tombstoneRetentionMs: number;
+}
+
+/** What a record costs a store in memory, estimated (the same measure for every adapter). */
+export function recordBytes(r: TokenRecord): number {
+  const t = r.tokens;
+  let chars = keyId(r.key).length;
+  if (t !== undefined) {
+    chars += t.accessToken.length + (t.refreshToken?.length ?? 0) + (t.idToken?.length ?? 0);
+    chars += (t.subject?.length ?? 0) + (t.clientId?.length ?? 0) + (t.owner?.length ?? 0);
+    for (const s of t.scopes) chars += s.length + 16;
+  }
+  return 400 + chars;
 }
 
 export interface SweepResult {
