@@ -7,15 +7,17 @@
 import type { Meter, Tracer } from "@opentelemetry/api";
 import { type AuthorizationFlow, createAuthorizationFlow } from "./authorization-flow.ts";
 import { createCatalog, type GrantSettings, type ProviderSettings } from "./catalog.ts";
+import { storeFailure } from "./classified-store.ts";
 import type { Clock, Random } from "./clock.ts";
 import { createDeviceFlow, type DeviceFlow } from "./device-flow.ts";
 import type { ProviderFlowSettings } from "./flow-settings.ts";
 import type { FlowStateStore } from "./flow-state-store.ts";
 import type { FlowUpstream } from "./flow-upstream.ts";
+import type { ForcedRefreshPolicy } from "./forced-refresh.ts";
 import { errorText, type Logger } from "./logger.ts";
 import { startRepeating } from "./repeating.ts";
 import { createTokenExchanges, type TokenExchanges } from "./token-exchange.ts";
-import type { TokenStore } from "./token-store.ts";
+import { StoreFullError, type TokenStore } from "./token-store.ts";
 import type { TokenVendor } from "./token-vendor.ts";
 import { startUnusedRefresh, type UnusedRefresh } from "./unused-refresh.ts";
 
@@ -29,6 +31,9 @@ export interface FlowsTuning {
   readonly idleEvictMs: number;
   readonly minRefreshIntervalMs: number;
   readonly maxStreams: number;
+  /** The exchanged tokens' cache bounds and forced refreshes (token-exchange.ts). */
+  readonly exchangeCache: { readonly maxKeys: number; readonly maxBytes: number };
+  readonly forcedRefresh: ForcedRefreshPolicy;
 }
 
 export interface FlowsOptions extends FlowsTuning {
@@ -57,7 +62,15 @@ export interface Flows {
 }
 
 export function createFlows(opts: FlowsOptions): Flows {
-  const { vendor, states, clock, logger } = opts;
+  const { vendor, clock, logger } = opts;
+  // A flow state store at its capacity: RESOURCE_EXHAUSTED (STORE_FULL), as for tokens.
+  const states: FlowStateStore = {
+    ...opts.states,
+    create: (r, o) =>
+      opts.states.create(r, o).catch((err: unknown) => {
+        throw err instanceof StoreFullError ? storeFailure(err, undefined) : err;
+      }),
+  };
   const lifetimeOf = (provider: string) => {
     const p = opts.providers.get(provider);
     if (p === undefined) throw new TypeError(`provider "${provider}" is not configured`);
@@ -92,6 +105,9 @@ export function createFlows(opts: FlowsOptions): Flows {
     idleEvictMs: opts.idleEvictMs,
     minRefreshIntervalMs: opts.minRefreshIntervalMs,
     maxStreams: opts.maxStreams,
+    cacheMaxKeys: opts.exchangeCache.maxKeys,
+    cacheMaxBytes: opts.exchangeCache.maxBytes,
+    forcedRefresh: opts.forcedRefresh,
     tracer: opts.tracer,
     meter: opts.meter,
   });
