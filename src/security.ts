@@ -129,6 +129,14 @@ export function createSecurity(opts: SecurityOptions): Security {
       }
     };
   }
+  if (authenticate === undefined && config.limits.callers.enabled) {
+    // No authentication, per-caller limits on: the caller is the peer (rpc/access-limits.ts).
+    authenticate = async (req): Promise<Caller> => ({
+      id: "anonymous",
+      method: "none",
+      peer: req.peer,
+    });
+  }
   const sessionJwts =
     auth.sessionJwtIssuers.length > 0
       ? createJwtVerifier({
