@@ -70,6 +70,8 @@ const config = parseConfig(
     grpc: { listen: "127.0.0.1:0" },
     http: { listen: "127.0.0.1:0" },
     logLevel: "silent",
+    // One caller at full speed: the per-caller rate is not what this measures.
+    limits: { callers: { disabled: true } },
     providers: { idp: { issuer: idp.issuer, clientId: client.clientId, clientSecretEnv: "S" } },
     ...(issuer !== undefined
       ? { auth: { jwt: { issuers: [{ issuer: issuer.issuer, audiences: ["tokenvend"] }] } } }

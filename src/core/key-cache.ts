@@ -14,7 +14,7 @@ import type { SpanContext } from "@opentelemetry/api";
 import { LRUCache } from "lru-cache";
 import type { Clock } from "./clock.ts";
 import type { TokenVendError } from "./errors.ts";
-import { keyId, type LiveRecord, type TokenKey } from "./token.ts";
+import { keyId, type LiveRecord, type TokenKey, tokenChars } from "./token.ts";
 
 /** A key's refresh: single flight, backoff, and a renewal not stored yet. */
 export interface RefreshState {
@@ -100,20 +100,15 @@ const maxEvictEveryMs = 60_000;
  * What an entry costs in memory, estimated from what it holds: a fixed part (the entry, its
  * refresh state, the record and its token set, the frozen responses built per generation) and
  * the strings, each held about twice (the record, and the response encoded once per
- * generation). Calibrated by `npm run bench:memory` (docs/BENCHMARKS.md).
+ * generation). `npm run bench:memory` measured 2,419 B for a key of 1.7 KB tokens before its
+ * response is built; the estimate (5,144 B there) adds the response and rounds up, so the
+ * bound is never an undercount (docs/BENCHMARKS.md, "Memory per key").
  */
 export function entryBytes(entry: KeyEntry): number {
-  const t = entry.record?.tokens;
-  let chars = entry.id.length;
-  if (t !== undefined) {
-    chars += t.accessToken.length + (t.refreshToken?.length ?? 0) + (t.idToken?.length ?? 0);
-    chars += (t.subject?.length ?? 0) + (t.clientId?.length ?? 0) + (t.owner?.length ?? 0);
-    for (const s of t.scopes) chars += s.length + 16;
-  }
-  return entryFixedBytes + 2 * chars;
+  return entryFixedBytes + 2 * (entry.id.length + tokenChars(entry.record?.tokens));
 }
 
-/** The fixed part of entryBytes, measured (docs/BENCHMARKS.md, "Memory per cached key"). */
+/** The fixed part of entryBytes (measured ~650 B, and the response's objects). */
 export const entryFixedBytes = 1_600;
 
 export function createKeyCache(opts: KeyCacheOptions): KeyCache {

@@ -7,6 +7,7 @@ import {
   type LiveRecord,
   type TokenKey,
   type TokenRecord,
+  tokenChars,
 } from "./token.ts";
 
 export interface StoreCallOptions {
@@ -111,16 +112,13 @@ export interface StoreCapacity {
   readonly tombstoneRetentionMs: number;
 }
 
-/** What a record costs a store in memory, estimated (the same measure for every adapter). */
+/**
+ * What a record costs a store in memory, estimated: its strings (one byte a character: tokens
+ * are ASCII) and a fixed part for the objects around them. `npm run bench:memory` measured
+ * 2,750 B for a record of 1.7 KB tokens (docs/BENCHMARKS.md, "Memory per key").
+ */
 export function recordBytes(r: TokenRecord): number {
-  const t = r.tokens;
-  let chars = keyId(r.key).length;
-  if (t !== undefined) {
-    chars += t.accessToken.length + (t.refreshToken?.length ?? 0) + (t.idToken?.length ?? 0);
-    chars += (t.subject?.length ?? 0) + (t.clientId?.length ?? 0) + (t.owner?.length ?? 0);
-    for (const s of t.scopes) chars += s.length + 16;
-  }
-  return 400 + chars;
+  return 1_000 + keyId(r.key).length + tokenChars(r.tokens);
 }
 
 export interface SweepResult {

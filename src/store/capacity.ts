@@ -1,8 +1,9 @@
 // The capacity of the stores that hold every record in this process's memory (the memory and
-// file stores): at most maxKeys keys and maxBytes of records (recordBytes, the same estimate
-// for both). Only a new key is refused (StoreFullError: RESOURCE_EXHAUSTED, STORE_FULL); a new
-// generation of a key already held always lands, so renewals and revocations never fail here.
-// Revoked keys count until the sweep removes them, tombstoneRetentionMs after the revocation.
+// file stores): at most maxKeys keys and maxBytes of records (the memory store counts
+// recordBytes, the file store its documents' serialized size: what each holds). Only a new key
+// is refused (StoreFullError: RESOURCE_EXHAUSTED, STORE_FULL); a new generation of a key
+// already held always lands, so renewals and revocations never fail here. Revoked keys count
+// until the sweep removes them, tombstoneRetentionMs after the revocation.
 
 import { type StoreCapacity, StoreFullError } from "../core/token-store.ts";
 
