@@ -19,6 +19,7 @@ import { entryBytes, type KeyEntry } from "../src/core/key-cache.ts";
 import { recordBytes, type TokenStore } from "../src/core/token-store.ts";
 import { createTokenVendor } from "../src/core/token-vendor.ts";
 import { createMemoryStore } from "../src/store/memory-store.ts";
+import { tuning } from "../test/support/vendor-harness.ts";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -58,17 +59,9 @@ async function round(r: number) {
     grants: new Map(),
     signal: service.signal,
     clock: { ...systemClock, now: () => now },
-    refreshTimeoutMs: configDefaults.refreshTimeoutMs,
-    maxStreams: configDefaults.maxStreams,
-    claimLeaseMs: configDefaults.claimLeaseMs,
-    claimPollMs: configDefaults.claimPollMs,
-    syncIntervalMs: 0,
-    idleEvictMs: configDefaults.idleEvictMs,
-    minRefreshIntervalMs: configDefaults.minRefreshIntervalMs,
-    grantKeepFreshMs: configDefaults.grantKeepFreshMs,
+    ...tuning,
     cacheMaxKeys: keys * 2,
     cacheMaxBytes: 8 * 1024 ** 3,
-    forcedRefresh: configDefaults.limits.forcedRefresh,
   });
   const before = heap();
   let estimatedEntries = 0;

@@ -8,14 +8,19 @@ import { renewed, STALE_AT, seed, setup, watchQ } from "../../test/support/vendo
 import { watchStream } from "../../test/support/watch-stream.ts";
 import { type ErrorCode, TokenVendError } from "./errors.ts";
 
+/** A stored key with one stream past its first message; `next` is the stream's next event. */
+async function watching() {
+  const h = setup();
+  await seed(h);
+  const ac = new AbortController();
+  const stream = watchStream(h.vendor, watchQ, ac.signal);
+  await stream.next();
+  return { h, ac, stream, next: stream.next() };
+}
+
 for (const code of ["UPSTREAM_UNAVAILABLE", "TOKEN_UNREADABLE", "STORE_UNAVAILABLE"] as const) {
   test(`watch: a background refresh failing with ${code} backs off 1 s, 2 s, 4 s, then renews`, async (t) => {
-    const h = setup();
-    await seed(h);
-    const ac = new AbortController();
-    const stream = watchStream(h.vendor, watchQ, ac.signal);
-    await stream.next();
-    const next = stream.next();
+    const { h, ac, stream, next } = await watching();
     const failure = () => fails(new TokenVendError(code as ErrorCode, `failed: ${code}`));
     h.upstream.script("refresh", failure(), failure(), failure(), failure());
     await h.clock.advanceTo(STALE_AT);
@@ -34,12 +39,7 @@ for (const code of ["UPSTREAM_UNAVAILABLE", "TOKEN_UNREADABLE", "STORE_UNAVAILAB
 }
 
 test("a refresh failing for good (REFRESH_FAILED) is not retried in the background", async (t) => {
-  const h = setup();
-  await seed(h);
-  const ac = new AbortController();
-  const stream = watchStream(h.vendor, watchQ, ac.signal);
-  await stream.next();
-  const next = stream.next();
+  const { h, ac, next } = await watching();
   h.upstream.script("refresh", fails(new TokenVendError("REFRESH_FAILED", "rejected")));
   await h.clock.advanceTo(STALE_AT);
   await h.clock.advance(60_000);
