@@ -76,8 +76,9 @@ export const configDefaults = {
   } satisfies LifetimePolicy as LifetimePolicy,
   /**
    * The bounds that keep a replica inside its memory and its providers' rate limits whatever
-   * callers send (docs/OPERATIONS.md, "Limits"). The memory figures fit k8s/deployment.yaml's
-   * 512Mi limit with the budget measured in docs/BENCHMARKS.md ("Memory budget").
+   * callers send (docs/OPERATIONS.md, "Limits and the memory budget"). The memory figures fit
+   * k8s/deployment.yaml's 512Mi limit with the budget measured in docs/BENCHMARKS.md ("Memory
+   * per key").
    */
   limits: {
     /** The vendor's key cache: keys, and their estimated bytes. */
