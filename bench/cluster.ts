@@ -95,6 +95,8 @@ async function main() {
     `changeLogRetention: ${RETENTION_MS}ms`,
     "shutdownGrace: 2s",
     "maxStreams: 100000",
+    // What the bench measures is the cluster at 100,000 keys, not the limits a caller meets.
+    "limits: { callers: { disabled: true }, cache: { maxKeys: 1000000, maxBytes: 1Gi } }",
     "providers:",
     ...Array.from({ length: providers }, (_, i) => [
       `  p${i}:`,

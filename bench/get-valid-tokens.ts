@@ -13,7 +13,8 @@
 // token cached, then the policy and the session's owner checked) or
 // BENCH_AUTH=mtls (TLS on the listener, the caller identified by its client
 // certificate's SPIFFE id; the echo runs over the same TLS). The echo itself is
-// never authenticated: the gap is what authentication costs.
+// never authenticated: the gap is what authentication costs. BENCH_CALLER_LIMITS=1: the
+// per-caller limits on (off otherwise), each GetValidTokens counted against its caller's rate.
 
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -70,6 +71,14 @@ const config = parseConfig(
     grpc: { listen: "127.0.0.1:0" },
     http: { listen: "127.0.0.1:0" },
     logLevel: "silent",
+    // One caller at full speed: off unless BENCH_CALLER_LIMITS=1, then a rate it never reaches,
+    // so the gap is what counting each call per caller costs.
+    limits: {
+      callers:
+        process.env.BENCH_CALLER_LIMITS === "1"
+          ? { requestsPerSecond: 1_000_000, rpcs: { GetValidTokens: 1_000_000 } }
+          : { disabled: true },
+    },
     providers: { idp: { issuer: idp.issuer, clientId: client.clientId, clientSecretEnv: "S" } },
     ...(issuer !== undefined
       ? { auth: { jwt: { issuers: [{ issuer: issuer.issuer, audiences: ["tokenvend"] }] } } }

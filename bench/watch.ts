@@ -112,6 +112,8 @@ async function startTokenvend(): Promise<BenchServer> {
       http: { listen: "127.0.0.1:0" },
       logLevel: "silent",
       maxStreams: Math.max(streams, 10_000),
+      // One client opens every stream: the per-caller limits are not what this measures.
+      limits: { callers: { disabled: true } },
       shutdownGrace: "2s",
       providers: {
         [provider]: {

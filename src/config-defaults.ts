@@ -74,6 +74,33 @@ export const configDefaults = {
     refreshJitter: 0.1,
     defaultLifetimeMs: 3_600_000,
   } satisfies LifetimePolicy as LifetimePolicy,
+  /**
+   * The bounds that keep a replica inside its memory and its providers' rate limits whatever
+   * callers send (docs/OPERATIONS.md, "Limits and the memory budget"). The memory figures fit
+   * k8s/deployment.yaml's 512Mi limit with the budget measured in docs/BENCHMARKS.md ("Memory
+   * per key").
+   */
+  limits: {
+    /** The vendor's key cache: keys, and their estimated bytes. */
+    cache: { maxKeys: 100_000, maxBytes: 64 * 1024 * 1024 },
+    /** Exchanged tokens (RFC 8693), cached apart. */
+    exchangeCache: { maxKeys: 10_000, maxBytes: 16 * 1024 * 1024 },
+    /** The memory and file stores (MongoDB is bounded by its own disks). */
+    store: { maxKeys: 100_000, maxBytes: 96 * 1024 * 1024, tombstoneRetentionMs: 3_600_000 },
+    /** The memory and file flow state stores: pending logins and device authorizations. */
+    flowStates: { maxRecords: 10_000 },
+    /** Refreshes callers force with a minimum validity, per key. */
+    forcedRefresh: { minIntervalMs: 5_000, budget: 20, windowMs: 3_600_000 },
+    /** Per provider (providers.NAME.limits overrides). */
+    providers: { maxConcurrent: 8, ratePerSecond: 50, maxQueued: 10_000 },
+    /** Per caller: the authenticated identity, or the peer's address without authentication. */
+    callers: {
+      requestsPerSecond: 1_000,
+      rpcs: {} as Readonly<Record<string, number>>,
+      maxStreams: 1_000,
+      newSessionsPerSecond: 100,
+    },
+  },
   /** Per provider (providers.NAME.backoff). */
   backoff: {
     initialMs: 1_000,

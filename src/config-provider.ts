@@ -11,6 +11,7 @@ import {
   privateKeyOf,
   readSecret,
 } from "./config-flows.ts";
+import { type ProviderRequestLimits, parseProviderLimits } from "./config-limits.ts";
 import {
   bool,
   ConfigError,
@@ -38,12 +39,16 @@ export interface ProviderConfig extends UpstreamProviderConfig, ProviderFlowConf
   readonly allowInsecureHttp: boolean;
   readonly lifetime: LifetimePolicy;
   readonly backoff: BackoffPolicy;
+  /** Requests to this provider: concurrency, rate, queue (providers.NAME.limits over limits.providers). */
+  readonly limits: ProviderRequestLimits;
 }
 
 /** Where a provider's secret may come from. */
 export interface SecretSources {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly readFile: (path: string) => string;
+  /** limits.providers: what providers.NAME.limits overrides. */
+  readonly providerLimits?: ProviderRequestLimits | undefined;
 }
 
 /** Provider and grant names. */
@@ -67,6 +72,7 @@ export function parseProvider(name: string, value: unknown, opts: SecretSources)
     "allowInsecureHttp",
     "lifetime",
     "backoff",
+    "limits",
     ...flowProviderKeys,
   ]);
   if (p.clientSecret !== undefined) {
@@ -168,6 +174,11 @@ export function parseProvider(name: string, value: unknown, opts: SecretSources)
     allowInsecureHttp: bool(p.allowInsecureHttp, `${at}.allowInsecureHttp`, false),
     lifetime,
     backoff,
+    limits: parseProviderLimits(
+      p.limits,
+      `${at}.limits`,
+      opts.providerLimits ?? configDefaults.limits.providers,
+    ),
     ...parseProviderFlows(p, at, opts),
   };
 }

@@ -8,6 +8,7 @@ import { parseSecurity, type SecurityConfig } from "./config-auth.ts";
 import { type BootstrapToken, parseBootstrap } from "./config-bootstrap.ts";
 import { configDefaults, type LogLevel } from "./config-defaults.ts";
 import { type FlowTuningConfig, flowRootKeys, parseFlowTuning } from "./config-flows.ts";
+import { type LimitsConfig, parseLimits } from "./config-limits.ts";
 import { nameRe, type ProviderConfig, parseProvider } from "./config-provider.ts";
 import {
   ConfigError,
@@ -24,6 +25,7 @@ import {
 export type { AuditConfig, AuthConfig, SecurityConfig, TlsConfig } from "./config-auth.ts";
 export type { BootstrapToken } from "./config-bootstrap.ts";
 export { configDefaults, type LogLevel } from "./config-defaults.ts";
+export type { CallerLimitsConfig, LimitsConfig } from "./config-limits.ts";
 export type { AuthMethod, ProviderConfig } from "./config-provider.ts";
 export { ConfigError, parseDuration } from "./config-values.ts";
 
@@ -88,6 +90,8 @@ export interface Config extends SecurityConfig {
   readonly bootstrap: readonly BootstrapToken[];
   /** Shared store: how often a replica records itself and its keys (for reencrypt's check). */
   readonly replicaHeartbeatMs: number;
+  /** Memory, provider and per-caller bounds (config-limits.ts). */
+  readonly limits: LimitsConfig;
 }
 
 const logLevels: readonly LogLevel[] = [
@@ -161,6 +165,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "tls",
     "audit",
     "health",
+    "limits",
   ]);
   const env = opts.env;
   const grpc = obj(root.grpc ?? {}, "grpc");
@@ -206,9 +211,10 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     throw new ConfigError(`${levelName} must be one of ${logLevels.join(", ")}; got "${level}"`);
   }
 
+  const limits = parseLimits(root);
   const providers = new Map<string, ProviderConfig>();
   for (const [name, value] of Object.entries(obj(root.providers ?? {}, "providers"))) {
-    providers.set(name, parseProvider(name, value, opts));
+    providers.set(name, parseProvider(name, value, { ...opts, providerLimits: limits.providers }));
   }
   const grants = new Map<string, GrantConfig>();
   for (const [name, value] of Object.entries(obj(root.grants ?? {}, "grants"))) {
@@ -243,6 +249,12 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     throw new ConfigError(
       `claimLease (${claimLeaseMs} ms) must be at least refreshTimeout (${refreshTimeoutMs} ms): ` +
         "a replica still refreshing must never look dead to the others",
+    );
+  }
+  if (limits.store.tombstoneRetentionMs < claimLeaseMs + refreshTimeoutMs) {
+    // A refresh still running when its key's revocation is swept would store it again.
+    throw new ConfigError(
+      `limits.store.tombstoneRetention (${limits.store.tombstoneRetentionMs} ms) must be at least claimLease + refreshTimeout (${claimLeaseMs + refreshTimeoutMs} ms)`,
     );
   }
   const changeLogMarginMs = duration(
@@ -324,5 +336,6 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
       "replicaHeartbeat",
       configDefaults.replicaHeartbeatMs,
     ),
+    limits,
   };
 }

@@ -16,8 +16,8 @@ import {
   type Policy,
 } from "./auth/index.ts";
 import type { Config } from "./config.ts";
-import type { Logger } from "./core/logger.ts";
 import type { FlowUpstream } from "./core/flow-upstream.ts";
+import type { Logger } from "./core/logger.ts";
 import type { UpstreamClient } from "./core/upstream.ts";
 import { toConnectError } from "./rpc/error-mapping.ts";
 import { sessionJwtHeader } from "./rpc/session-jwt.ts";
@@ -132,6 +132,14 @@ export function createSecurity(opts: SecurityOptions): Security {
       }
     };
   }
+  if (authenticate === undefined && config.limits.callers.enabled) {
+    // No authentication, per-caller limits on: the caller is the peer (rpc/access-limits.ts).
+    authenticate = async (req): Promise<Caller> => ({
+      id: "anonymous",
+      method: "none",
+      peer: req.peer,
+    });
+  }
   const sessionJwts =
     auth.sessionJwtIssuers.length > 0
       ? createJwtVerifier({
@@ -155,12 +163,7 @@ export function createSecurity(opts: SecurityOptions): Security {
       : undefined;
 
   type ProviderEvent = "refresh" | "revocation" | "login" | "exchange";
-  const record = (
-    event: ProviderEvent,
-    provider: string,
-    grantType: string,
-    outcome: string,
-  ) => {
+  const record = (event: ProviderEvent, provider: string, grantType: string, outcome: string) => {
     try {
       audit?.write({ event, provider, outcome, details: { grantType } });
     } catch {
@@ -228,8 +231,7 @@ export function createSecurity(opts: SecurityOptions): Security {
         ? u
         : {
             ...u,
-            redeemCode: (p, req) =>
-              track("login", p, "authorization_code", u.redeemCode(p, req)),
+            redeemCode: (p, req) => track("login", p, "authorization_code", u.redeemCode(p, req)),
             pollDevice: (p, req) => track("login", p, "device_code", u.pollDevice(p, req)),
             exchange: (p, req) => track("exchange", p, "token_exchange", u.exchange(p, req)),
           },

@@ -16,6 +16,7 @@ import type { FlowStateStore } from "./core/flow-state-store.ts";
 import { createFlows, type Flows } from "./core/flows.ts";
 import type { Logger } from "./core/logger.ts";
 import { noopLogger } from "./core/logger.ts";
+import { limitedFlowUpstream, limitedRevocations } from "./core/provider-limiter.ts";
 import { createRenewalFailures } from "./core/renewal-failures.ts";
 import { startStoreSweeper } from "./core/store-sweeper.ts";
 import type { TokenStore } from "./core/token-store.ts";
@@ -24,6 +25,7 @@ import type { UpstreamClient } from "./core/upstream.ts";
 import { createFlowClient } from "./idp/flow-client.ts";
 import { createProviderStates, createUpstreamClient } from "./idp/upstream-client.ts";
 import { createWebhookSender } from "./idp/webhook-sender.ts";
+import { callerLimited, providerLimiterOf } from "./limits.ts";
 import { startReplicaHeartbeat } from "./ops/replica-heartbeat.ts";
 import { seedStore } from "./ops/seed.ts";
 import { guardTokenService } from "./rpc/access-control.ts";
@@ -116,6 +118,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       keys: { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles },
       logger: log,
       onKeyMismatch: (err) => opts.onFatal?.(err),
+      capacity: config.limits.store,
     }));
   if (config.bootstrap.length > 0) {
     const seeded = await seedStore(store, config.bootstrap, {
@@ -127,7 +130,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     log.info(seeded, "bootstrap tokens: stored where their key had none");
   }
   const keys = { keyText: config.encryptionKeys, keyFiles: config.encryptionKeyFiles };
-  const flowStates = opts.flowStates ?? (await openFlowStates(config.store, keys));
+  const flowStates =
+    opts.flowStates ??
+    (await openFlowStates(config.store, keys, config.limits.flowStates.maxRecords));
   const clock = opts.clock ?? systemClock;
   // One state per provider (metadata, client authentication), shared by both clients.
   const providerStates = createProviderStates({
@@ -153,6 +158,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const upstream = security.audited(
     opts.upstream ?? createUpstreamClient({ providers: config.providers, states: providerStates }),
   );
+
   // --- telemetry: spans from the given tracer provider; metrics to the given
   // meter provider and/or the Prometheus endpoint ---
   // Loaded only when configured: the metrics SDK costs ~16 MB resident.
@@ -176,6 +182,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       : undefined;
   const interceptors = rpcTelemetry !== undefined ? [rpcTelemetry.interceptor] : [];
   const flowMetrics = createFlowMetrics(meter ?? noopMeter);
+  // Per provider: concurrent requests, their rate, the queue, Retry-After pauses.
+  const limiter = providerLimiterOf(config, clock, meter ?? noopMeter);
   const renewalFailures = createRenewalFailures({
     providers: config.providers,
     deliver: createWebhookSender(),
@@ -192,7 +200,11 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   let flows: Flows | undefined;
   const vendor = createTokenVendor({
     store,
-    upstream,
+    upstream: limitedRevocations(upstream, limiter),
+    limiter,
+    cacheMaxKeys: config.limits.cache.maxKeys,
+    cacheMaxBytes: config.limits.cache.maxBytes,
+    forcedRefresh: config.limits.forcedRefresh,
     providers: config.providers,
     grants: config.grants,
     logger: log,
@@ -217,7 +229,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     vendor,
     store,
     states: flowStates,
-    upstream: security.auditedFlows(createFlowClient(providerStates)),
+    // Audited inside the limiter: the stream records what reached the provider.
+    upstream: limitedFlowUpstream(security.auditedFlows(createFlowClient(providerStates)), limiter),
     providers: config.providers,
     grants: config.grants,
     clock,
@@ -235,6 +248,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     idleEvictMs: config.idleEvictMs,
     minRefreshIntervalMs: config.minRefreshIntervalMs,
     maxStreams: config.maxStreams,
+    exchangeCache: config.limits.exchangeCache,
+    forcedRefresh: config.limits.forcedRefresh,
   });
   // Authentication off and no audit: the handlers as they are, nothing on the hot path.
   const guarded = security.policy !== undefined || security.audit !== undefined;
@@ -248,14 +263,18 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     }),
     ...createFlowService(flows, { guarded }),
   };
-  const impl = guarded
-    ? guardTokenService(service, {
-        policy: security.policy,
-        sessionJwts: security.sessionJwts,
-        audit: security.audit,
-        now: () => clock.now(),
-      })
-    : service;
+  const impl = callerLimited(
+    guarded
+      ? guardTokenService(service, {
+          policy: security.policy,
+          sessionJwts: security.sessionJwts,
+          audit: security.audit,
+          now: () => clock.now(),
+        })
+      : service,
+    config,
+    meter ?? noopMeter,
+  );
   // The one mapping of errors to the wire, for both listeners.
   const errors = createWireErrors({
     toConnectError,

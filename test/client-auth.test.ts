@@ -89,6 +89,7 @@ test.before(async () => {
     },
     grants: {
       "rot-grant": { provider: "rot", scopes: ["api:read"] },
+      "rot-grant-2": { provider: "rot", scopes: ["api:write"] },
       "signed-grant": { provider: "signed", scopes: ["api:read"] },
       "forged-grant": { provider: "forged", scopes: ["api:read"] },
     },
@@ -114,7 +115,8 @@ test.serial(
     await idp.setClientSecret("rotating", newSecret);
     idp.resetCounters();
     // A token that must outlive the cached one: a new client_credentials request.
-    const renewed = await getToken("rot-grant", 400);
+    // (300 s tokens, 30 s of skew: 270 s is the longest validity the provider's tokens have.)
+    const renewed = await getToken("rot-grant", 270);
     t.truthy(renewed.credential?.accessToken);
     t.is(
       idp.counters.tokenRequests.client_credentials,
@@ -130,7 +132,8 @@ test.serial(
     t.false(JSON.stringify(warnings).includes(newSecret));
     t.false(JSON.stringify(warnings).includes(oldSecret));
     idp.resetCounters();
-    await getToken("rot-grant", 400);
+    // Another grant of the provider (rot-grant was just refreshed: its next forced refresh waits).
+    await getToken("rot-grant-2");
     t.is(
       idp.counters.tokenRequests.client_credentials,
       1,

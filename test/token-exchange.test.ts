@@ -85,13 +85,36 @@ test("a grant's token can be the subject too", async (t) => {
   t.is((await stack.idp.introspect(res.credential?.accessToken ?? "")).aud, audience);
 });
 
-test("min_validity_seconds beyond the cached token's life exchanges again", async (t) => {
-  await stack.store("x-3", await stack.mint(), 300);
-  const a = await exchange({ ...session("x-3"), audience });
-  const b = await exchange({ ...session("x-3"), audience }, { minValiditySeconds: 3600 });
-  t.not(a.credential?.accessToken, b.credential?.accessToken);
-  t.is(b.credential?.generation, 2n);
-});
+test.serial(
+  "min_validity_seconds beyond the cached token's remaining life exchanges again",
+  async (t) => {
+    await stack.store("x-3", await stack.mint(), 300);
+    const a = await exchange({ ...session("x-3"), audience });
+    // The provider's tokens live 300 s, less the 5 s skew: the longest validity one can have.
+    const b = await exchange({ ...session("x-3"), audience }, { minValiditySeconds: 295 });
+    t.not(a.credential?.accessToken, b.credential?.accessToken);
+    t.is(b.credential?.generation, 2n);
+  },
+);
+
+test.serial(
+  "min_validity_seconds longer than the provider's tokens live: FAILED_PRECONDITION, no exchange",
+  async (t) => {
+    await stack.store("x-3b", await stack.mint(), 300);
+    await exchange({ ...session("x-3b"), audience });
+    stack.idp.resetCounters();
+    for (let i = 0; i < 5; i++) {
+      const err = await t.throwsAsync(
+        exchange({ ...session("x-3b"), audience }, { minValiditySeconds: 3600 }),
+      );
+      const f = grpcFailureDetail(err);
+      t.is(f.code, 9);
+      t.is(f.reason, "MIN_VALIDITY_UNREACHABLE");
+      t.is(f.metadata.max_min_validity_seconds, "295");
+    }
+    t.deepEqual(stack.idp.counters.tokenRequests, {}, "the provider was not called");
+  },
+);
 
 test("WatchToken streams the exchanged token, and ends with NOT_FOUND when its subject is revoked", async (t) => {
   await stack.store("x-4", await stack.mint(), 300);

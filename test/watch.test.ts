@@ -53,7 +53,10 @@ test("a paused subscriber does not delay a fast one, and ends up holding the lat
 });
 
 test("1,000 subscribe/cancel cycles leave no stream, watcher or timer behind", async (t) => {
-  const s = await startStack();
+  // Faster than the default per-caller rate of WatchToken calls: the limit is raised.
+  const s = await startStack({
+    config: { limits: { callers: { rpcs: { WatchToken: 100_000 } } } },
+  });
   t.teardown(s.stop);
   await s.store("sess-churn", await s.mint(), 300);
   for (let i = 0; i < 1_000; i++) {

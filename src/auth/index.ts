@@ -10,6 +10,8 @@ export type { Authenticator, Credentials } from "./authenticator.ts";
 export { createAuthenticator } from "./authenticator.ts";
 export type { AuthMethod, AuthReason, Caller, DenyReason } from "./caller.ts";
 export { AuthError, denied, unauthenticated } from "./caller.ts";
+export type { CallerLimits, CallerLimitsOptions, LimitKind } from "./caller-limits.ts";
+export { createCallerLimits, LimitError } from "./caller-limits.ts";
 export type { JwtIssuerConfig, JwtVerifier, VerifiedIdentity } from "./jwt-verifier.ts";
 export { createJwtVerifier } from "./jwt-verifier.ts";
 export type {

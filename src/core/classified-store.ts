@@ -4,12 +4,18 @@
 // back: it is TOKEN_UNREADABLE (DATA_LOSS on the wire), reported once to
 // `onUnreadable` (an error log and a metric). A call whose own signal was
 // aborted by its caller (a cancel, a deadline) rejects with that reason
-// instead: the caller left, the store did not fail. A timeout of the core's own
+// instead: the caller left, the store did not fail. A store at its capacity
+// (StoreFullError) is RESOURCE_EXHAUSTED (STORE_FULL). A timeout of the core's own
 // (AbortSignal.timeout on a refresh) is a store that did not answer.
 
 import { isTokenVendError, TokenVendError } from "./errors.ts";
 import type { FlowStateStore } from "./flow-state-store.ts";
-import { type StoreCallOptions, type TokenStore, UnreadableRecordError } from "./token-store.ts";
+import {
+  type StoreCallOptions,
+  StoreFullError,
+  type TokenStore,
+  UnreadableRecordError,
+} from "./token-store.ts";
 
 export function classifiedStore(
   store: TokenStore,
@@ -78,6 +84,12 @@ export function classifiedFlowStates(states: FlowStateStore): FlowStateStore {
 export function storeFailure(err: unknown, signal: AbortSignal | undefined): unknown {
   if (isTokenVendError(err)) return err;
   if (signal?.aborted && !isTimeout(signal.reason)) return signal.reason;
+  if (err instanceof StoreFullError) {
+    return new TokenVendError("RESOURCE_EXHAUSTED", err.message, {
+      cause: err,
+      reason: "STORE_FULL",
+    });
+  }
   if (err instanceof UnreadableRecordError) {
     return new TokenVendError(
       "TOKEN_UNREADABLE",

@@ -21,6 +21,7 @@ import { notFoundError, TokenVendError } from "./errors.ts";
 import type { KeyEntry } from "./key-cache.ts";
 import { type LifetimePolicy, unusableAt } from "./lifetime.ts";
 import { errorText, type Logger } from "./logger.ts";
+import type { ProviderLimiter } from "./provider-limiter.ts";
 import type { RefreshInfo, RefreshTelemetry } from "./refresh-telemetry.ts";
 import { isLive, type LiveRecord, type TokenRecord, type TokenSet } from "./token.ts";
 import type { RefreshClaim, TokenStore } from "./token-store.ts";
@@ -50,6 +51,8 @@ export interface ClusterRefreshOptions {
   readonly forget: (entry: KeyEntry) => void;
   /** Whether the entry is still the cached one of its key. */
   readonly holds: (entry: KeyEntry) => boolean;
+  /** The provider's request slots: one is held from the claim to the provider's answer. */
+  readonly limiter: ProviderLimiter;
 }
 
 export interface ClusterRefresh {
@@ -262,7 +265,9 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
     // elsewhere and seen here through the store or the sync while this refresh
     // ran, is the answer: redeeming its refresh token would renew twice.
     const from = entry.record?.generation ?? 0;
-    const signal = AbortSignal.any([opts.signal, AbortSignal.timeout(opts.refreshTimeoutMs)]);
+    const bounded = () =>
+      AbortSignal.any([opts.signal, AbortSignal.timeout(opts.refreshTimeoutMs)]);
+    let signal = bounded();
     const prov = catalog.provider(entry.provider);
     if (entry.refresh.unsaved !== undefined) return saveUnsaved(entry);
     let waited = false;
@@ -272,14 +277,27 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
         info.source = "store";
         return seen.record;
       }
+      // A slot at the provider before the claim: the claim's lease must not run out in the
+      // queue. The wait is the service's (a shared refresh keeps its place), not the timeout's.
+      let release: ((unused?: boolean) => void) | undefined = await opts.limiter.acquire(
+        entry.provider,
+        opts.signal,
+      );
+      signal = bounded();
       let claim: RefreshClaim = {
         key: entry.key,
         generation: seen.current?.generation ?? 0,
         owner: opts.replicaId,
         leaseUntil: clock.now() + opts.claimLeaseMs,
       };
-      const got = await store.claim(claim, { signal });
+      const got = await store.claim(claim, { signal }).catch((err: unknown) => {
+        release?.(true);
+        throw err;
+      });
       if (!got.acquired) {
+        // Another replica redeems: the slot goes back unused (waiting must not spend the rate).
+        release(true);
+        release = undefined;
         const outcome = await contend(entry, got.holder, signal, !waited);
         if (outcome === "waited") waited = true;
         else if (outcome !== "taken") {
@@ -306,7 +324,17 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
         // claim the one that would be redeemed instead (this one is released).
         if ((current?.generation ?? 0) !== claim.generation) continue;
         const startedAt = clock.now();
-        const res = await callUpstream(entry, current, signal);
+        const res = await callUpstream(entry, current, signal).then(
+          (r) => {
+            release?.();
+            return r;
+          },
+          (err: unknown) => {
+            release?.();
+            opts.limiter.observe(entry.provider, err);
+            throw err;
+          },
+        );
         const renewal: LiveRecord = {
           key: entry.key,
           generation: (current?.generation ?? 0) + 1,
@@ -328,6 +356,7 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
           throw err;
         }
       } finally {
+        release?.(true);
         if (!keepClaim) void store.releaseClaim(claim).catch(() => {});
       }
     }

@@ -22,6 +22,8 @@ export const errorCodes = [
   "INVALID_STATE",
   "AUTHORIZATION_FAILED",
   "UNSUPPORTED",
+  /** The caller asked for a minimum validity longer than the provider's tokens live. */
+  "MIN_VALIDITY_UNREACHABLE",
 ] as const;
 
 export type ErrorCode = (typeof errorCodes)[number];
@@ -39,6 +41,8 @@ export class TokenVendError extends Error {
   readonly metadata: Readonly<Record<string, string>>;
   /** A finer reason than the code, for ErrorInfo (NOT_OWNER for a PERMISSION_DENIED). */
   readonly reason: string | undefined;
+  /** When the caller may try again (RESOURCE_EXHAUSTED, an overloaded provider): RetryInfo. */
+  readonly retryAfterMs: number | undefined;
 
   constructor(
     code: ErrorCode,
@@ -48,6 +52,7 @@ export class TokenVendError extends Error {
       fieldViolations?: readonly FieldViolation[];
       metadata?: Readonly<Record<string, string>>;
       reason?: string;
+      retryAfterMs?: number;
     } = {},
   ) {
     super(message, { cause: opts.cause });
@@ -55,6 +60,7 @@ export class TokenVendError extends Error {
     this.fieldViolations = opts.fieldViolations ?? [];
     this.metadata = opts.metadata ?? {};
     this.reason = opts.reason;
+    this.retryAfterMs = opts.retryAfterMs;
   }
 }
 

@@ -13,6 +13,7 @@ import { createDeviceFlow, type DeviceFlow } from "./device-flow.ts";
 import type { ProviderFlowSettings } from "./flow-settings.ts";
 import type { FlowStateStore } from "./flow-state-store.ts";
 import type { FlowUpstream } from "./flow-upstream.ts";
+import type { ForcedRefreshPolicy } from "./forced-refresh.ts";
 import { errorText, type Logger } from "./logger.ts";
 import { startRepeating } from "./repeating.ts";
 import { createTokenExchanges, type TokenExchanges } from "./token-exchange.ts";
@@ -30,6 +31,9 @@ export interface FlowsTuning {
   readonly idleEvictMs: number;
   readonly minRefreshIntervalMs: number;
   readonly maxStreams: number;
+  /** The exchanged tokens' cache bounds and forced refreshes (token-exchange.ts). */
+  readonly exchangeCache: { readonly maxKeys: number; readonly maxBytes: number };
+  readonly forcedRefresh: ForcedRefreshPolicy;
 }
 
 export interface FlowsOptions extends FlowsTuning {
@@ -94,6 +98,9 @@ export function createFlows(opts: FlowsOptions): Flows {
     idleEvictMs: opts.idleEvictMs,
     minRefreshIntervalMs: opts.minRefreshIntervalMs,
     maxStreams: opts.maxStreams,
+    cacheMaxKeys: opts.exchangeCache.maxKeys,
+    cacheMaxBytes: opts.exchangeCache.maxBytes,
+    forcedRefresh: opts.forcedRefresh,
     tracer: opts.tracer,
     meter: opts.meter,
   });

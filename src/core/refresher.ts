@@ -9,7 +9,7 @@ import type { RefreshTrigger } from "../telemetry/metrics.ts";
 import { backoffDelayMs } from "./backoff.ts";
 import type { Catalog } from "./catalog.ts";
 import type { Clock, Random } from "./clock.ts";
-import { isTokenVendError, TokenVendError } from "./errors.ts";
+import { type ErrorCode, isTokenVendError, TokenVendError } from "./errors.ts";
 import type { KeyEntry } from "./key-cache.ts";
 import type { Logger } from "./logger.ts";
 import type { RefreshInfo, RefreshTelemetry } from "./refresh-telemetry.ts";
@@ -39,6 +39,16 @@ export interface Refresher {
   reset(entry: KeyEntry): void;
 }
 
+/** Failures that back off nothing: final for the generation, the key gone, or the service. */
+const noBackoff: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "NO_REFRESH_TOKEN",
+  "REFRESH_FAILED",
+  "SESSION_NOT_FOUND",
+  "GRANT_NOT_FOUND",
+  "PROVIDER_NOT_FOUND",
+  "SHUTTING_DOWN",
+]);
+
 export function createRefresher(opts: RefresherOptions): Refresher {
   const { clock, random, logger: log } = opts;
 
@@ -59,7 +69,10 @@ export function createRefresher(opts: RefresherOptions): Refresher {
         s.permanent = err;
         opts.onPermanent?.(entry, err);
       }
-      if (err.code === "STORE_UNAVAILABLE") backoff(entry, err, undefined);
+      // Anything that may pass (a store down, a provider unavailable or shedding, a token
+      // that does not open) backs off, at least as long as it said: with no backoff the
+      // scheduler would find the key due again at once, a hot loop in the background.
+      if (!noBackoff.has(err.code)) backoff(entry, err, err.retryAfterMs);
       return err;
     }
     if (err instanceof UpstreamError && err.permanent) {
@@ -78,7 +91,12 @@ export function createRefresher(opts: RefresherOptions): Refresher {
       opts.signal.aborted
         ? "the service is shutting down"
         : `provider "${entry.provider}" is unavailable`,
-      { cause: err },
+      {
+        cause: err,
+        ...(err instanceof UpstreamError && err.retryAfterMs !== undefined
+          ? { retryAfterMs: err.retryAfterMs }
+          : {}),
+      },
     );
     backoff(entry, e, err instanceof UpstreamError ? err.retryAfterMs : undefined);
     log.warn(

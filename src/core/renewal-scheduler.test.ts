@@ -235,7 +235,14 @@ function scheduler(needed = true) {
     holds: () => state.holds,
     onDue: () => due.push(clock.now()),
   });
-  const cache = createKeyCache({ clock, idleEvictMs: hour, pinned: () => true, onDrop: () => {} });
+  const cache = createKeyCache({
+    clock,
+    idleEvictMs: hour,
+    maxEntries: 1_000,
+    maxBytes: 1 << 30,
+    pinned: () => true,
+    onDrop: () => {},
+  });
   const entry = cache.entry(sessionKey("s1", "idp"), "idp");
   entry.record = { key: entry.key, generation: 1, reason: "stored", tokens: tokens() };
   return { clock, s, due, state, entry };
@@ -308,4 +315,19 @@ test("scheduler: stop disarms everything and arms nothing more", async (t) => {
   s.update(entry);
   t.is(s.count, 0);
   t.is(clock.pendingTimers(), 0);
+});
+
+test("scheduler: a key already due is armed a second ahead, never at once, whatever its state", async (t) => {
+  const { clock, s, due, entry } = scheduler();
+  entry.refreshAt = T0 - 60_000;
+  s.update(entry);
+  t.is(clock.nextDueInMs(), 1_000);
+  // A failure nothing backed off (no next attempt in the future): a second too, not a spin.
+  entry.refresh.failures = 1;
+  entry.refresh.nextAttemptAt = 0;
+  for (let i = 0; i < 10; i++) {
+    s.update(entry);
+    await clock.advance(1_000);
+  }
+  t.is(due.length, 10, "one renewal a second over ten seconds");
 });

@@ -30,6 +30,9 @@ export interface RenewalScheduler {
   readonly count: number;
 }
 
+// The wait of a timer armed for a key already due: it runs in a second, so a state that
+// keeps the key due (a failure nothing backed off) costs one attempt a second, not a hot loop.
+const minDelayMs = 1_000;
 // setTimeout holds at most ~24.8 days; longer waits are re-armed.
 const maxTimerMs = 2 ** 31 - 1;
 
@@ -62,7 +65,8 @@ export function createRenewalScheduler(opts: RenewalSchedulerOptions): RenewalSc
       s.failures > 0
         ? s.nextAttemptAt
         : Math.max(entry.refreshAt, entry.renewedAt + opts.minRefreshIntervalMs);
-    const delay = at - clock.now();
+    // Due already: not at once, whatever the state says, so a key's timer cannot spin.
+    const delay = at > clock.now() ? at - clock.now() : minDelayMs;
     if (delay > maxTimerMs) {
       arm(entry, maxTimerMs, () => update(entry));
       return;

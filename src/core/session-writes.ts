@@ -30,6 +30,8 @@ export interface StoreTokensInput {
   readonly tokens: TokenSet;
   /** Set: a live session of another owner is not overwritten (PERMISSION_DENIED, NOT_OWNER). */
   readonly owner?: string | undefined;
+  /** Called before the key's first generation is stored; its rejection refuses the store. */
+  readonly admitNewKey?: (() => Promise<void>) | undefined;
 }
 
 export interface RevokeInput {
@@ -85,11 +87,13 @@ export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
     make: (generation: number, previous: TokenRecord | undefined) => R,
     o: StoreCallOptions,
     withPrevious = false,
+    admitNewKey?: () => Promise<void>,
   ): Promise<{ record: R; previous: TokenRecord | undefined; unreadable: boolean }> => {
     for (let i = 0; i < maxInsertRetries; i++) {
       let previous: TokenRecord | undefined;
       let unreadable = false;
       let generation = (await store.activeGenerations([key], o)).get(keyId(key)) ?? 0;
+      if (generation === 0 && admitNewKey !== undefined) await admitNewKey();
       if (withPrevious && generation > 0) {
         try {
           previous = await store.getActive(key, o);
@@ -167,6 +171,7 @@ export function createSessionWrites(opts: SessionWritesOptions): SessionWrites {
         },
         { signal },
         input.owner !== undefined,
+        input.admitNewKey,
       );
       opts.adopt(entry, record, "stored");
       return record.generation;

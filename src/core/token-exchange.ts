@@ -20,8 +20,10 @@ import { isTokenVendError, shuttingDownError, TokenVendError } from "./errors.ts
 import { flowError } from "./flow-common.ts";
 import { type FlowProviders, flowProvider } from "./flow-settings.ts";
 import { accessTokenType, type FlowUpstream } from "./flow-upstream.ts";
+import { createForcedRefreshes, type ForcedRefreshPolicy } from "./forced-refresh.ts";
+import { cacheInstruments, observeGauges } from "./gauges.ts";
 import { createKeyCache, type KeyEntry } from "./key-cache.ts";
-import { refreshAt, tokenState } from "./lifetime.ts";
+import { refreshAt, tokenState, unusableAt } from "./lifetime.ts";
 import type { Logger } from "./logger.ts";
 import { createRefreshTelemetry } from "./refresh-telemetry.ts";
 import { createRefresher } from "./refresher.ts";
@@ -66,6 +68,10 @@ export interface TokenExchangesOptions {
   readonly idleEvictMs: number;
   readonly minRefreshIntervalMs: number;
   readonly maxStreams: number;
+  /** Most exchanged tokens, and their estimated bytes, held in memory. */
+  readonly cacheMaxKeys: number;
+  readonly cacheMaxBytes: number;
+  readonly forcedRefresh: ForcedRefreshPolicy;
   readonly tracer?: Tracer | undefined;
   readonly meter?: Meter | undefined;
 }
@@ -102,15 +108,22 @@ export function createTokenExchanges(opts: TokenExchangesOptions): TokenExchange
     },
   });
   const streams = createStreams({ hub, maxStreams: opts.maxStreams, tracer: opts.tracer });
+  const metrics = createVendorMetrics(opts.meter ?? noopMeter);
+  const cacheMetrics = cacheInstruments(metrics, "exchanges");
+  const forced = createForcedRefreshes(opts.forcedRefresh, metrics);
   const cache = createKeyCache({
     clock,
     idleEvictMs: opts.idleEvictMs,
+    maxEntries: opts.cacheMaxKeys,
+    maxBytes: opts.cacheMaxBytes,
     pinned: (e) => hub.has(e.id) || e.refresh.inflight !== undefined,
     onDrop: (e) => {
       scheduler.cancel(e);
       targets.delete(e.id);
     },
+    onEvict: cacheMetrics.onEvict,
   });
+  const stopGauges = observeGauges(cacheMetrics.gauges(cache));
   const scheduler = createRenewalScheduler({
     clock,
     minRefreshIntervalMs: opts.minRefreshIntervalMs,
@@ -130,7 +143,7 @@ export function createTokenExchanges(opts: TokenExchangesOptions): TokenExchange
   });
   const telemetry = createRefreshTelemetry({
     tracer: opts.tracer,
-    metrics: createVendorMetrics(opts.meter ?? noopMeter),
+    metrics,
     clock,
     grantTypeOf: () => "token_exchange",
   });
@@ -178,6 +191,7 @@ export function createTokenExchanges(opts: TokenExchangesOptions): TokenExchange
     issuedTypes.set(record, res.issuedTokenType);
     if (cache.holds(entry)) {
       entry.record = record;
+      cache.resized(entry);
       entry.refreshAt = refreshAt(tokens, lifetime, opts.random);
       entry.renewedAt = clock.now();
       refresher.reset(entry);
@@ -257,6 +271,11 @@ export function createTokenExchanges(opts: TokenExchangesOptions): TokenExchange
         minValidityMs,
       );
       if (state === "stale") void refresher.refresh(entry, "revalidate").catch(() => {});
+      const now = clock.now();
+      if (state === "expired" && now < unusableAt(record.tokens, lifetime)) {
+        // Valid, but not as long as this caller asks: a refresh it forces, bounded per key.
+        forced.admit(entry, record, lifetime, minValidityMs, now);
+      }
       if (state === "expired") record = undefined;
     }
     record ??= await abandonWait(refresher.refresh(entry, "caller"), signal);
@@ -282,6 +301,7 @@ export function createTokenExchanges(opts: TokenExchangesOptions): TokenExchange
       );
     },
     close() {
+      stopGauges();
       scheduler.stop();
       hub.endAll(shuttingDownError());
       for (const ac of sourceWatches.values()) ac.abort();

@@ -1,7 +1,14 @@
 // The storage port. Correctness relies only on "insert generation n of a key
 // succeeds for exactly one writer", which every adapter provides atomically.
 
-import type { GenerationReason, LiveRecord, TokenKey, TokenRecord } from "./token.ts";
+import {
+  type GenerationReason,
+  keyId,
+  type LiveRecord,
+  type TokenKey,
+  type TokenRecord,
+  tokenChars,
+} from "./token.ts";
 
 export interface StoreCallOptions {
   readonly signal?: AbortSignal | undefined;
@@ -85,6 +92,33 @@ export class UnreadableRecordError extends Error {
     super(message, { cause: opts.cause });
     this.reason = reason;
   }
+}
+
+/**
+ * The store is full (the memory and file stores' configured capacity): a new key is refused,
+ * never a new generation of a key it holds, so renewals and revocations always land.
+ */
+export class StoreFullError extends Error {
+  override readonly name = "StoreFullError";
+}
+
+/** How much a store that holds everything in this process's memory may hold. */
+export interface StoreCapacity {
+  /** Most keys (sessions × providers and grants), revoked ones included until swept. */
+  readonly maxKeys: number;
+  /** Most bytes of stored records, estimated from their strings. */
+  readonly maxBytes: number;
+  /** A revoked key's last record is swept this long after the revocation. */
+  readonly tombstoneRetentionMs: number;
+}
+
+/**
+ * What a record costs a store in memory, estimated: its strings (one byte a character: tokens
+ * are ASCII) and a fixed part for the objects around them. `npm run bench:memory` measured
+ * 2,750 B for a record of 1.7 KB tokens (docs/BENCHMARKS.md, "Memory per key").
+ */
+export function recordBytes(r: TokenRecord): number {
+  return 1_000 + keyId(r.key).length + tokenChars(r.tokens);
 }
 
 export interface SweepResult {

@@ -12,22 +12,25 @@
 //   token-stream.ts       WatchToken streams, fanned out by watch-hub.ts
 //   classified-store.ts   store failures classified once; aborts let through
 
-import type { ObservableResult } from "@opentelemetry/api";
 import { attr, createVendorMetrics, noopMeter } from "../telemetry/metrics.ts";
 import { abandonWait } from "./abandon-wait.ts";
 import { createCatalog } from "./catalog.ts";
-import { classifiedStore, storeFailure } from "./classified-store.ts";
+import { classifiedStore } from "./classified-store.ts";
 import { systemClock, systemRandom } from "./clock.ts";
 import { createClusterRefresh } from "./cluster-refresh.ts";
 import { isTokenVendError, notFoundError, shuttingDownError, TokenVendError } from "./errors.ts";
+import { createForcedRefreshes } from "./forced-refresh.ts";
+import { cacheInstruments, observeGauges } from "./gauges.ts";
 import { startGenerationSync } from "./generation-sync.ts";
 import { createKeyCache, type KeyEntry } from "./key-cache.ts";
 import { refreshAt, tokenState, unusableAt } from "./lifetime.ts";
 import { errorText, noopLogger } from "./logger.ts";
 import { createLookupCounter } from "./lookup-counter.ts";
+import { createProviderLimiter, unlimitedProviders } from "./provider-limiter.ts";
 import { createRefreshTelemetry } from "./refresh-telemetry.ts";
 import { createRefresher } from "./refresher.ts";
 import { createRenewalScheduler } from "./renewal-scheduler.ts";
+import { createSessionReads } from "./session-reads.ts";
 import {
   createSessionWrites,
   type ProviderFailure,
@@ -90,17 +93,25 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
   });
   const telemetry = createRefreshTelemetry({ tracer: opts.tracer, metrics, clock });
   const lookups = createLookupCounter(metrics);
+  const forced = createForcedRefreshes(opts.forcedRefresh, metrics);
   const hub = createWatchHub<WatchEvent>({
     onFirst: (id) => ifCached(id, scheduler.update),
     onLast: (id) => ifCached(id, scheduler.update),
   });
   const streams = createStreams({ hub, maxStreams: opts.maxStreams, tracer: opts.tracer });
+  const cacheMetrics = cacheInstruments(metrics, "tokens");
   const cache = createKeyCache({
     clock,
     idleEvictMs: opts.idleEvictMs,
+    maxEntries: opts.cacheMaxKeys,
+    maxBytes: opts.cacheMaxBytes,
     pinned: (e) =>
-      hub.has(e.id) || e.refresh.inflight !== undefined || e.refresh.unsaved !== undefined,
+      hub.has(e.id) ||
+      e.loading !== undefined ||
+      e.refresh.inflight !== undefined ||
+      e.refresh.unsaved !== undefined,
     onDrop: (e) => scheduler.cancel(e),
+    onEvict: cacheMetrics.onEvict,
   });
   const ifCached = (id: string, fn: (e: KeyEntry) => void) => {
     const e = cache.find(id);
@@ -131,6 +142,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     if (entry.record !== undefined && entry.record.generation >= record.generation) return;
     const lifetime = catalog.provider(entry.provider).lifetime;
     entry.record = record;
+    cache.resized(entry);
     entry.refreshAt = refreshAt(record.tokens, lifetime, random);
     refresher.reset(entry);
     if (reason !== undefined) {
@@ -164,6 +176,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     adopt,
     forget: forgetEntry,
     holds: cache.holds,
+    limiter: opts.limiter ?? createProviderLimiter({ clock, limitsOf: () => unlimitedProviders }),
   });
   const refresher = createRefresher({
     clock,
@@ -202,10 +215,11 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     adopt,
     forget: forgetEntry,
   });
-  const observeStreams = (r: ObservableResult) => r.observe(streams.count);
-  const observeWatchers = (r: ObservableResult) => r.observe(hub.idCount());
-  metrics.streams.addCallback(observeStreams);
-  metrics.watchers.addCallback(observeWatchers);
+  const stopGauges = observeGauges([
+    [metrics.streams, () => streams.count],
+    [metrics.watchers, () => hub.idCount()],
+    ...cacheMetrics.gauges(cache),
+  ]);
   let closing = false;
   serviceSignal.addEventListener("abort", () => scheduler.stop(), { once: true });
 
@@ -254,6 +268,10 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
         lookups.count(entry.provider, cached);
         return record;
       }
+      // Valid, but not as long as this caller asks: a refresh it forces, bounded per key.
+      if (now < unusableAt(record.tokens, lifetime)) {
+        forced.admit(entry, record, lifetime, minValidityMs, now);
+      }
     }
     lookups.count(entry.provider, false);
     const joined = entry.refresh.inflight !== undefined;
@@ -276,6 +294,13 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     return renewed;
   };
 
+  const readSession = createSessionReads({
+    store,
+    catalog,
+    cache,
+    adopt,
+    serve: (entry, signal) => serve(entry, 0, {}, signal),
+  });
   const sessionEntry = (sessionId: string, provider: string) => {
     catalog.provider(provider);
     return cache.entry(sessionKey(sessionId, provider), provider);
@@ -287,33 +312,8 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
     async getValidTokens(q, signal) {
       return serve(sessionEntry(q.sessionId, q.provider), q.minValidityMs ?? 0, q, signal);
     },
-    async getAllUpstreamCredentials(sessionId, signal, binding = {}) {
-      const records = await store.getSession(sessionId, { signal });
-      for (const r of records) {
-        const refused = isLive(r) ? accessError(r, binding) : undefined;
-        if (refused !== undefined) throw refused;
-      }
-      const credentials = new Map<string, LiveRecord>();
-      const failures: ProviderFailure[] = [];
-      await Promise.all(
-        records.map(async (r) => {
-          if (!isLive(r) || r.key.kind !== "session" || !catalog.hasProvider(r.key.provider))
-            return;
-          const provider = r.key.provider;
-          const entry = cache.entry(r.key, provider);
-          adopt(entry, r, "refreshed");
-          try {
-            credentials.set(provider, await serve(entry, 0, {}, signal));
-          } catch (err) {
-            const e = storeFailure(err, signal);
-            if (!isTokenVendError(e)) throw e;
-            failures.push({ provider, code: e.code, message: e.message });
-          }
-        }),
-      );
-      failures.sort((a, b) => a.provider.localeCompare(b.provider));
-      return { credentials, failures };
-    },
+    getAllUpstreamCredentials: (sessionId, signal, binding = {}) =>
+      readSession(sessionId, signal, binding),
     async getToken(grant, minValidityMs, signal) {
       return serve(grantEntry(grant), minValidityMs ?? 0, {}, signal);
     },
@@ -367,13 +367,12 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       }
     },
     stats() {
-      let inflight = 0;
-      for (const e of cache.entries()) if (e.refresh.inflight !== undefined) inflight++;
+      const inflight = [...cache.entries()].filter((e) => e.refresh.inflight !== undefined);
       return {
         cachedKeys: cache.size,
         ...cluster.counts(),
         syncs: sync.count,
-        inflightRefreshes: inflight,
+        inflightRefreshes: inflight.length,
         watchers: hub.idCount(),
         timers: scheduler.count,
         streams: streams.count,
@@ -383,8 +382,7 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       closing = true;
       sync.stop();
       scheduler.stop();
-      metrics.streams.removeCallback(observeStreams);
-      metrics.watchers.removeCallback(observeWatchers);
+      stopGauges();
       lookups.close();
       hub.endAll(shuttingDownError());
     },

@@ -59,3 +59,12 @@ export type LiveRecord = Extract<TokenRecord, { tokens: TokenSet }>;
 export function isLive(r: TokenRecord | undefined): r is LiveRecord {
   return r !== undefined && r.reason !== "revoked";
 }
+
+/** The characters a token set holds in strings: what memory estimates count (key-cache.ts, token-store.ts). */
+export function tokenChars(t: TokenSet | undefined): number {
+  if (t === undefined) return 0;
+  let chars = t.accessToken.length + (t.refreshToken?.length ?? 0) + (t.idToken?.length ?? 0);
+  chars += (t.subject?.length ?? 0) + (t.clientId?.length ?? 0) + (t.owner?.length ?? 0);
+  for (const s of t.scopes) chars += s.length + 16;
+  return chars;
+}

@@ -6,7 +6,9 @@ import type { Meter, Tracer } from "@opentelemetry/api";
 import type { GrantSettings, ProviderSettings } from "./catalog.ts";
 import type { Clock, Random } from "./clock.ts";
 import type { TokenVendError } from "./errors.ts";
+import type { ForcedRefreshPolicy } from "./forced-refresh.ts";
 import type { Logger } from "./logger.ts";
+import type { ProviderLimiter } from "./provider-limiter.ts";
 import type { TokenStore } from "./token-store.ts";
 import type { UpstreamClient } from "./upstream.ts";
 
@@ -28,6 +30,11 @@ export interface VendorTuning {
   readonly minRefreshIntervalMs: number;
   /** A grant used within this long is renewed in the background, so callers keep finding it fresh. */
   readonly grantKeepFreshMs: number;
+  /** Most keys, and most estimated bytes, the key cache holds (key-cache.ts). */
+  readonly cacheMaxKeys: number;
+  readonly cacheMaxBytes: number;
+  /** Refreshes callers force on a still-valid token with a minimum validity (forced-refresh.ts). */
+  readonly forcedRefresh: ForcedRefreshPolicy;
 }
 
 export interface TokenVendorOptions extends VendorTuning {
@@ -35,6 +42,8 @@ export interface TokenVendorOptions extends VendorTuning {
   readonly upstream: UpstreamClient;
   readonly providers: ReadonlyMap<string, ProviderSettings>;
   readonly grants: ReadonlyMap<string, GrantSettings>;
+  /** Request slots per provider (provider-limiter.ts); unlimited by default. */
+  readonly limiter?: ProviderLimiter;
   /** The service's lifetime: shared refreshes and store calls run under it, never under a caller's. */
   readonly signal: AbortSignal;
   readonly clock?: Clock;

@@ -4,11 +4,16 @@
 // INTERNAL with a generic message: its own message may hold secrets.
 
 import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 type OutgoingDetail = NonNullable<ConstructorParameters<typeof ConnectError>[3]>[number];
 
-import { BadRequestSchema, ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
+import {
+  BadRequestSchema,
+  ErrorInfoSchema,
+  RetryInfoSchema,
+} from "../../gen/google/rpc/error_details_pb.js";
 import { AuthError } from "../auth/index.ts";
 import type { ErrorCode } from "../core/errors.ts";
 import { isTokenVendError } from "../core/errors.ts";
@@ -27,13 +32,14 @@ export const grpcCodeOf: Readonly<Record<ErrorCode, Code>> = {
   STORE_UNAVAILABLE: Code.Unavailable, // token store down, and no cached token to serve
   TOKEN_UNREADABLE: Code.DataLoss, // a stored token does not open with the keys (not retryable)
   INVALID_ARGUMENT: Code.InvalidArgument, // malformed request
-  RESOURCE_EXHAUSTED: Code.ResourceExhausted, // stream limit of this replica reached
+  RESOURCE_EXHAUSTED: Code.ResourceExhausted, // a limit of this replica or of the caller (RetryInfo)
   SHUTTING_DOWN: Code.Unavailable, // this replica drains: reconnect elsewhere
   UNAUTHENTICATED: Code.Unauthenticated,
   PERMISSION_DENIED: Code.PermissionDenied,
   INVALID_STATE: Code.FailedPrecondition, // authorization state replayed, expired or unknown
   AUTHORIZATION_FAILED: Code.FailedPrecondition, // the provider refused the flow (metadata oauth_error)
   UNSUPPORTED: Code.FailedPrecondition, // the provider does not support it (token exchange)
+  MIN_VALIDITY_UNREACHABLE: Code.FailedPrecondition, // longer than the provider's tokens live
 };
 
 /** Converts any error thrown by the core into the ConnectError sent to the caller. */
@@ -56,6 +62,12 @@ export function toConnectError(err: unknown): ConnectError {
         },
       },
     ];
+    if (err.retryAfterMs !== undefined) {
+      details.push({
+        desc: RetryInfoSchema,
+        value: { retryDelay: durationFromMs(Math.max(0, Math.ceil(err.retryAfterMs))) },
+      });
+    }
     if (err.fieldViolations.length > 0) {
       details.push({
         desc: BadRequestSchema,

@@ -29,6 +29,7 @@ import type { WatchEvent, WatchReason, WatchTarget } from "../core/token-stream.
 import type { TokenVendor } from "../core/token-vendor.ts";
 import { freeze, pushStream, type StreamSink } from "../transport/index.ts";
 import { accessOf } from "./access.ts";
+import { newSessionKey } from "./access-limits.ts";
 import { exchangeTarget, ownedExchange } from "./exchange-target.ts";
 import { limits, Violations } from "./validate.ts";
 
@@ -139,7 +140,13 @@ export function createTokenService(
         owner: access.recordOwner,
       };
       const generation = await vendor.storeUpstreamTokens(
-        { sessionId: req.sessionId, provider: req.provider, tokens, owner: access.owner },
+        {
+          sessionId: req.sessionId,
+          provider: req.provider,
+          tokens,
+          owner: access.owner,
+          admitNewKey: ctx.values.get(newSessionKey),
+        },
         ctx.signal,
       );
       return create(StoreUpstreamTokensResponseSchema, { generation: BigInt(generation) });

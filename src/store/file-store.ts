@@ -26,10 +26,12 @@ import type {
   InsertResult,
   KeyGeneration,
   StoreCallOptions,
+  StoreCapacity,
   SweepResult,
   TokenStore,
 } from "../core/token-store.ts";
 import { pageOfIds } from "./active-page.ts";
+import { createCapacity } from "./capacity.ts";
 import { createClaimTable } from "./claim-table.ts";
 import { acquireLock } from "./directory-lock.ts";
 import { io } from "./file-io.ts";
@@ -60,7 +62,12 @@ export interface FileStoreOptions {
   readonly logger?: Logger | undefined;
   /** Wall clock for `createdAt` (default Date.now). */
   readonly now?: (() => number) | undefined;
+  /** Bounds what the file (and this process's copy of it) holds (./capacity.ts); unbounded when absent. */
+  readonly capacity?: StoreCapacity | undefined;
 }
+
+/** What a document costs: its serialized size, as the state file holds it. */
+const docBytes = (d: TokenDocument) => JSON.stringify(d).length;
 
 export interface FileStore extends TokenStore {
   readonly kind: "file";
@@ -91,6 +98,7 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
   const keys = new Map<string, Map<number, TokenDocument>>();
   const sessions = new Map<string, Set<string>>();
   const claims = createClaimTable();
+  const capacity = createCapacity("file", opts.capacity);
   try {
     await removeTempFiles(dir);
     for (const doc of await loadState(statePath, keyring)) add(doc);
@@ -114,12 +122,14 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
       }
     }
     gens.set(doc.generation, doc);
+    capacity.added(docBytes(doc));
   }
 
   function remove(doc: TokenDocument): void {
     const gens = keys.get(doc.key);
     if (gens?.get(doc.generation) !== doc) return;
     gens.delete(doc.generation);
+    capacity.removed(docBytes(doc));
     if (gens.size > 0) return;
     keys.delete(doc.key);
     if (doc.sessionId !== undefined) {
@@ -207,7 +217,9 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
   const insertNow = async (record: TokenRecord): Promise<InsertResult> => {
     const existing = keys.get(keyId(record.key))?.get(record.generation);
     if (existing !== undefined) return { inserted: false, winner: decode(existing) };
-    await commit([toDocument(record, keyring, now())], []);
+    const doc = toDocument(record, keyring, now());
+    if (!keys.has(doc.key)) capacity.admitNewKey(keys.size, docBytes(doc));
+    await commit([doc], []);
     return { inserted: true };
   };
 
@@ -321,8 +333,10 @@ export async function createFileStore(opts: FileStoreOptions): Promise<FileStore
         const old: TokenDocument[] = [];
         for (const [id, gens] of keys) {
           const t = top(id);
+          // A revocation past its retention goes with everything below it.
+          const gone = t?.reason === "revoked" && capacity.expired(t.createdAt, nowMs);
           for (const d of gens.values())
-            if (t !== undefined && d.generation < t.generation) old.push(d);
+            if (t !== undefined && (gone || d.generation < t.generation)) old.push(d);
         }
         if (old.length > 0) await commit([], old);
         return { generations: old.length, claims: dead.dead };

@@ -2,10 +2,12 @@
 // (mode 0600), secrets sealed as in the token state file, every change written atomically
 // (./state-file.ts writeAtomically) one at a time. One process per directory: the file token
 // store's lock, taken before this opens, guarantees it. Expired records are dropped at open.
+// At most maxRecords records: beyond, a new one is refused (StoreFullError).
 
 import * as fs from "node:fs/promises";
 import * as path from "node:path";
 import type { FlowStateStore } from "../core/flow-state-store.ts";
+import { flowStatesFull } from "./capacity.ts";
 import { io } from "./file-io.ts";
 import { type FlowDocument, fromFlowDocument, toFlowDocument } from "./flow-state-document.ts";
 import type { Keyring } from "./sealing.ts";
@@ -19,7 +21,10 @@ export async function createFileFlowStates(opts: {
   readonly dir: string;
   readonly keyring: Keyring;
   readonly now?: () => number;
+  /** Beyond it a new record is refused (StoreFullError); unbounded when absent. */
+  readonly maxRecords?: number;
 }): Promise<FlowStateStore> {
+  const maxRecords = opts.maxRecords ?? Number.POSITIVE_INFINITY;
   const dir = path.resolve(opts.dir);
   const file = path.join(dir, FLOWS_FILE);
   const now = opts.now ?? Date.now;
@@ -72,6 +77,7 @@ export async function createFileFlowStates(opts: {
     create: (r) =>
       change(() => {
         if (docs.has(r.id)) return { result: false, dirty: false };
+        if (docs.size >= maxRecords) throw flowStatesFull("file", docs.size);
         docs.set(r.id, toFlowDocument(r, opts.keyring));
         return { result: true, dirty: true };
       }),

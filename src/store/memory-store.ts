@@ -1,17 +1,51 @@
 // The embedded default: one process, nothing to install, nothing kept across restarts.
+// Bounded by its capacity (./capacity.ts): a new key beyond it is refused; a revoked key is
+// swept tombstoneRetentionMs after its revocation.
 
 import { keyId, type TokenKey, type TokenRecord } from "../core/token.ts";
-import type { InsertResult, KeyGeneration, TokenStore } from "../core/token-store.ts";
+import {
+  type InsertResult,
+  type KeyGeneration,
+  recordBytes,
+  type StoreCapacity,
+  type TokenStore,
+} from "../core/token-store.ts";
 import { pageOfIds } from "./active-page.ts";
+import { createCapacity } from "./capacity.ts";
 import { createClaimTable } from "./claim-table.ts";
 import { pickUnused } from "./unused-sessions.ts";
 
-export function createMemoryStore(): TokenStore {
+export interface MemoryStoreOptions {
+  /** Unbounded when absent. */
+  readonly capacity?: StoreCapacity | undefined;
+  /** Wall clock for revocation times (default Date.now). */
+  readonly now?: (() => number) | undefined;
+}
+
+export function createMemoryStore(opts: MemoryStoreOptions = {}): TokenStore {
   // keyId -> generation -> record
   const keys = new Map<string, Map<number, TokenRecord>>();
   // sessionId -> keyIds of that session, for one-pass session reads
   const sessions = new Map<string, Set<string>>();
+  // keyId -> when its active generation, a revocation, was written
+  const revokedAt = new Map<string, number>();
   const claims = createClaimTable();
+  const capacity = createCapacity("memory", opts.capacity);
+  const now = opts.now ?? Date.now;
+
+  const removeKey = (id: string) => {
+    const gens = keys.get(id);
+    if (gens === undefined) return;
+    for (const r of gens.values()) capacity.removed(recordBytes(r));
+    keys.delete(id);
+    revokedAt.delete(id);
+    const first = gens.values().next().value;
+    if (first?.key.kind === "session") {
+      const s = sessions.get(first.key.sessionId);
+      s?.delete(id);
+      if (s?.size === 0) sessions.delete(first.key.sessionId);
+    }
+  };
 
   const active = (id: string): TokenRecord | undefined => {
     const gens = keys.get(id);
@@ -25,7 +59,9 @@ export function createMemoryStore(): TokenStore {
   const insert = async (record: TokenRecord): Promise<InsertResult> => {
     const id = keyId(record.key);
     let gens = keys.get(id);
+    const size = recordBytes(record);
     if (gens === undefined) {
+      capacity.admitNewKey(keys.size, size);
       gens = new Map();
       keys.set(id, gens);
       if (record.key.kind === "session") {
@@ -40,6 +76,11 @@ export function createMemoryStore(): TokenStore {
     const existing = gens.get(record.generation);
     if (existing !== undefined) return { inserted: false, winner: existing };
     gens.set(record.generation, record);
+    capacity.added(size);
+    if (active(id) === record) {
+      if (record.reason === "revoked") revokedAt.set(id, now());
+      else revokedAt.delete(id);
+    }
     return { inserted: true };
   };
 
@@ -84,7 +125,12 @@ export function createMemoryStore(): TokenStore {
       const gens = keys.get(keyId(key));
       if (gens === undefined) return 0;
       let n = 0;
-      for (const g of [...gens.keys()]) if (g < generation && gens.delete(g)) n++;
+      for (const [g, r] of [...gens]) {
+        if (g < generation && gens.delete(g)) {
+          capacity.removed(recordBytes(r));
+          n++;
+        }
+      }
       return n;
     },
     async unusedSessions(provider, q) {
@@ -117,17 +163,29 @@ export function createMemoryStore(): TokenStore {
       return claims.renew(c, leaseUntil, renewal);
     },
     openChangeFeed: () => undefined,
-    async sweep(now) {
-      const dead = claims.sweep(now);
+    async sweep(at) {
+      const dead = claims.sweep(at);
       for (const r of dead.renewals) await insert(r);
       let generations = 0;
       for (const [id, gens] of keys) {
         const top = active(id)?.generation ?? 0;
-        for (const g of [...gens.keys()]) if (g < top && gens.delete(g)) generations++;
+        for (const [g, r] of [...gens]) {
+          if (g < top && gens.delete(g)) {
+            capacity.removed(recordBytes(r));
+            generations++;
+          }
+        }
+      }
+      for (const [id, revoked] of [...revokedAt]) {
+        if (capacity.expired(revoked, at)) {
+          generations += keys.get(id)?.size ?? 0;
+          removeKey(id);
+        }
       }
       return { generations, claims: dead.dead };
     },
     async close() {
+      revokedAt.clear();
       keys.clear();
       sessions.clear();
       claims.clear();

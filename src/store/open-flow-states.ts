@@ -11,15 +11,21 @@ import { KEY_HOWTO, SealingError } from "./sealing.ts";
 export async function openFlowStates(
   store: StoreSettings,
   keys: KeySources,
+  /** The memory and file adapters' bound (limits.flowStates.maxRecords). */
+  maxRecords?: number,
 ): Promise<FlowStateStore> {
-  if (store.kind === "memory") return createMemoryFlowStates();
+  if (store.kind === "memory") return createMemoryFlowStates(maxRecords);
   const keyring = await loadKeyring(keys);
   if (keyring === undefined) {
     throw new SealingError("INVALID_KEY", `the flow state store needs a key; ${KEY_HOWTO}`);
   }
   if (store.kind === "file") {
     const { createFileFlowStates } = await import("./flow-state-file.ts");
-    return createFileFlowStates({ dir: store.dir, keyring });
+    return createFileFlowStates({
+      dir: store.dir,
+      keyring,
+      ...(maxRecords !== undefined ? { maxRecords } : {}),
+    });
   }
   const { createMongoFlowStates } = await import("./flow-state-mongo.ts");
   return createMongoFlowStates({ client: store.uri, dbName: store.dbName, keyring });

@@ -5,7 +5,7 @@
 // (SealingError INVALID_KEY).
 
 import { type Logger, noopLogger } from "../core/logger.ts";
-import type { TokenStore } from "../core/token-store.ts";
+import type { StoreCapacity, TokenStore } from "../core/token-store.ts";
 import { createMemoryStore } from "./memory-store.ts";
 import {
   createKeyring,
@@ -46,6 +46,8 @@ export interface OpenStoreOptions {
    * in the background; a key check that then fails (KEY_MISMATCH) is reported here, once.
    */
   readonly onKeyMismatch?: ((err: SealingError) => void) | undefined;
+  /** The memory and file stores' bound (limits.store); MongoDB is bounded by its own disks. */
+  readonly capacity?: StoreCapacity | undefined;
 }
 
 // How often the start-up work is tried again while MongoDB does not answer.
@@ -101,7 +103,7 @@ export async function loadKeyring(sources: KeySources): Promise<Keyring | undefi
 export async function openStore(opts: OpenStoreOptions): Promise<TokenStore> {
   const s = opts.store;
   const logger = opts.logger ?? noopLogger;
-  if (s.kind === "memory") return createMemoryStore();
+  if (s.kind === "memory") return createMemoryStore({ capacity: opts.capacity });
   const keyring = "keyring" in opts.keys ? opts.keys.keyring : await loadKeyring(opts.keys);
   if (keyring === undefined) {
     throw new SealingError(
@@ -113,7 +115,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<TokenStore> {
   // Loaded only when chosen: the MongoDB driver alone is ~35 MB of a memory-store replica.
   if (s.kind === "file") {
     const { createFileStore } = await import("./file-store.ts");
-    return createFileStore({ dir: s.dir, keyring, logger });
+    return createFileStore({ dir: s.dir, keyring, logger, capacity: opts.capacity });
   }
   const { createMongoStore } = await import("./mongo-store.ts");
   const store = createMongoStore({

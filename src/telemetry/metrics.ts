@@ -44,6 +44,14 @@ export const attr = {
   failureReason: "tokenvend.failure.reason",
   webhookOutcome: "tokenvend.webhook.outcome",
   unreadableReason: "tokenvend.store.unreadable_reason",
+  /** Which key cache: tokens (the vendor's) or exchanges (exchanged tokens). */
+  cache: "tokenvend.cache.name",
+  evictionReason: "tokenvend.cache.eviction_reason",
+  refusalReason: "tokenvend.refresh.refusal_reason",
+  shedReason: "tokenvend.provider.shed_reason",
+  /** Which per-caller limit refused a call: rate, streams, sessions. */
+  limit: "tokenvend.limit",
+  rpcMethod: "rpc.method",
 } as const;
 
 export type RefreshOutcome =
@@ -79,6 +87,10 @@ export interface VendorMetrics {
   readonly unreadable: Counter;
   readonly streams: ObservableUpDownCounter;
   readonly watchers: ObservableUpDownCounter;
+  readonly cacheKeys: ObservableUpDownCounter;
+  readonly cacheBytes: ObservableUpDownCounter;
+  readonly cacheEvictions: Counter;
+  readonly refreshRefusals: Counter;
 }
 
 export function createVendorMetrics(meter: Meter): VendorMetrics {
@@ -117,6 +129,73 @@ export function createVendorMetrics(meter: Meter): VendorMetrics {
     watchers: meter.createObservableUpDownCounter("tokenvend.watchers.active", {
       description: "Tokens renewed in the background for streams on this replica (one per key)",
       unit: "{watcher}",
+    }),
+    cacheKeys: meter.createObservableUpDownCounter("tokenvend.cache.keys", {
+      description: "Keys held in memory, by cache (tokens, exchanges); bounded by limits.cache",
+      unit: "{key}",
+    }),
+    cacheBytes: meter.createObservableUpDownCounter("tokenvend.cache.bytes", {
+      description: "Estimated bytes of the keys held in memory, by cache",
+      unit: "By",
+    }),
+    cacheEvictions: meter.createCounter("tokenvend.cache.evictions", {
+      description:
+        "Keys dropped from memory, by cache and reason (capacity: pushed out by the bounds; idle)",
+      unit: "{key}",
+    }),
+    refreshRefusals: meter.createCounter("tokenvend.refresh.refusals", {
+      description:
+        "Refreshes a caller's minimum validity asked for and did not get, by provider and reason (min_validity_unreachable, throttled)",
+      unit: "{refresh}",
+    }),
+  };
+}
+
+export interface ProviderMetrics {
+  readonly active: ObservableUpDownCounter;
+  readonly queued: ObservableUpDownCounter;
+  readonly shed: Counter;
+  readonly queueDuration: Histogram;
+  readonly pauses: Counter;
+}
+
+export function createProviderMetrics(meter: Meter): ProviderMetrics {
+  return {
+    active: meter.createObservableUpDownCounter("tokenvend.provider.requests.active", {
+      description:
+        "Requests in flight at each provider's endpoints (at most limits.providers.maxConcurrent)",
+      unit: "{request}",
+    }),
+    queued: meter.createObservableUpDownCounter("tokenvend.provider.requests.queued", {
+      description: "Requests (refreshes among them) waiting for a slot at their provider",
+      unit: "{request}",
+    }),
+    shed: meter.createCounter("tokenvend.provider.requests.shed", {
+      description:
+        "Requests to a provider that never started, by reason (queue_full: shed at once; abandoned: their caller left the queue)",
+      unit: "{request}",
+    }),
+    queueDuration: meter.createHistogram(
+      "tokenvend.provider.queue.duration",
+      seconds("Time a request waited for a slot at its provider"),
+    ),
+    pauses: meter.createCounter("tokenvend.provider.pauses", {
+      description: "Pauses of every request to a provider after a 429 or 503 with Retry-After",
+      unit: "{pause}",
+    }),
+  };
+}
+
+export interface LimitMetrics {
+  readonly refusals: Counter;
+}
+
+export function createLimitMetrics(meter: Meter): LimitMetrics {
+  return {
+    refusals: meter.createCounter("tokenvend.limits.refusals", {
+      description:
+        "Calls refused RESOURCE_EXHAUSTED by a per-caller limit, by limit (rate, streams, sessions) and RPC method",
+      unit: "{call}",
     }),
   };
 }

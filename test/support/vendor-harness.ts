@@ -46,6 +46,9 @@ export const tuning: VendorTuning = {
   idleEvictMs: configDefaults.idleEvictMs,
   minRefreshIntervalMs: configDefaults.minRefreshIntervalMs,
   grantKeepFreshMs: configDefaults.grantKeepFreshMs,
+  cacheMaxKeys: configDefaults.limits.cache.maxKeys,
+  cacheMaxBytes: configDefaults.limits.cache.maxBytes,
+  forcedRefresh: configDefaults.limits.forcedRefresh,
 };
 
 export function tokens(over: Partial<TokenSet> = {}): TokenSet {

@@ -1,0 +1,127 @@
+// Per-caller limits around every TokenService method (auth/caller-limits.ts), outside the
+// access control: requests per second per caller and RPC, concurrent WatchToken streams per
+// caller, and new sessions per caller (a StoreUpstreamTokens that creates its key, counted by
+// the core through newSessionKey; every StartAuthorization and StartDeviceAuthorization). The
+// caller is the authenticated identity; without authentication, the peer's address (port
+// left out: one client's connections are one caller), which the listeners' authenticate hook
+// passes as an anonymous caller (security.ts). A call without a caller is not limited. Beyond a
+// limit: RESOURCE_EXHAUSTED with ErrorInfo (RATE_LIMITED, TOO_MANY_STREAMS, TOO_MANY_SESSIONS)
+// and RetryInfo. Refusals are counted, not audited: a flood must not flood the audit stream.
+
+import { createContextKey, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type {
+  TokenService,
+  WatchTokenRequest,
+  WatchTokenResponse,
+} from "../../gen/tokenvend/v1/token_service_pb.js";
+import { type Caller, type CallerLimits, LimitError, type LimitKind } from "../auth/index.ts";
+import { TokenVendError } from "../core/errors.ts";
+import { authenticatedKey, pushStream, pushStreamOf, type StreamSink } from "../transport/index.ts";
+
+type Impl = ServiceImpl<typeof TokenService>;
+
+/** What the core calls before it stores a session's first generation; rejects beyond the limit. */
+export const newSessionKey = createContextKey<(() => Promise<void>) | undefined>(undefined, {
+  description: "counts a new session against its caller's limit",
+});
+
+export interface AccessLimitsOptions {
+  readonly limits: CallerLimits;
+  readonly onRefused?: (limit: LimitKind, method: string) => void;
+}
+
+const reasons: Record<LimitKind, string> = {
+  rate: "RATE_LIMITED",
+  streams: "TOO_MANY_STREAMS",
+  sessions: "TOO_MANY_SESSIONS",
+};
+
+/** The limits' key of a call's caller: its id, or "peer:ADDRESS" without authentication. */
+export function callerKeyOf(ctx: HandlerContext): string | undefined {
+  const c = ctx.values.get(authenticatedKey) as Caller | undefined;
+  if (c === undefined) return undefined;
+  if (c.method !== "none") return c.id;
+  const port = c.peer.lastIndexOf(":");
+  return `peer:${port > 0 ? c.peer.slice(0, port) : c.peer}`;
+}
+
+export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
+  const { limits } = opts;
+  const refusal = (method: string) => (err: unknown) => {
+    if (!(err instanceof LimitError)) throw err;
+    opts.onRefused?.(err.limit, method);
+    throw new TokenVendError("RESOURCE_EXHAUSTED", err.message, {
+      cause: err,
+      reason: reasons[err.limit],
+      retryAfterMs: err.retryAfterMs,
+      metadata: { limit: err.limit, rpc: method },
+    });
+  };
+  const limited = <K extends Exclude<keyof Impl, "watchToken">>(
+    name: K,
+    method: string,
+    before?: (caller: string, ctx: HandlerContext) => Promise<void>,
+  ): Impl[K] => {
+    const inner = impl[name] as (req: unknown, ctx: HandlerContext) => unknown;
+    return (async (req: unknown, ctx: HandlerContext) => {
+      const caller = callerKeyOf(ctx);
+      if (caller !== undefined) {
+        await limits.call(caller, method).catch(refusal(method));
+        await before?.(caller, ctx);
+      }
+      return inner(req, ctx);
+    }) as unknown as Impl[K];
+  };
+  const countSession = (method: string) => (caller: string) =>
+    limits.newSession(caller).catch(refusal(method));
+  const innerWatch = pushStreamOf(impl.watchToken);
+  if (innerWatch === undefined) throw new Error("watchToken must be written with pushStream()");
+
+  return {
+    storeUpstreamTokens: limited(
+      "storeUpstreamTokens",
+      "StoreUpstreamTokens",
+      async (caller, ctx) => {
+        ctx.values.set(newSessionKey, countSession("StoreUpstreamTokens").bind(undefined, caller));
+      },
+    ),
+    getValidTokens: limited("getValidTokens", "GetValidTokens"),
+    getAllUpstreamCredentials: limited("getAllUpstreamCredentials", "GetAllUpstreamCredentials"),
+    getToken: limited("getToken", "GetToken"),
+    revokeSession: limited("revokeSession", "RevokeSession"),
+    startAuthorization: limited(
+      "startAuthorization",
+      "StartAuthorization",
+      countSession("StartAuthorization"),
+    ),
+    completeAuthorization: limited("completeAuthorization", "CompleteAuthorization"),
+    startDeviceAuthorization: limited(
+      "startDeviceAuthorization",
+      "StartDeviceAuthorization",
+      countSession("StartDeviceAuthorization"),
+    ),
+    exchangeToken: limited("exchangeToken", "ExchangeToken"),
+    watchToken: pushStream(
+      (req: WatchTokenRequest, ctx: HandlerContext, sink: StreamSink<WatchTokenResponse>) => {
+        const caller = callerKeyOf(ctx);
+        if (caller === undefined) return innerWatch(req, ctx, sink);
+        limits
+          .call(caller, "WatchToken")
+          .then(() => {
+            const release = limits.openStream(caller);
+            // A stream ends by its sink, or by its call's signal (the caller left, a drain).
+            ctx.signal.addEventListener("abort", release, { once: true });
+            innerWatch(req, ctx, {
+              send: (m) => sink.send(m as WatchTokenResponse),
+              end: (err) => {
+                release();
+                sink.end(err);
+              },
+            });
+          })
+          .catch(refusal("WatchToken"))
+          .catch((err: unknown) => sink.end(err));
+      },
+    ),
+  };
+}
