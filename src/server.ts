@@ -7,8 +7,6 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
-import type { MeterProvider, TracerProvider } from "@opentelemetry/api";
-import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
 import { type Config, configDefaults } from "./config.ts";
 import { type Clock, systemClock } from "./core/clock.ts";
 import { shuttingDownError } from "./core/errors.ts";
@@ -25,35 +23,28 @@ import type { UpstreamClient } from "./core/upstream.ts";
 import { createFlowClient } from "./idp/flow-client.ts";
 import { createProviderStates, createUpstreamClient } from "./idp/upstream-client.ts";
 import { createWebhookSender } from "./idp/webhook-sender.ts";
-import { callerLimited, providerLimiterOf } from "./limits.ts";
+import { providerLimiterOf } from "./limits.ts";
 import { startReplicaHeartbeat } from "./ops/replica-heartbeat.ts";
 import { seedStore } from "./ops/seed.ts";
-import { guardTokenService } from "./rpc/access-control.ts";
-import { toConnectError } from "./rpc/error-mapping.ts";
-import { createFlowService } from "./rpc/flow-service.ts";
-import { createRpcTelemetry } from "./rpc/rpc-interceptor.ts";
 import { sessionJwtHeader } from "./rpc/session-jwt.ts";
-import { createTokenService } from "./rpc/token-service.ts";
 import { createSecurity } from "./security.ts";
+import { tokenServiceOf } from "./server-service.ts";
+import { openServerTelemetry, type ServerTelemetryOptions } from "./server-telemetry.ts";
 import { replicaRegistryOf } from "./store/mongo-replicas.ts";
 import { openFlowStates } from "./store/open-flow-states.ts";
 import { openStore } from "./store/open-store.ts";
 import {
   attr,
   createFlowMetrics,
-  createRpcMetrics,
   createServiceLimitMetrics,
   createTlsMetrics,
-  instrumentationScope,
   noopMeter,
-  teeMeter,
 } from "./telemetry/metrics.ts";
 import {
   createGrpcServer,
   createHealthListener,
   createHttpServer,
   createPlainHttpListener,
-  createWireErrors,
   formatHostPort,
   type GrpcServer,
 } from "./transport/index.ts";
@@ -85,10 +76,7 @@ export interface StartServerOptions {
    * without config.prometheusListen, telemetry is off: no interceptor on either
    * listener, no-op instruments in the core.
    */
-  readonly telemetry?: {
-    readonly tracerProvider?: TracerProvider;
-    readonly meterProvider?: MeterProvider;
-  };
+  readonly telemetry?: ServerTelemetryOptions;
 }
 
 export interface RunningServer {
@@ -108,6 +96,20 @@ export interface RunningServer {
 const descriptorSetPath = new URL("../gen/tokenvend.binpb", import.meta.url);
 
 export async function startServer(opts: StartServerOptions): Promise<RunningServer> {
+  // What a failed start opened is closed again, last opened first: nothing left listening.
+  const undo: (() => unknown)[] = [];
+  try {
+    return await assemble(opts, undo);
+  } catch (err) {
+    for (const u of undo.reverse())
+      await Promise.resolve()
+        .then(u)
+        .catch(() => {});
+    throw err;
+  }
+}
+
+async function assemble(opts: StartServerOptions, undo: (() => unknown)[]): Promise<RunningServer> {
   const { config } = opts;
   const log = opts.logger ?? noopLogger;
   const lifecycle = new AbortController();
@@ -120,11 +122,11 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       onKeyMismatch: (err) => opts.onFatal?.(err),
       capacity: config.limits.store,
     }));
+  if (opts.store === undefined) undo.push(() => store.close());
   if (config.bootstrap.length > 0) {
     const seeded = await seedStore(store, config.bootstrap, {
       nowMs: (opts.clock ?? systemClock).now(),
-    }).catch(async (err: unknown) => {
-      if (opts.store === undefined) await store.close();
+    }).catch((err: unknown) => {
       throw new Error("could not store the bootstrap tokens", { cause: err });
     });
     log.info(seeded, "bootstrap tokens: stored where their key had none");
@@ -133,6 +135,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const flowStates =
     opts.flowStates ??
     (await openFlowStates(config.store, keys, config.limits.flowStates.maxRecords));
+  if (opts.flowStates === undefined) undo.push(() => flowStates.close());
+  undo.push(() => lifecycle.abort(shuttingDownError()));
   const clock = opts.clock ?? systemClock;
   // One state per provider (metadata, client authentication), shared by both clients.
   const providerStates = createProviderStates({
@@ -153,33 +157,18 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     now: () => clock.now(),
     ...(opts.fetch !== undefined ? { fetch: opts.fetch } : {}),
   });
+  undo.push(() => security.close());
   // Names this replica in refresh claims and in the shared store's replica records.
   const replicaId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const upstream = security.audited(
     opts.upstream ?? createUpstreamClient({ providers: config.providers, states: providerStates }),
   );
 
-  // --- telemetry: spans from the given tracer provider; metrics to the given
-  // meter provider and/or the Prometheus endpoint ---
-  // Loaded only when configured: the metrics SDK costs ~16 MB resident.
-  const prometheus =
-    config.prometheusListen !== undefined
-      ? (await import("./telemetry/prometheus.ts")).createPrometheusEndpoint()
-      : undefined;
-  const tracer = opts.telemetry?.tracerProvider?.getTracer(instrumentationScope);
-  const meterProviders = [opts.telemetry?.meterProvider, prometheus?.meterProvider].filter(
-    (p): p is MeterProvider => p !== undefined,
+  const { prometheus, tracer, meter, rpcTelemetry } = await openServerTelemetry(
+    config,
+    opts.telemetry,
   );
-  const meter =
-    meterProviders.length > 0
-      ? teeMeter(meterProviders.map((p) => p.getMeter(instrumentationScope)))
-      : undefined;
-  // Telemetry off: no interceptor at all. On: its push-stream observer keeps
-  // WatchToken on the gRPC listener's push path all the same.
-  const rpcTelemetry =
-    opts.telemetry !== undefined || prometheus !== undefined
-      ? createRpcTelemetry({ tracer, metrics: createRpcMetrics(meter ?? noopMeter) })
-      : undefined;
+  undo.push(() => prometheus?.shutdown());
   const interceptors = rpcTelemetry !== undefined ? [rpcTelemetry.interceptor] : [];
   const flowMetrics = createFlowMetrics(meter ?? noopMeter);
   // Per provider: concurrent requests, their rate, the queue, Retry-After pauses.
@@ -251,40 +240,15 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     exchangeCache: config.limits.exchangeCache,
     forcedRefresh: config.limits.forcedRefresh,
   });
-  // Authentication off and no audit: the handlers as they are, nothing on the hot path.
-  const guarded = security.policy !== undefined || security.audit !== undefined;
-  // One implementation of TokenService, the flows' methods included, for both listeners.
-  const service = {
-    ...createTokenService({
-      vendor,
-      exchanges: flows.exchanges,
-      guarded,
-      ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
-    }),
-    ...createFlowService(flows, { guarded }),
-  };
-  const impl = callerLimited(
-    guarded
-      ? guardTokenService(service, {
-          policy: security.policy,
-          sessionJwts: security.sessionJwts,
-          audit: security.audit,
-          now: () => clock.now(),
-        })
-      : service,
+  const { services, errors } = tokenServiceOf({
+    vendor,
+    flows,
+    security,
     config,
-    meter ?? noopMeter,
-  );
-  // The one mapping of errors to the wire, for both listeners.
-  const errors = createWireErrors({
-    toConnectError,
-    onInternalError: (err, method) =>
-      log.error(
-        { method, err: err instanceof Error ? err.message : String(err) },
-        "internal error",
-      ),
+    meter: meter ?? noopMeter,
+    log,
+    ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
   });
-  const services = [{ desc: TokenService, impl }];
 
   const grpc = createGrpcServer({
     services,
@@ -312,14 +276,21 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     ...(security.tls !== undefined ? { tls: security.tls } : {}),
     ...(interceptors.length > 0 ? { interceptors } : {}),
   });
+  undo.push(
+    () => vendor.close(),
+    () => flows?.close(),
+  );
   const grpcAddr = await grpc.listen(config.grpcListen);
+  undo.push(() => grpc.shutdown(0));
   const httpAddr = await http.listen(config.httpListen);
+  undo.push(() => http.close(0));
   const metricsListener =
     prometheus !== undefined ? createPlainHttpListener(prometheus.handle) : undefined;
   const promAddr =
     metricsListener !== undefined && config.prometheusListen !== undefined
       ? await metricsListener.listen(config.prometheusListen)
       : undefined;
+  undo.push(() => metricsListener?.close(0));
   const healthListener =
     config.healthListen !== undefined
       ? createHealthListener(["", ...services.map((s) => s.desc.typeName)])
@@ -328,6 +299,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     healthListener !== undefined && config.healthListen !== undefined
       ? await healthListener.listen(config.healthListen)
       : undefined;
+  undo.push(() => healthListener?.close());
   grpc.setServing(true);
   if (meter !== undefined) {
     createServiceLimitMetrics(meter, { maxStreams: config.maxStreams });

@@ -115,3 +115,40 @@ test("npm run dev refuses production settings: a MongoDB URI, keys, a listener o
   );
   t.is(healthVariable.code, 2);
 });
+
+test("a start that fails midway (the HTTP port taken) leaves nothing listening: the gRPC listener it had opened is closed again", async (t) => {
+  const { createServer } = await import("node:net");
+  const { parseConfig } = await import("../src/config.ts");
+  const { startServer } = await import("../src/server.ts");
+  const listen = (port: number) =>
+    new Promise<import("node:net").Server>((resolve, reject) => {
+      const s = createServer();
+      s.once("error", reject);
+      s.listen(port, "127.0.0.1", () => resolve(s));
+    });
+  const portOf = (s: import("node:net").Server) => (s.address() as { port: number }).port;
+  const taken = await listen(0);
+  t.teardown(() => taken.close());
+  const probe = await listen(0);
+  const grpcPort = portOf(probe);
+  await new Promise((r) => probe.close(r));
+  const config = parseConfig(
+    {
+      grpc: { listen: `127.0.0.1:${grpcPort}` },
+      http: { listen: `127.0.0.1:${portOf(taken)}` },
+      logLevel: "silent",
+    },
+    { env: {}, readFile: () => "" },
+  );
+  await t.throwsAsync(startServer({ config }), { message: /EADDRINUSE|address already in use/i });
+  const { connect } = await import("node:net");
+  const refused = await new Promise<string>((resolve) => {
+    const c = connect(grpcPort, "127.0.0.1");
+    c.once("connect", () => {
+      c.destroy();
+      resolve("connected");
+    });
+    c.once("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? "error"));
+  });
+  t.is(refused, "ECONNREFUSED");
+});
