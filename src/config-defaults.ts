@@ -18,8 +18,11 @@ export const configDefaults = {
   maxMessageBytes: 128 * 1024,
   providerTimeoutMs: 10_000,
   syncIntervalMs: 1_000,
-  // At least refreshTimeoutMs: a holder still refreshing must never look dead.
-  claimLeaseMs: 30_000,
+  // At least refreshTimeoutMs + claimMarginMs: a holder still refreshing must never look dead.
+  claimLeaseMs: 35_000,
+  // What a claim's lease must leave after the refresh's timeout: the holder's write of the
+  // provider's answer into its claim, and clock skew between replicas (leases are wall-clock).
+  claimMarginMs: 5_000,
   claimPollMs: 50,
   idleEvictMs: 600_000,
   minRefreshIntervalMs: 5_000,

@@ -7,16 +7,19 @@ import { ConfigError, configDefaults, parseConfig } from "./config.ts";
 const parse = (raw: unknown, env: Record<string, string> = {}) =>
   parseConfig(raw, { env, readFile: () => "" });
 
-test("claimLease shorter than refreshTimeout is refused, naming both", (t) => {
-  const err = t.throws(() => parse({ claimLease: "10s", refreshTimeout: "11s" }), {
+test("claimLease shorter than refreshTimeout plus the claim margin is refused, naming both", (t) => {
+  const err = t.throws(() => parse({ claimLease: "15s", refreshTimeout: "11s" }), {
     instanceOf: ConfigError,
   });
   t.is(
     err?.message,
-    "claimLease (10000 ms) must be at least refreshTimeout (11000 ms): a replica still refreshing must never look dead to the others",
+    `claimLease (15000 ms) must be at least refreshTimeout + ${configDefaults.claimMarginMs} ms (${11_000 + configDefaults.claimMarginMs} ms): a replica still refreshing must never look dead to the others`,
   );
-  t.is(parse({ claimLease: "11s", refreshTimeout: "11s" }).claimLeaseMs, 11_000);
-  t.true(configDefaults.claimLeaseMs >= configDefaults.refreshTimeoutMs);
+  const least = 11_000 + configDefaults.claimMarginMs;
+  t.is(parse({ claimLease: `${least}ms`, refreshTimeout: "11s" }).claimLeaseMs, least);
+  t.true(
+    configDefaults.claimLeaseMs >= configDefaults.refreshTimeoutMs + configDefaults.claimMarginMs,
+  );
 });
 
 test("the change log's margin and retention reach the MongoDB store, with their defaults", (t) => {

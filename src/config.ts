@@ -243,11 +243,12 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     configDefaults.refreshTimeoutMs,
   );
   const claimLeaseMs = duration(root.claimLease, "claimLease", configDefaults.claimLeaseMs);
-  if (claimLeaseMs < refreshTimeoutMs) {
-    // A holder still within its refresh must not look dead: another replica would redeem the
-    // same refresh token.
+  const claimMinMs = refreshTimeoutMs + configDefaults.claimMarginMs;
+  if (claimLeaseMs < claimMinMs) {
+    // A holder still within its refresh, or recording the provider's answer in its claim, must
+    // not look dead: another replica would redeem the same refresh token.
     throw new ConfigError(
-      `claimLease (${claimLeaseMs} ms) must be at least refreshTimeout (${refreshTimeoutMs} ms): ` +
+      `claimLease (${claimLeaseMs} ms) must be at least refreshTimeout + ${configDefaults.claimMarginMs} ms (${claimMinMs} ms): ` +
         "a replica still refreshing must never look dead to the others",
     );
   }

@@ -51,7 +51,7 @@ test.serial(
   "the claim holder killed mid-refresh: another replica takes over after the lease; the key is not stuck",
   async (t) => {
     const c = await startCluster(t, mongo.uri, 2, {
-      extraYaml: ["claimLease: 2s", "refreshTimeout: 2s"],
+      extraYaml: ["claimLease: 6s", "refreshTimeout: 1s"],
     });
     await c.store("sess-kill", 2);
     c.proxy.delayMs = 1_500;

@@ -343,8 +343,9 @@ export function createClusterRefresh(opts: ClusterRefreshOptions): ClusterRefres
         };
         entry.refresh.unsaved = renewal;
         // The refresh token is spent: the claim says so, with what replaced it, before the save.
+        // Under a bound of its own: the refresh's may be nearly spent by a slow provider.
         claim = await store
-          .renewClaim(claim, clock.now() + opts.claimLeaseMs, renewal, { signal })
+          .renewClaim(claim, clock.now() + opts.claimLeaseMs, renewal, { signal: bounded() })
           .then((renewed) => renewed ?? claim)
           .catch(() => claim);
         try {
