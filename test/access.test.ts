@@ -405,7 +405,8 @@ test("a rule with sessions: any reads other owners' sessions, only of its provid
   const s = await startAuthStack();
   t.teardown(s.stop);
   await s.store("s-shared", await s.mint("alice"), 300);
-  await s.store("s-shared", await s.mint("alice"), 300, { provider: "idp2" });
+  // Expired at idp2: serving it would refresh it there.
+  await s.store("s-shared", await s.mint("alice"), 1, { provider: "idp2" });
   const c = createClient(TokenService, createGrpcTransport({ baseUrl: `http://${s.grpcAddress}` }));
   const as = async (ns: string, name: string) => ({ authorization: await s.bearer(ns, name) });
   const ops = await as("ops", "oncall");
@@ -414,8 +415,15 @@ test("a rule with sessions: any reads other owners' sessions, only of its provid
       .credential?.generation,
     1n,
   );
+  const refreshesBefore = s.idp.counters.tokenRequests.refresh_token ?? 0;
   const all = await c.getAllUpstreamCredentials({ sessionId: "s-shared" }, { headers: ops });
   t.deepEqual(Object.keys(all.credentials), ["idp"], "idp2 is beyond the ops rule");
+  t.deepEqual(all.failures, [], "nor reported as failing");
+  t.is(
+    s.idp.counters.tokenRequests.refresh_token ?? 0,
+    refreshesBefore,
+    "a provider beyond the rule is not refreshed for it",
+  );
   const denied = await t.throwsAsync(
     c.getValidTokens({ sessionId: "s-shared", provider: "idp2" }, { headers: ops }),
   );

@@ -27,7 +27,11 @@ export function createSessionReads(opts: SessionReadsOptions) {
     signal: AbortSignal | undefined,
     binding: Binding,
   ): Promise<{ credentials: Map<string, LiveRecord>; failures: ProviderFailure[] }> => {
-    const records = await store.getSession(sessionId, { signal });
+    const reaches = binding.providers;
+    // Providers beyond the caller's reach are neither checked nor served (nor refreshed).
+    const records = (await store.getSession(sessionId, { signal })).filter(
+      (r) => reaches === undefined || r.key.kind !== "session" || reaches(r.key.provider),
+    );
     for (const r of records) {
       const refused = isLive(r) ? accessError(r, binding) : undefined;
       if (refused !== undefined) throw refused;

@@ -24,6 +24,8 @@ export interface Binding {
   readonly expectedClientId?: string | undefined;
   /** The caller's owner: a record owned by anyone else is refused (NOT_OWNER). Unset: any owner. */
   readonly owner?: string | undefined;
+  /** A session read (all its providers): those the caller may reach; the others are not read. */
+  readonly providers?: ((provider: string) => boolean) | undefined;
 }
 
 /** Why `record` may not go to a caller with this binding, or undefined. */

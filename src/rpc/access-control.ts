@@ -76,10 +76,12 @@ export function guardTokenService(impl: Impl, opts: AccessControlOptions): Impl 
       const t: Target = { sessionId: req.sessionId };
       const d = await decide(ctx, "GetAllUpstreamCredentials", t);
       t.sessionId = sessionId(req.sessionId, d.session);
-      const access =
-        d.session?.clientId !== undefined
-          ? { ...d.access, expectedClientId: d.session.clientId }
-          : d.access;
+      const rule = d.allowed;
+      const access = {
+        ...d.access,
+        ...(d.session?.clientId !== undefined ? { expectedClientId: d.session.clientId } : {}),
+        ...(rule !== undefined ? { providers: (p: string) => rule.providerAllowed(p) } : {}),
+      };
       // token-service.ts answers a whole message, which is filtered here.
       const res = (await unary(
         ctx,

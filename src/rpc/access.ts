@@ -11,6 +11,8 @@ export interface Access {
   readonly owner: string | undefined;
   /** The client id a session JWT bound this call to (GetAllUpstreamCredentials). */
   readonly expectedClientId?: string | undefined;
+  /** The providers the call may reach (GetAllUpstreamCredentials); undefined: every one. */
+  readonly providers?: ((provider: string) => boolean) | undefined;
 }
 
 /** Authentication off: nothing recorded, nothing checked. */

@@ -182,6 +182,7 @@ export function createTokenService(
       const res = await vendor.getAllUpstreamCredentials(req.sessionId, ctx.signal, {
         owner: access.owner,
         expectedClientId: access.expectedClientId,
+        providers: access.providers,
       });
       const out = create(GetAllUpstreamCredentialsResponseSchema, {
         failures: res.failures.map((f) => ({
