@@ -442,7 +442,8 @@ test("with the change log, sweep prunes the generations this store wrote and did
     await store.claim({ key: at(keys, 0), generation: 100 + i, owner: "x", leaseUntil: 10 });
   }
   const changes = client.db(DB).collection(`${prefix}${CHANGES_COLLECTION}`);
-  if (store.feedMethod === "change-log") t.is(await changes.countDocuments({}), 40);
+  // Written whatever the feed this store reads: another replica may read the log.
+  t.is(await changes.countDocuments({}), 40);
   const first = await store.sweep(1_000);
   t.is(first.claims, 14);
   if (store.feedMethod === "change-log") t.is(first.generations, 30);

@@ -84,12 +84,12 @@ export function createMongoWrites(opts: MongoWritesOptions): MongoWrites {
 
     async insertDoc(doc, callOpts) {
       await prepare(callOpts);
-      if (feedMethod === "change-log") {
-        await changeLog.announce(
-          { key: documentKey(doc), generation: doc.generation, reason: doc.reason },
-          callOpts,
-        );
-      }
+      // Announced whatever this replica's own feed: another replica of the cluster may read the
+      // log (its detection differed, or it was told to), and must hear of every generation.
+      await changeLog.announce(
+        { key: documentKey(doc), generation: doc.generation, reason: doc.reason },
+        callOpts,
+      );
       const inserted = await run("insert", callOpts, async (signal) => {
         try {
           await tokens.insertOne(doc, withSignal({}, signal));
