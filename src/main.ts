@@ -74,7 +74,7 @@ export async function runService(opts: RunServiceOptions): Promise<void> {
     );
   }
   let fatal: ((err: Error) => void) | undefined;
-  const server = await startServer({
+  const starting = startServer({
     config,
     logger: log,
     onFatal: (err) => fatal?.(err),
@@ -88,12 +88,10 @@ export async function runService(opts: RunServiceOptions): Promise<void> {
         }
       : {}),
   });
-  if (devSession !== undefined) {
-    await devSession(server.vendor);
-    printDevExamples(config, server.grpcPort, server.httpPort);
-  }
   const stop = async () => {
-    await server.shutdown();
+    // A start that failed is reported by runService's caller; there is nothing to drain.
+    const running = await starting.catch(() => undefined);
+    await running?.shutdown();
     await stopDev?.();
     // Last: flushes the spans and metrics of the drain itself.
     await sdk?.shutdown();
@@ -102,7 +100,13 @@ export async function runService(opts: RunServiceOptions): Promise<void> {
     process.stderr.write(`tokenvend: invalid configuration: ${err.message}\n`);
     void stop().finally(() => process.exit(2));
   };
+  // Before anything says it serves: a SIGTERM sent as soon as it does must find the handler.
   installSignals(log, stop);
+  const server = await starting;
+  if (devSession !== undefined) {
+    await devSession(server.vendor);
+    printDevExamples(config, server.grpcPort, server.httpPort);
+  }
 }
 
 function installSignals(log: RootLogger | undefined, stop: () => Promise<void>) {

@@ -43,8 +43,11 @@ for (const script of ["start", "dev"] as const) {
       if (npm.exitCode === null) npm.kill("SIGKILL");
     });
     const messages: string[] = [];
+    const lines = createInterface({ input: npm.stdout });
+    // Every line read: the pipe closed (npm and the server both gone) and readline drained it.
+    const allRead = new Promise<void>((resolve) => lines.once("close", () => resolve()));
     const serving = new Promise<void>((resolve, reject) => {
-      createInterface({ input: npm.stdout }).on("line", (line) => {
+      lines.on("line", (line) => {
         const msg = /"msg":"([^"]*)"/.exec(line)?.[1];
         if (msg !== undefined) messages.push(msg);
         // Dev mode stores its demo session after it serves, then says it is ready.
@@ -71,7 +74,8 @@ for (const script of ["start", "dev"] as const) {
     await exited;
     for (let i = 0; i < 50 && alive(server); i++) await sleep(100);
     t.false(alive(server), "the server process is gone");
-    t.true(messages.includes("shutting down"));
+    await allRead;
+    t.true(messages.includes("shutting down"), messages.join(", "));
     t.true(messages.includes("stopped"), messages.join(", "));
   });
 }
