@@ -10,6 +10,14 @@ import { configDefaults, type LogLevel } from "./config-defaults.ts";
 import { type FlowTuningConfig, flowRootKeys, parseFlowTuning } from "./config-flows.ts";
 import { nameRe, type ProviderConfig, parseProvider } from "./config-provider.ts";
 import {
+  grpcLimitKeys,
+  healthLimitKeys,
+  httpLimitKeys,
+  parseTransportLimits,
+  type TransportLimitsConfig,
+  transportRootKeys,
+} from "./config-transport.ts";
+import {
   ConfigError,
   duration,
   hostPort,
@@ -25,6 +33,7 @@ export type { AuditConfig, AuthConfig, SecurityConfig, TlsConfig } from "./confi
 export type { BootstrapToken } from "./config-bootstrap.ts";
 export { configDefaults, type LogLevel } from "./config-defaults.ts";
 export type { AuthMethod, ProviderConfig } from "./config-provider.ts";
+export type { TransportLimitsConfig } from "./config-transport.ts";
 export { ConfigError, parseDuration } from "./config-values.ts";
 
 export interface GrantConfig {
@@ -88,6 +97,8 @@ export interface Config extends SecurityConfig {
   readonly bootstrap: readonly BootstrapToken[];
   /** Shared store: how often a replica records itself and its keys (for reencrypt's check). */
   readonly replicaHeartbeatMs: number;
+  /** The listeners' connection limits and the cap on a provider's response (config-transport.ts). */
+  readonly transportLimits: TransportLimitsConfig;
 }
 
 const logLevels: readonly LogLevel[] = [
@@ -161,12 +172,13 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "tls",
     "audit",
     "health",
+    ...transportRootKeys,
   ]);
   const env = opts.env;
   const grpc = obj(root.grpc ?? {}, "grpc");
   const http = obj(root.http ?? {}, "http");
-  known(grpc, "grpc", ["listen"]);
-  known(http, "http", ["listen", "allowedHosts", "corsOrigins"]);
+  known(grpc, "grpc", ["listen", ...grpcLimitKeys]);
+  known(http, "http", ["listen", "allowedHosts", "corsOrigins", ...httpLimitKeys]);
   const grpcListen = hostPort(
     env.TOKENVEND_GRPC_LISTEN ?? str(grpc.listen, "grpc.listen") ?? configDefaults.grpcListen,
     env.TOKENVEND_GRPC_LISTEN !== undefined ? "TOKENVEND_GRPC_LISTEN" : "grpc.listen",
@@ -176,7 +188,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     env.TOKENVEND_HTTP_LISTEN !== undefined ? "TOKENVEND_HTTP_LISTEN" : "http.listen",
   );
   const healthRoot = obj(root.health ?? {}, "health");
-  known(healthRoot, "health", ["listen"]);
+  known(healthRoot, "health", ["listen", ...healthLimitKeys]);
   const healthText = env.TOKENVEND_HEALTH_LISTEN || str(healthRoot.listen, "health.listen");
   const healthListen =
     healthText === undefined || healthText === ""
@@ -324,5 +336,6 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
       "replicaHeartbeat",
       configDefaults.replicaHeartbeatMs,
     ),
+    transportLimits: parseTransportLimits({ root, grpc, http, health: healthRoot }),
   };
 }

@@ -263,6 +263,8 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     services,
     reflectionDescriptorSet: readFileSync(descriptorSetPath),
     maxReceiveMessageBytes: config.maxMessageBytes,
+    limits: config.transportLimits.grpc,
+    maxHealthWatches: config.transportLimits.maxHealthWatches,
     errors,
     ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
     ...(opts.openGrpcPaths !== undefined ? { openPaths: opts.openGrpcPaths } : {}),
@@ -275,6 +277,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const http = createHttpServer({
     services,
     readMaxBytes: config.maxMessageBytes,
+    limits: config.transportLimits.http,
     errors,
     guard: { allowedHosts: config.allowedHosts, corsOrigins: config.corsOrigins },
     ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
@@ -291,7 +294,10 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       : undefined;
   const healthListener =
     config.healthListen !== undefined
-      ? createHealthListener(["", ...services.map((s) => s.desc.typeName)])
+      ? createHealthListener(["", ...services.map((s) => s.desc.typeName)], {
+          connections: config.transportLimits.grpc,
+          maxWatches: config.transportLimits.maxHealthWatches,
+        })
       : undefined;
   const healthAddr =
     healthListener !== undefined && config.healthListen !== undefined
