@@ -202,9 +202,7 @@ test("a connection that sends nothing is closed at the headers timeout; past max
   const { server, port } = await httpListener({ ...httpLimits, maxConnections: 3 });
   t.teardown(() => server.close(0));
   const held = [rawConnection(port), rawConnection(port), rawConnection(port)];
-  await Promise.all(
-    held.map((c) => new Promise((resolve) => c.socket.once("connect", resolve))),
-  );
+  await Promise.all(held.map((c) => new Promise((resolve) => c.socket.once("connect", resolve))));
   await sleep(100); // the listener has counted them
   const extra = rawConnection(port);
   t.true((await extra.closed) < 1_000, "the fourth is closed at once");
