@@ -126,6 +126,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
     // A ProviderConfig is an UpstreamProviderConfig plus the lifecycle policy.
     providers: config.providers,
     signal: lifecycle.signal,
+    maxResponseBytes: config.transportLimits.maxProviderResponseBytes,
     onClientSecretSwitch: (provider, index) => {
       flowMetrics.clientSecretSwitches.add(1, { [attr.provider]: provider });
       log.warn(
@@ -143,7 +144,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   // Names this replica in refresh claims and in the shared store's replica records.
   const replicaId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const upstream = security.audited(
-    opts.upstream ?? createUpstreamClient({ providers: config.providers, states: providerStates }),
+    opts.upstream ?? createUpstreamClient({ states: providerStates }),
   );
   // --- telemetry: spans from the given tracer provider; metrics to the given
   // meter provider and/or the Prometheus endpoint ---

@@ -36,24 +36,25 @@
 
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { type FieldViolation, invalidArgument } from "../core/errors.ts";
+import {
+  isScope,
+  printableRe as printable,
+  scopeRule,
+  tokenProblem,
+  tokenShape,
+  typeNameProblem,
+} from "../core/token-shape.ts";
 
 export const limits = {
+  ...tokenShape,
   idMaxChars: 256,
   nameMaxChars: 64,
-  tokenMaxChars: 16_384,
-  scopesMax: 100,
-  scopeMaxChars: 256,
   bindingMaxChars: 256,
-  tokenTypeMaxChars: 32,
-  maxLifetimeSec: 366 * 24 * 3600,
   maxMinValiditySec: 7 * 24 * 3600,
   urlMaxChars: 4096,
 } as const;
 
-const printable = /^[\x21-\x7e]+$/;
 const nameRe = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-const scopeRe = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
-const typeNameRe = /^[A-Za-z0-9._-]+$/;
 /** Plain text that needs no further look: printable ASCII and the space. */
 const plainAscii = /^[\x20-\x7e]*$/;
 /** Refused anywhere in Unicode text (see the file header). */
@@ -104,9 +105,8 @@ export class Violations {
   /** Token material: checked for size and shape only, never echoed. */
   token(field: string, v: string, required: boolean, max: number = limits.tokenMaxChars): this {
     if (v === "") return required ? this.add(field, "required") : this;
-    if (v.length > max) return this.add(field, `longer than ${max} characters`);
-    if (!printable.test(v)) return this.add(field, "must be printable ASCII without spaces");
-    return this;
+    const problem = tokenProblem(v, max);
+    return problem === undefined ? this : this.add(field, problem);
   }
 
   /** An absolute http(s) URL of at most urlMaxChars printable ASCII characters. */
@@ -133,22 +133,14 @@ export class Violations {
 
   /** An OAuth token type name (RFC 6749 §11.1); empty is allowed (the default applies). */
   typeName(field: string, v: string): this {
-    if (v === "") return this;
-    if (v.length > limits.tokenTypeMaxChars)
-      return this.add(field, `longer than ${limits.tokenTypeMaxChars} characters`);
-    if (!typeNameRe.test(v)) return this.add(field, "must be letters, digits, '.', '_' or '-'");
-    return this;
+    const problem = typeNameProblem(v);
+    return problem === undefined ? this : this.add(field, problem);
   }
 
   scopes(field: string, v: readonly string[]): this {
     if (v.length > limits.scopesMax) return this.add(field, `more than ${limits.scopesMax} scopes`);
     v.forEach((s, i) => {
-      if (s === "" || s.length > limits.scopeMaxChars || !scopeRe.test(s)) {
-        this.add(
-          `${field}[${i}]`,
-          `must be 1–${limits.scopeMaxChars} printable ASCII characters without spaces, '"' or '\\'`,
-        );
-      }
+      if (!isScope(s)) this.add(`${field}[${i}]`, scopeRule);
     });
     return this;
   }
