@@ -298,6 +298,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       ? createHealthListener(["", ...services.map((s) => s.desc.typeName)], {
           connections: config.transportLimits.grpc,
           maxWatches: config.transportLimits.maxHealthWatches,
+          maxReceiveMessageBytes: config.maxMessageBytes,
         })
       : undefined;
   const healthAddr =

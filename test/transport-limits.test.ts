@@ -22,6 +22,7 @@ import {
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import {
   createGrpcServer,
+  createHealthListener,
   createHttpServer,
   type GrpcConnectionLimits,
   type HttpConnectionLimits,
@@ -379,13 +380,42 @@ test("gRPC: past the session memory limit new streams are RESOURCE_EXHAUSTED and
   }
 });
 
+const healthPackage = () =>
+  grpc.loadPackageDefinition(protoLoader.loadSync(healthProtoPath)) as unknown as {
+    grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
+  };
+
+test("health listener: a request over the configured message size is RESOURCE_EXHAUSTED, and Check serves on", async (t) => {
+  const listener = createHealthListener([""], {
+    connections: grpcLimits,
+    maxWatches: 2,
+    maxReceiveMessageBytes: 1024,
+  });
+  const { port } = await listener.listen("127.0.0.1:0");
+  listener.setServing(true);
+  t.teardown(() => listener.close());
+  const health = new (healthPackage().grpc.health.v1.Health)(
+    `127.0.0.1:${port}`,
+    grpc.credentials.createInsecure(),
+  );
+  t.teardown(() => health.close());
+  const check = (service: string) =>
+    new Promise<string>((resolve) =>
+      (
+        health.check as (
+          r: object,
+          cb: (e: grpc.ServiceError | null, r?: { status: string }) => void,
+        ) => void
+      )({ service }, (e, r) => resolve(e ? `error ${e.code}` : String(r?.status))),
+    );
+  t.is(await check("x".repeat(2_000)), `error ${grpc.status.RESOURCE_EXHAUSTED}`);
+  t.is(await check(""), "1", "SERVING (1)");
+});
+
 test("gRPC: Health.Watch is capped per listener; a freed slot is taken again", async (t) => {
   const { server, port } = await grpcListener({ ...grpcLimits, keepaliveTimeMs: 60_000 }, 2);
   t.teardown(() => server.shutdown(0));
-  const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(healthProtoPath)) as unknown as {
-    grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
-  };
-  const health = new pkg.grpc.health.v1.Health(
+  const health = new (healthPackage().grpc.health.v1.Health)(
     `127.0.0.1:${port}`,
     grpc.credentials.createInsecure(),
   );

@@ -18,14 +18,23 @@ export interface HealthListener {
 
 /**
  * Health of `names` ("" and each service the gRPC listener serves), under the
- * gRPC listener's connection limits and at most `maxWatches` Watch calls.
+ * gRPC listener's connection limits and message size, and at most `maxWatches` Watch calls.
  */
 export function createHealthListener(
   names: readonly string[],
-  limits?: { readonly connections: GrpcConnectionLimits; readonly maxWatches: number },
+  limits?: {
+    readonly connections: GrpcConnectionLimits;
+    readonly maxWatches: number;
+    readonly maxReceiveMessageBytes: number;
+  },
 ): HealthListener {
   const server = new grpc.Server(
-    limits !== undefined ? grpcLimitOptions(limits.connections) : undefined,
+    limits !== undefined
+      ? {
+          ...grpcLimitOptions(limits.connections),
+          "grpc.max_receive_message_length": limits.maxReceiveMessageBytes,
+        }
+      : undefined,
   );
   const health = createGrpcHealth(server, names, limits?.maxWatches);
   return {
