@@ -936,24 +936,34 @@ test("limits: undecodable requests are INVALID_ARGUMENT on every protocol of bot
     http.close();
     grpcJs.close();
   });
-  const json = new TextEncoder().encode('{"grant": 5');
+  // Truncated JSON; a character outside the BMP, which JSON.parse's message quotes half of (a
+  // lone surrogate the gRPC trailers could not encode: the call went unanswered); a value.
+  const jsons = [
+    '{"grant": 5',
+    "\u{F37E5}",
+    '{"grant": {"secret-\u{1F511}": 1}}',
+  ].map((text) => new TextEncoder().encode(text));
   const calls: (RawCall & { on: RawClient; name: string })[] = [];
   for (const [method, stream, message] of [
     ["GetToken", false, "tokenvend.v1.GetTokenRequest"],
     ["WatchToken", true, "tokenvend.v1.WatchTokenRequest"],
   ] as const) {
     const path = `/tokenvend.v1.TokenService/${method}`;
-    const at = (name: string, on: RawClient, protocol: RawProtocol, http1 = false) =>
-      calls.push({
-        name: `${method} ${name}`,
-        on,
-        protocol,
-        path,
-        stream,
-        http1,
-        body: protocol.endsWith("json") ? json : garbage,
-        message,
-      } as never);
+    const at = (name: string, on: RawClient, protocol: RawProtocol, http1 = false) => {
+      for (const [i, body] of (protocol.endsWith("json") ? jsons : [garbage]).entries()) {
+        calls.push({
+          name: `${method} ${name} #${i}`,
+          on,
+          protocol,
+          path,
+          stream,
+          http1,
+          body,
+          message,
+          timeoutMs: 5_000,
+        } as never);
+      }
+    };
     at("gRPC, gRPC listener", grpcJs, "grpc");
     at("gRPC, HTTP listener", http, "grpc");
     at("gRPC JSON, HTTP listener", http, "grpc+json");
@@ -967,10 +977,15 @@ test("limits: undecodable requests are INVALID_ARGUMENT on every protocol of bot
   for (const c of calls) {
     const out = await c.on.call(c);
     t.is(out.code, Code.InvalidArgument, `${c.name}: ${out.message}`);
-    if (!c.protocol.endsWith("json")) {
-      const { message } = c as unknown as { message: string };
-      t.is(out.message, `cannot decode ${message}`, c.name);
-    }
+    const { message } = c as unknown as { message: string };
+    // The message names the type (and a field), never what the body held.
+    t.regex(
+      out.message,
+      c.protocol.endsWith("json")
+        ? new RegExp(`^cannot decode ${message} from JSON(: field [\\w.]+)?$`)
+        : new RegExp(`^cannot decode ${message}$`),
+      c.name,
+    );
   }
   // Other tests report their own "boom" errors meanwhile; none may be about decoding.
   t.deepEqual(

@@ -135,20 +135,34 @@ export function trackRequestTimeouts(server: http.Server): void {
  * request gate. For server streams the error reaches the interceptors, whose
  * outermost one passes it here. When this stops working the caller gets
  * INTERNAL again, and the tests say so.
+ *
+ * JSON that does not decode is INVALID_ARGUMENT already, but its message is
+ * protobuf-es's and JSON.parse's, quoting the body: token material in an error,
+ * and, for a body with a character outside the BMP, V8 quotes half of it (a
+ * lone surrogate) and connect-es's gRPC and gRPC-Web trailers throw on it
+ * (encodeURIComponent), so the call never gets an answer (found by the fuzz
+ * run). It becomes `cannot decode <message> from JSON`, naming the field when
+ * protobuf-es did and never a value.
  */
 export function undecodableAsInvalidArgument(err: unknown, method: DescMethod): void {
-  if (
-    err instanceof ConnectError &&
-    err.code === Code.Internal &&
-    err.rawMessage.startsWith("parse binary:")
+  if (!(err instanceof ConnectError)) return;
+  let rawMessage: string | undefined;
+  if (err.code === Code.Internal && err.rawMessage.startsWith("parse binary:")) {
+    rawMessage = `cannot decode ${method.input.typeName}`;
+  } else if (
+    err.code === Code.InvalidArgument &&
+    err.details.length === 0 &&
+    /^cannot decode .* from JSON/s.test(err.rawMessage)
   ) {
-    const rawMessage = `cannot decode ${method.input.typeName}`;
-    Object.assign(err, {
-      code: Code.InvalidArgument,
-      rawMessage,
-      message: new ConnectError(rawMessage, Code.InvalidArgument).message,
-    });
+    const field = /cannot decode (field [A-Za-z0-9_.]+) from JSON/.exec(err.rawMessage)?.[1];
+    rawMessage = `cannot decode ${method.input.typeName} from JSON${field ? `: ${field}` : ""}`;
   }
+  if (rawMessage === undefined || rawMessage === err.rawMessage) return;
+  Object.assign(err, {
+    code: Code.InvalidArgument,
+    rawMessage,
+    message: new ConnectError(rawMessage, Code.InvalidArgument).message,
+  });
 }
 
 /** undecodableAsInvalidArgument on the reason the call's context aborts with. */
