@@ -24,7 +24,7 @@
 // e.g. a `limits` section), BENCH_SLOW_CONNECTIONS (200), BENCH_IDLE_CONNECTIONS (200),
 // BENCH_STREAMS_MAX (12000).
 
-import { type ChildProcess, fork } from "node:child_process";
+import { fork } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
