@@ -938,11 +938,9 @@ test("limits: undecodable requests are INVALID_ARGUMENT on every protocol of bot
   });
   // Truncated JSON; a character outside the BMP, which JSON.parse's message quotes half of (a
   // lone surrogate the gRPC trailers could not encode: the call went unanswered); a value.
-  const jsons = [
-    '{"grant": 5',
-    "\u{F37E5}",
-    '{"grant": {"secret-\u{1F511}": 1}}',
-  ].map((text) => new TextEncoder().encode(text));
+  const jsons = ['{"grant": 5', "\u{F37E5}", '{"grant": {"secret-\u{1F511}": 1}}'].map((text) =>
+    new TextEncoder().encode(text),
+  );
   const calls: (RawCall & { on: RawClient; name: string })[] = [];
   for (const [method, stream, message] of [
     ["GetToken", false, "tokenvend.v1.GetTokenRequest"],
