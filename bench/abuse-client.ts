@@ -47,6 +47,9 @@ export interface AbuseReport {
   idleOpened: number;
   idleHttpClosed: number;
   idleGrpcClosed: number;
+  /** Median time from opening to the server's close, ms (NaN when none closed). */
+  idleHttpClosedMedianMs: number;
+  idleGrpcClosedMedianMs: number;
   streamsOpened: number;
   streamsRefusal: string;
 }
@@ -89,6 +92,8 @@ async function run(s: AbuseSettings, stopped: AbortSignal, rss: () => number) {
     idleOpened: 0,
     idleHttpClosed: 0,
     idleGrpcClosed: 0,
+    idleHttpClosedMedianMs: Number.NaN,
+    idleGrpcClosedMedianMs: Number.NaN,
     streamsOpened: 0,
     streamsRefusal: "",
   };
@@ -157,6 +162,8 @@ async function run(s: AbuseSettings, stopped: AbortSignal, rss: () => number) {
   // Connections that send a header line a second, or nothing.
   const opened = performance.now();
   const closedAfter: number[] = [];
+  const idleHttpAfter: number[] = [];
+  const idleGrpcAfter: number[] = [];
   const sockets: net.Socket[] = [];
   const connect = (port: number, onClose: () => void) => {
     const sock = net.connect(port, "127.0.0.1");
@@ -184,10 +191,14 @@ async function run(s: AbuseSettings, stopped: AbortSignal, rss: () => number) {
   for (let i = 0; i < s.idleConnections; i++) {
     r.idleOpened++;
     connect(s.httpPort, () => {
-      if (!stopped.aborted) r.idleHttpClosed++;
+      if (stopped.aborted) return;
+      r.idleHttpClosed++;
+      idleHttpAfter.push(performance.now() - opened);
     });
     connect(s.grpcPort, () => {
-      if (!stopped.aborted) r.idleGrpcClosed++;
+      if (stopped.aborted) return;
+      r.idleGrpcClosed++;
+      idleGrpcAfter.push(performance.now() - opened);
     });
   }
 
@@ -236,8 +247,11 @@ async function run(s: AbuseSettings, stopped: AbortSignal, rss: () => number) {
 
   await new Promise((resolve) => stopped.addEventListener("abort", resolve));
   await Promise.all([flood, unknown, minValidity, opening]);
-  closedAfter.sort((a, b) => a - b);
-  r.slowClosedMedianMs = closedAfter[Math.floor(closedAfter.length / 2)] ?? Number.NaN;
+  const median = (xs: number[]) =>
+    xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
+  r.slowClosedMedianMs = median(closedAfter);
+  r.idleHttpClosedMedianMs = median(idleHttpAfter);
+  r.idleGrpcClosedMedianMs = median(idleGrpcAfter);
   for (const st of streams) st.cancel();
   for (const sock of sockets) sock.destroy();
   for (const c of [...clients, streamer]) c.close();

@@ -322,7 +322,7 @@ config limits section: ${r.ready.limits === null ? "none (this build has none)" 
 | unknown-session calls | ${a.unknownCalls}, codes ${JSON.stringify(a.unknownCodes)} | |
 | min-validity (7 days) calls | ${a.minValidityCalls}, codes ${JSON.stringify(a.minValidityCodes)} | no refresh each |
 | slow-header connections (a header line a second) closed by the server | ${a.slowClosed} of ${a.slowOpened}, median after ${ms(a.slowClosedMedianMs / 1000)} s | closed (headersTimeout) |
-| idle connections closed (HTTP, gRPC) | ${a.idleHttpClosed} of ${a.idleOpened}, ${a.idleGrpcClosed} of ${a.idleOpened} | |
+| idle connections (nothing sent) closed: HTTP, gRPC | ${a.idleHttpClosed} of ${a.idleOpened} (median ${ms(a.idleHttpClosedMedianMs / 1000)} s), ${a.idleGrpcClosed} of ${a.idleOpened} (median ${ms(a.idleGrpcClosedMedianMs / 1000)} s) | closed |
 | WatchToken streams opened by one client before one was refused | ${a.streamsOpened} (${a.streamsRefusal}) | maxStreams ${r.ready.maxStreams}, ${JSON.stringify((r.ready.transport as { grpc?: { maxConcurrentStreams?: number } }).grpc?.maxConcurrentStreams)} per connection |
 | well-behaved p99 after the abuse | ${ms(r.after.p99)} ms | |
 `);
