@@ -69,7 +69,7 @@ export const configDefaults = {
   /**
    * The listeners' connection limits (grpc.*, http.*, health.* and maxProviderResponseBytes in
    * the config; src/config-transport.ts). Sized so that one client cannot hold a replica's
-   * memory or its stream slots: README "Limits" and docs/OPERATIONS.md say why each number.
+   * memory or its stream slots; README's Configuration says what each bounds.
    */
   transportLimits: {
     grpc: {

@@ -1,7 +1,7 @@
 // The listeners' connection limits, read from the `grpc`, `http` and `health` sections beside
 // their `listen` addresses, and the cap on what a provider may answer. Each bounds what one
 // client can hold on a replica (streams, connections, session memory, time to send a request);
-// the numbers and why: config-defaults.ts (`transportLimits`) and docs/OPERATIONS.md.
+// the numbers and why: config-defaults.ts (`transportLimits`); what each does: README's Configuration.
 
 import { configDefaults } from "./config-defaults.ts";
 import { ConfigError, duration, int } from "./config-values.ts";
