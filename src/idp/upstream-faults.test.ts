@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 import { inspect } from "node:util";
 import test from "ava";
 import { type ClientExtra, client, upstreamError } from "../../test/support/upstream-calls.ts";
-import type { UpstreamClientOptions, UpstreamProviderConfig } from "./upstream-client.ts";
+import type { UpstreamProviderConfig } from "./upstream-client.ts";
 
 const live = new AbortController().signal;
 
