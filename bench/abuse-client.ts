@@ -29,6 +29,8 @@ export interface AbuseSettings {
   readonly streamsMax: number;
   /** The session flood stops when the replica's RSS passes this. */
   readonly rssStopBytes: number;
+  /** What every abusive call presents (`Bearer <API key>`). */
+  readonly authorization: string;
 }
 
 export interface AbuseReport {
@@ -75,7 +77,9 @@ async function run(s: AbuseSettings, stopped: AbortSignal, rss: () => number) {
   const address = `127.0.0.1:${s.grpcPort}`;
   // Separate connections, as separate abusive clients would have.
   const channel = (n: number) =>
-    createGrpcJsClient(TokenService, address, {}, undefined, { "grpc.channel_id": n } as never);
+    createGrpcJsClient(TokenService, address, { authorization: s.authorization }, undefined, {
+      "grpc.channel_id": n,
+    } as never);
   const r: AbuseReport = {
     sessionsStored: 0,
     sessionsRead: 0,

@@ -16,6 +16,10 @@
 //     min-validity calls and their codes, slow-header and idle connections closed by the server
 //     and when, WatchToken streams opened before one was refused.
 //
+// The callers are told apart the way a replica tells them apart in production: each presents its
+// own API key (api-key:good, api-key:abuser; one policy rule allows both the RPCs used), so limits
+// kept per caller apply to the abusers, not to the well-behaved caller on the same loopback address.
+//
 // The session flood stops early when the replica's RSS passes twice the budget (so a build
 // without a bound does not take the machine down), and says so.
 //
@@ -25,10 +29,11 @@
 // BENCH_STREAMS_MAX (12000).
 
 import { fork } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { cpus, loadavg, totalmem } from "node:os";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
+import path from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { parse as parseYaml } from "yaml";
@@ -36,6 +41,7 @@ import {
   GetValidTokensRequestSchema,
   StoreUpstreamTokensRequestSchema,
 } from "../gen/tokenvend/v1/token_service_pb.js";
+import { generateApiKey } from "../src/auth/index.ts";
 import { api } from "../test/support/stack.ts";
 import type { AbuseReport, AbuseSettings } from "./abuse-client.ts";
 
@@ -55,6 +61,23 @@ export function benchConfig(tokenEndpoint: string): Record<string, unknown> {
     http: { listen: "127.0.0.1:0" },
     logLevel: "silent",
     shutdownGrace: "2s",
+    auth: { apiKeys: { file: env.BENCH_KEYS_FILE } },
+    policy: {
+      rules: [
+        {
+          name: "bench",
+          callers: ["api-key:good", "api-key:abuser"],
+          allow: [
+            "StoreUpstreamTokens",
+            "GetValidTokens",
+            "GetAllUpstreamCredentials",
+            "WatchToken",
+            "RevokeSession",
+          ],
+          providers: ["idp"],
+        },
+      ],
+    },
     ...extra,
     providers: {
       idp: { tokenEndpoint, clientId: "bench", authMethod: "none", timeout: "5s" },
@@ -178,6 +201,14 @@ async function wellBehaved(client: ReturnType<typeof api>, n: number) {
 
 async function orchestrate() {
   const provider = await startProvider();
+  const good = generateApiKey("good");
+  const abuser = generateApiKey("abuser");
+  const keysDir = mkdtempSync(path.join(tmpdir(), "tokenvend-bench-"));
+  const keysFile = path.join(keysDir, "keys.yaml");
+  writeFileSync(
+    keysFile,
+    `keys:\n${[good, abuser].map(({ entry }) => `  - id: ${entry.id}\n    sha256: ${entry.sha256}\n`).join("")}`,
+  );
   const heapFlags = (
     JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
       scripts: { start: string };
@@ -187,7 +218,7 @@ async function orchestrate() {
     .filter((a) => /^--max-(semi|old)-space-size=\d+$/.test(a));
   const server = fork(import.meta.filename, ["serve"], {
     execArgv: heapFlags,
-    env: { ...env, BENCH_TOKEN_ENDPOINT: provider.url },
+    env: { ...env, BENCH_TOKEN_ENDPOINT: provider.url, BENCH_KEYS_FILE: keysFile },
   });
   const ready = await new Promise<{
     grpcPort: number;
@@ -205,8 +236,8 @@ async function orchestrate() {
     configBudget(ready.limits) !== undefined
       ? "the config's limits section"
       : "no limits section in this build's config: the pod's memory limit (k8s/deployment.yaml)";
-  const good = api(`127.0.0.1:${ready.grpcPort}`);
-  await good.storeUpstreamTokens(
+  const goodClient = api(`127.0.0.1:${ready.grpcPort}`, { authorization: `Bearer ${good.key}` });
+  await goodClient.storeUpstreamTokens(
     create(StoreUpstreamTokensRequestSchema, {
       sessionId: "good-caller",
       provider: "idp",
@@ -215,13 +246,13 @@ async function orchestrate() {
       expiry: { case: "expiresAt", value: timestampFromMs(Date.now() + 3_600_000) },
     }),
   );
-  await wellBehaved(good, 500); // warm-up
+  await wellBehaved(goodClient, 500); // warm-up
   const rssIdle = procRss(pid);
-  const unloaded = await wellBehaved(good, calls);
+  const unloaded = await wellBehaved(goodClient, calls);
 
   let maxRss = rssIdle;
   const rssSamples: number[] = [];
-  const abuser = fork(new URL("./abuse-client.ts", import.meta.url).pathname, [], {
+  const abusers = fork(new URL("./abuse-client.ts", import.meta.url).pathname, [], {
     env: { ...env },
   });
   const settings: AbuseSettings = {
@@ -234,31 +265,34 @@ async function orchestrate() {
     idleConnections: Number(env.BENCH_IDLE_CONNECTIONS ?? "200"),
     streamsMax: Number(env.BENCH_STREAMS_MAX ?? "12000"),
     rssStopBytes: 2 * budget,
+    authorization: `Bearer ${abuser.key}`,
   };
-  abuser.send({ cmd: "start", settings });
+  abusers.send({ cmd: "start", settings });
   const sampler = setInterval(() => {
     try {
       const rss = procRss(pid);
       rssSamples.push(rss);
       maxRss = Math.max(maxRss, rss);
-      abuser.send({ cmd: "rss", rss });
+      abusers.send({ cmd: "rss", rss });
     } catch {}
   }, 250);
   const cpuStart = process.cpuUsage();
   await new Promise((r) => setTimeout(r, 3_000)); // let every abuser get going
   const loaded: Awaited<ReturnType<typeof wellBehaved>>[] = [];
   const endAt = Date.now() + (seconds - 6) * 1000;
-  while (Date.now() < endAt) loaded.push(await wellBehaved(good, Math.min(calls, 1000)));
+  while (Date.now() < endAt) loaded.push(await wellBehaved(goodClient, Math.min(calls, 1000)));
   const report = await new Promise<AbuseReport>((resolve) => {
-    abuser.once("message", (m) => resolve(m as AbuseReport));
-    abuser.send({ cmd: "stop" });
+    abusers.once("message", (m) => resolve(m as AbuseReport));
+    abusers.send({ cmd: "stop" });
   });
   clearInterval(sampler);
-  const after = await wellBehaved(good, calls);
+  const after = await wellBehaved(goodClient, calls);
   const cpu = process.cpuUsage(cpuStart);
   server.send("stop");
   await new Promise((r) => server.once("exit", r));
-  abuser.kill();
+  abusers.kill();
+  goodClient.close();
+  rmSync(keysDir, { recursive: true, force: true });
   await provider.close();
   printReport({
     ready,
@@ -299,6 +333,14 @@ function printReport(r: {
   const failed = r.loaded.reduce((a, l) => a + l.failed, 0) + r.unloaded.failed + r.after.failed;
   const over = r.rssSamples.filter((s) => s > r.budget).length;
   const a = r.report;
+  // Medians cross IPC as null when nothing closed.
+  const closed = (n: number, of: number, medianMs: number | null) =>
+    n === 0
+      ? `0 of ${of} within the run`
+      : `${n} of ${of}, median after ${ms((medianMs ?? 0) / 1000)} s`;
+  const providerLimits = (
+    r.ready.limits as { providers?: { maxConcurrent: number; ratePerSecond: number } } | null
+  )?.providers;
   console.log(`
 machine: ${cpus().length} × ${cpus()[0]?.model}, ${mb(totalmem())} MB, load ${loadavg()
     .map((x) => x.toFixed(2))
@@ -317,12 +359,12 @@ config limits section: ${r.ready.limits === null ? "none (this build has none)" 
   )} / ${ms(loadedP99)} ms (worst ${ms(worstP99)} ms) | |
 | loaded p99 ÷ unloaded p99 | ${(loadedP99 / r.unloaded.p99).toFixed(2)}× (worst batch ${(worstP99 / r.unloaded.p99).toFixed(2)}×) | ≤ 2× |
 | well-behaved calls failed | ${failed} of ${r.loaded.reduce((x, l) => x + l.calls, 0) + 2 * calls} | 0 |
-| provider token-endpoint requests: total, most at once, most in one second | ${r.provider.total}, ${r.provider.maxInFlight}, ${r.provider.maxPerSecond} | the config's provider limits (${r.ready.limits === null ? "none in this build" : "see limits"}) |
+| provider token-endpoint requests: total, most at once, most in one second | ${r.provider.total}, ${r.provider.maxInFlight}, ${r.provider.maxPerSecond} | ${providerLimits !== undefined ? `≤ ${providerLimits.maxConcurrent} at once, ≤ ${providerLimits.ratePerSecond}/s (limits.providers)` : "no provider limits in this build"} |
 | distinct sessions stored / read | ${a.sessionsStored} / ${a.sessionsRead} (${a.sessionsStoppedBy}); store codes ${JSON.stringify(a.storeCodes)}, read codes ${JSON.stringify(a.readCodes)} | 1,000,000 |
 | unknown-session calls | ${a.unknownCalls}, codes ${JSON.stringify(a.unknownCodes)} | |
 | min-validity (7 days) calls | ${a.minValidityCalls}, codes ${JSON.stringify(a.minValidityCodes)} | no refresh each |
-| slow-header connections (a header line a second) closed by the server | ${a.slowClosed} of ${a.slowOpened}, median after ${ms(a.slowClosedMedianMs / 1000)} s | closed (headersTimeout) |
-| idle connections (nothing sent) closed: HTTP, gRPC | ${a.idleHttpClosed} of ${a.idleOpened} (median ${ms(a.idleHttpClosedMedianMs / 1000)} s), ${a.idleGrpcClosed} of ${a.idleOpened} (median ${ms(a.idleGrpcClosedMedianMs / 1000)} s) | closed |
+| slow-header connections (a header line a second) closed by the server | ${closed(a.slowClosed, a.slowOpened, a.slowClosedMedianMs)} | closed (headersTimeout) |
+| idle connections (nothing sent) closed: HTTP, gRPC | ${closed(a.idleHttpClosed, a.idleOpened, a.idleHttpClosedMedianMs)}, ${closed(a.idleGrpcClosed, a.idleOpened, a.idleGrpcClosedMedianMs)} | closed |
 | WatchToken streams opened by one client before one was refused | ${a.streamsOpened} (${a.streamsRefusal}) | maxStreams ${r.ready.maxStreams}, ${JSON.stringify((r.ready.transport as { grpc?: { maxConcurrentStreams?: number } }).grpc?.maxConcurrentStreams)} per connection |
 | well-behaved p99 after the abuse | ${ms(r.after.p99)} ms | |
 `);
