@@ -7,7 +7,8 @@
 //   - the replica's RSS every 250 ms over the run, against the memory budget: the config's
 //     `limits` section when the build has one (its memory budget), else the pod's memory limit
 //     in k8s/deployment.yaml;
-//   - the well-behaved caller's cached GetValidTokens latency (one session, sequential calls)
+//   - the well-behaved caller's cached GetValidTokens latency (one session, one call at a time, at
+//     most BENCH_GOOD_RATE a second: inside the per-caller limits)
 //     before the abuse (unloaded) and during it (loaded), p50 and p99 and their ratio;
 //   - token-endpoint requests at the provider (total, most at once, most in one second) against
 //     the config's provider limits when it has them;
@@ -24,7 +25,8 @@
 // without a bound does not take the machine down), and says so.
 //
 // Options (env): BENCH_SECONDS (90: the abuse phase), BENCH_SESSIONS (1000000), BENCH_CALLS
-// (3000 well-behaved calls per phase), BENCH_CONFIG (a YAML file merged over the bench's config:
+// (3000 well-behaved calls per phase), BENCH_GOOD_RATE (500: the well-behaved caller's calls per
+// second at most), BENCH_CONFIG (a YAML file merged over the bench's config:
 // e.g. a `limits` section), BENCH_SLOW_CONNECTIONS (200), BENCH_IDLE_CONNECTIONS (200),
 // BENCH_STREAMS_MAX (12000).
 
@@ -48,6 +50,7 @@ import type { AbuseReport, AbuseSettings } from "./abuse-client.ts";
 const env = process.env;
 const seconds = Number(env.BENCH_SECONDS ?? "90");
 const calls = Number(env.BENCH_CALLS ?? "3000");
+const goodRate = Number(env.BENCH_GOOD_RATE ?? "500");
 const tokenChars = 1_700;
 
 /** The bench's replica config, with BENCH_CONFIG merged over it (YAML). */
@@ -161,20 +164,21 @@ function podMemoryLimit(): number {
   return Number(m?.[1] ?? 512) * 1024 * 1024;
 }
 
-/** A memory budget in the config's `limits` section, when the build has one (in bytes). */
+/**
+ * A memory budget for the whole replica in the config's `limits` section, when the build has
+ * one (a number under a key naming memory, in bytes or, ending in MB, megabytes). The caches'
+ * and stores' own byte bounds are parts of it, not the budget.
+ */
 function configBudget(limits: unknown): number | undefined {
   const found: number[] = [];
-  const walk = (o: unknown, at: string) => {
+  const walk = (o: unknown) => {
     if (typeof o !== "object" || o === null) return;
     for (const [k, v] of Object.entries(o)) {
-      const path = `${at}.${k}`;
-      if (typeof v === "number" && /memory|budget/i.test(path)) {
-        found.push(/mb$/i.test(k) ? v * 1024 * 1024 : v);
-      }
-      walk(v, path);
+      if (typeof v === "number" && /memory/i.test(k)) found.push(/mb$/i.test(k) ? v * 2 ** 20 : v);
+      walk(v);
     }
   };
-  walk(limits, "limits");
+  walk(limits);
   return found.length > 0 ? Math.max(...found) : undefined;
 }
 
@@ -182,21 +186,31 @@ const percentile = (sorted: readonly number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ??
   Number.NaN;
 
+/**
+ * `n` cached GetValidTokens calls, one at a time, started at `rate` per second at most: a caller
+ * that stays inside the per-caller limits (their default is 1,000 per second per RPC).
+ */
 async function wellBehaved(client: ReturnType<typeof api>, n: number) {
   const req = create(GetValidTokensRequestSchema, { sessionId: "good-caller", provider: "idp" });
   const ms: number[] = [];
-  let failed = 0;
+  const failures: Record<string, number> = {};
+  const started = performance.now();
   for (let i = 0; i < n; i++) {
+    const due = started + (i * 1000) / goodRate;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
     const t0 = performance.now();
     try {
       await client.getValidTokens(req);
       ms.push(performance.now() - t0);
-    } catch {
-      failed++;
+    } catch (err) {
+      const code = String((err as { code?: unknown }).code);
+      failures[code] = (failures[code] ?? 0) + 1;
     }
   }
   ms.sort((a, b) => a - b);
-  return { p50: percentile(ms, 50), p99: percentile(ms, 99), failed, calls: n };
+  const failed = Object.values(failures).reduce((a, b) => a + b, 0);
+  return { p50: percentile(ms, 50), p99: percentile(ms, 99), failed, failures, calls: n };
 }
 
 async function orchestrate() {
@@ -317,9 +331,15 @@ function printReport(r: {
   rssIdle: number;
   maxRss: number;
   rssSamples: number[];
-  unloaded: { p50: number; p99: number; failed: number };
-  loaded: { p50: number; p99: number; failed: number; calls: number }[];
-  after: { p50: number; p99: number; failed: number };
+  unloaded: { p50: number; p99: number; failed: number; failures: Record<string, number> };
+  loaded: {
+    p50: number;
+    p99: number;
+    failed: number;
+    failures: Record<string, number>;
+    calls: number;
+  }[];
+  after: { p50: number; p99: number; failed: number; failures: Record<string, number> };
   report: AbuseReport;
   provider: { total: number; maxInFlight: number; maxPerSecond: number };
   cpuMs: number;
@@ -331,6 +351,11 @@ function printReport(r: {
   const loadedP99 = percentile(p99s, 50);
   const worstP99 = p99s.at(-1) ?? Number.NaN;
   const failed = r.loaded.reduce((a, l) => a + l.failed, 0) + r.unloaded.failed + r.after.failed;
+  const failedCodes: Record<string, number> = {};
+  for (const f of [r.unloaded, ...r.loaded, r.after]) {
+    for (const [code, n] of Object.entries(f.failures))
+      failedCodes[code] = (failedCodes[code] ?? 0) + n;
+  }
   const over = r.rssSamples.filter((s) => s > r.budget).length;
   const a = r.report;
   // Medians cross IPC as null when nothing closed.
@@ -342,6 +367,7 @@ function printReport(r: {
     r.ready.limits as { providers?: { maxConcurrent: number; ratePerSecond: number } } | null
   )?.providers;
   console.log(`
+well-behaved caller: at most ${goodRate} calls/s, one at a time
 machine: ${cpus().length} × ${cpus()[0]?.model}, ${mb(totalmem())} MB, load ${loadavg()
     .map((x) => x.toFixed(2))
     .join(" ")}, Node ${process.version}
@@ -358,7 +384,7 @@ config limits section: ${r.ready.limits === null ? "none (this build has none)" 
     ),
   )} / ${ms(loadedP99)} ms (worst ${ms(worstP99)} ms) | |
 | loaded p99 ÷ unloaded p99 | ${(loadedP99 / r.unloaded.p99).toFixed(2)}× (worst batch ${(worstP99 / r.unloaded.p99).toFixed(2)}×) | ≤ 2× |
-| well-behaved calls failed | ${failed} of ${r.loaded.reduce((x, l) => x + l.calls, 0) + 2 * calls} | 0 |
+| well-behaved calls failed (by gRPC code) | ${failed} ${JSON.stringify(failedCodes)} of ${r.loaded.reduce((x, l) => x + l.calls, 0) + 2 * calls} | 0 |
 | provider token-endpoint requests: total, most at once, most in one second | ${r.provider.total}, ${r.provider.maxInFlight}, ${r.provider.maxPerSecond} | ${providerLimits !== undefined ? `≤ ${providerLimits.maxConcurrent} at once, ≤ ${providerLimits.ratePerSecond}/s (limits.providers)` : "no provider limits in this build"} |
 | distinct sessions stored / read | ${a.sessionsStored} / ${a.sessionsRead} (${a.sessionsStoppedBy}); store codes ${JSON.stringify(a.storeCodes)}, read codes ${JSON.stringify(a.readCodes)} | 1,000,000 |
 | unknown-session calls | ${a.unknownCalls}, codes ${JSON.stringify(a.unknownCodes)} | |
