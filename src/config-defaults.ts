@@ -69,6 +69,43 @@ export const configDefaults = {
     jwksTimeoutMs: 5_000,
     cacheEntries: 10_000,
   },
+  /**
+   * The listeners' connection limits (grpc.*, http.*, health.* and maxProviderResponseBytes in
+   * the config; src/config-transport.ts). Sized so that one client cannot hold a replica's
+   * memory or its stream slots; README's Configuration says what each bounds.
+   */
+  transportLimits: {
+    grpc: {
+      // bench:watch holds 1,250 WatchToken streams per connection; a gateway multiplexes one
+      // stream per session on a few connections. Beyond this a client queues (HTTP/2 SETTINGS).
+      maxConcurrentStreams: 2_000,
+      // A dead client (no FIN: a crashed node, a cut network) is found within 80 s and its
+      // streams end, instead of holding their slots until TCP gives up (hours).
+      keepaliveTimeMs: 60_000,
+      keepaliveTimeoutMs: 20_000,
+      maxConnectionIdleMs: 600_000,
+      // Connections move to new replicas after a scale-out; streams reconnect (UNAVAILABLE).
+      maxConnectionAgeMs: 3_600_000,
+      maxConnectionAgeGraceMs: 600_000,
+      // Node's own default; ~1.3 KB per open stream (measured), so 2,000 streams and their
+      // messages fit, and a client that keeps opening more is refused (RESOURCE_EXHAUSTED).
+      maxSessionMemoryMB: 10,
+    },
+    http: {
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+      keepAliveTimeoutMs: 5_000,
+      maxConnections: 4_096,
+      maxConcurrentStreams: 200,
+      maxSessionMemoryMB: 10,
+      idleTimeoutMs: 120_000,
+    },
+    // Probes use Check; Watch is for client-side health checking, one per client channel.
+    maxHealthWatches: 1_000,
+    // A token response with three 16 KiB tokens is ~50 KB; a discovery document or key set of
+    // a real provider is a few KB.
+    maxProviderResponseBytes: 64 * 1024,
+  },
   /** Per provider (providers.NAME.lifetime). */
   lifetime: {
     freshness: 0.75,

@@ -11,6 +11,14 @@ import { type FlowTuningConfig, flowRootKeys, parseFlowTuning } from "./config-f
 import { type LimitsConfig, parseLimits } from "./config-limits.ts";
 import { nameRe, type ProviderConfig, parseProvider } from "./config-provider.ts";
 import {
+  grpcLimitKeys,
+  healthLimitKeys,
+  httpLimitKeys,
+  parseTransportLimits,
+  type TransportLimitsConfig,
+  transportRootKeys,
+} from "./config-transport.ts";
+import {
   ConfigError,
   duration,
   hostPort,
@@ -27,6 +35,7 @@ export type { BootstrapToken } from "./config-bootstrap.ts";
 export { configDefaults, type LogLevel } from "./config-defaults.ts";
 export type { CallerLimitsConfig, LimitsConfig } from "./config-limits.ts";
 export type { AuthMethod, ProviderConfig } from "./config-provider.ts";
+export type { TransportLimitsConfig } from "./config-transport.ts";
 export { ConfigError, parseDuration } from "./config-values.ts";
 
 export interface GrantConfig {
@@ -92,6 +101,8 @@ export interface Config extends SecurityConfig {
   readonly replicaHeartbeatMs: number;
   /** Memory, provider and per-caller bounds (config-limits.ts). */
   readonly limits: LimitsConfig;
+  /** The listeners' connection limits and the cap on a provider's response (config-transport.ts). */
+  readonly transportLimits: TransportLimitsConfig;
 }
 
 const logLevels: readonly LogLevel[] = [
@@ -166,12 +177,13 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     "audit",
     "health",
     "limits",
+    ...transportRootKeys,
   ]);
   const env = opts.env;
   const grpc = obj(root.grpc ?? {}, "grpc");
   const http = obj(root.http ?? {}, "http");
-  known(grpc, "grpc", ["listen"]);
-  known(http, "http", ["listen", "allowedHosts", "corsOrigins"]);
+  known(grpc, "grpc", ["listen", ...grpcLimitKeys]);
+  known(http, "http", ["listen", "allowedHosts", "corsOrigins", ...httpLimitKeys]);
   const grpcListen = hostPort(
     env.TOKENVEND_GRPC_LISTEN ?? str(grpc.listen, "grpc.listen") ?? configDefaults.grpcListen,
     env.TOKENVEND_GRPC_LISTEN !== undefined ? "TOKENVEND_GRPC_LISTEN" : "grpc.listen",
@@ -181,7 +193,7 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
     env.TOKENVEND_HTTP_LISTEN !== undefined ? "TOKENVEND_HTTP_LISTEN" : "http.listen",
   );
   const healthRoot = obj(root.health ?? {}, "health");
-  known(healthRoot, "health", ["listen"]);
+  known(healthRoot, "health", ["listen", ...healthLimitKeys]);
   const healthText = env.TOKENVEND_HEALTH_LISTEN || str(healthRoot.listen, "health.listen");
   const healthListen =
     healthText === undefined || healthText === ""
@@ -338,5 +350,6 @@ export function parseConfig(raw: unknown, opts: LoadConfigOptions): Config {
       configDefaults.replicaHeartbeatMs,
     ),
     limits,
+    transportLimits: parseTransportLimits({ root, grpc, http, health: healthRoot }),
   };
 }

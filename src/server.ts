@@ -143,6 +143,7 @@ async function assemble(opts: StartServerOptions, undo: (() => unknown)[]): Prom
     // A ProviderConfig is an UpstreamProviderConfig plus the lifecycle policy.
     providers: config.providers,
     signal: lifecycle.signal,
+    maxResponseBytes: config.transportLimits.maxProviderResponseBytes,
     onClientSecretSwitch: (provider, index) => {
       flowMetrics.clientSecretSwitches.add(1, { [attr.provider]: provider });
       log.warn(
@@ -161,7 +162,7 @@ async function assemble(opts: StartServerOptions, undo: (() => unknown)[]): Prom
   // Names this replica in refresh claims and in the shared store's replica records.
   const replicaId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const upstream = security.audited(
-    opts.upstream ?? createUpstreamClient({ providers: config.providers, states: providerStates }),
+    opts.upstream ?? createUpstreamClient({ states: providerStates }),
   );
 
   const { prometheus, tracer, meter, rpcTelemetry } = await openServerTelemetry(
@@ -254,6 +255,8 @@ async function assemble(opts: StartServerOptions, undo: (() => unknown)[]): Prom
     services,
     reflectionDescriptorSet: readFileSync(descriptorSetPath),
     maxReceiveMessageBytes: config.maxMessageBytes,
+    limits: config.transportLimits.grpc,
+    maxHealthWatches: config.transportLimits.maxHealthWatches,
     errors,
     ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
     ...(opts.openGrpcPaths !== undefined ? { openPaths: opts.openGrpcPaths } : {}),
@@ -266,6 +269,7 @@ async function assemble(opts: StartServerOptions, undo: (() => unknown)[]): Prom
   const http = createHttpServer({
     services,
     readMaxBytes: config.maxMessageBytes,
+    limits: config.transportLimits.http,
     errors,
     guard: {
       allowedHosts: config.allowedHosts,
@@ -293,7 +297,11 @@ async function assemble(opts: StartServerOptions, undo: (() => unknown)[]): Prom
   undo.push(() => metricsListener?.close(0));
   const healthListener =
     config.healthListen !== undefined
-      ? createHealthListener(["", ...services.map((s) => s.desc.typeName)])
+      ? createHealthListener(["", ...services.map((s) => s.desc.typeName)], {
+          connections: config.transportLimits.grpc,
+          maxWatches: config.transportLimits.maxHealthWatches,
+          maxReceiveMessageBytes: config.maxMessageBytes,
+        })
       : undefined;
   const healthAddr =
     healthListener !== undefined && config.healthListen !== undefined

@@ -303,7 +303,10 @@ test.serial(
     const b = c.clients[1]!;
     const err = grpcFailure(await t.throwsAsync(b.getValidTokens(getValid("sess-lost"))));
     t.deepEqual(err, { code: status.DATA_LOSS, reason: "TOKEN_UNREADABLE", fields: [] });
-    const logged = c.replicas[1]!.logs.find((l) => l.msg === "a stored token cannot be opened");
+    // The log line comes through the replica's stdout, which may arrive after the answer.
+    const find = () => c.replicas[1]!.logs.find((l) => l.msg === "a stored token cannot be opened");
+    for (let i = 0; i < 100 && find() === undefined; i++) await sleep(50);
+    const logged = find();
     t.is(logged?.reason, "DECRYPT_FAILED");
     t.is(logged?.level, 50); // error
     // Revocation finds the generation without opening it.

@@ -1,13 +1,15 @@
 // Pins src/transport/library-internals.ts, the one file that reads the
 // libraries' internals: each test fails when an update of @grpc/grpc-js,
-// grpc-health-check, @grpc/proto-loader with @grpc/reflection, or connect-node
-// changes the shape that file relies on.
+// grpc-health-check, @grpc/proto-loader with @grpc/reflection, connect-es,
+// connect-node or Node's http server changes the shape that file relies on.
 
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createConnectRouter } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import test from "ava";
@@ -18,6 +20,8 @@ import {
   addHealthService,
   connectionOf,
   directStreamOf,
+  trackRequestTimeouts,
+  undecodableAsInvalidArgument,
 } from "../src/transport/library-internals.ts";
 import { reflectionPackage } from "../src/transport/reflection.ts";
 
@@ -81,7 +85,7 @@ test("grpc-health-check: addToServer adds one service through addService alone, 
   };
   const watched: string[] = [];
   const health = new HealthImplementation({ "": "SERVING" });
-  addHealthService(health, server, (call) => watched.push(call.getPath()));
+  addHealthService(health, server, (call) => watched.push(call.getPath()) > 0);
   t.deepEqual(added, [
     "/grpc.health.v1.Health/Check /grpc.health.v1.Health/Watch /grpc.health.v1.Health/List",
   ]);
@@ -238,4 +242,94 @@ test("grpc-js: a server interceptor finds the call's TLS socket, and the handler
   );
   t.truthy(seen.passed);
   t.is(seen.got, seen.passed);
+});
+
+test("node:http: an http.Server that never listens enforces headersTimeout on handed-over connections only after trackRequestTimeouts", async (t) => {
+  /** How a connection that sends half its headers ends: 408 or still open after 1.5 s. */
+  const slowHeaders = async (track: boolean) => {
+    const h1 = http.createServer(
+      { headersTimeout: 300, connectionsCheckingInterval: 100 },
+      () => {},
+    );
+    if (track) trackRequestTimeouts(h1);
+    const listener = net.createServer((socket) => h1.emit("connection", socket));
+    await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
+    const socket = net.connect((listener.address() as net.AddressInfo).port, "127.0.0.1");
+    let got = "";
+    socket.on("data", (d: Buffer) => {
+      got += d.toString("latin1");
+    });
+    socket.write("GET / HTTP/1.1\r\nHost: x\r\n");
+    const ended = await Promise.race([
+      new Promise<string>((resolve) => socket.once("close", () => resolve(got.slice(0, 12)))),
+      new Promise<string>((resolve) => setTimeout(() => resolve("still open"), 1_500)),
+    ]);
+    socket.destroy();
+    listener.close();
+    h1.close();
+    return ended;
+  };
+  t.is(await slowHeaders(false), "still open", "untracked: Node never times it out");
+  t.is(await slowHeaders(true), "HTTP/1.1 408");
+});
+
+test("connect-es: undecodable binary is INTERNAL 'parse binary:'; unary calls abort the context with it before interceptors, streams throw it through them", async (t) => {
+  const seen: { aborted?: unknown; intercepted?: unknown; unaryRan?: boolean } = {};
+  const router = createConnectRouter({
+    requestGate: (ctx) =>
+      ctx.signal.addEventListener("abort", () => {
+        if (ctx.method.name === "GetToken") seen.aborted = ctx.signal.reason;
+      }),
+    interceptors: [
+      (next) => async (req) => {
+        if (!req.stream) seen.unaryRan = true;
+        try {
+          return await next(req);
+        } catch (err) {
+          seen.intercepted = err;
+          throw err;
+        }
+      },
+    ],
+  });
+  router.service(TokenService, {
+    getToken: () => ({}),
+    async *watchToken() {},
+  });
+  const handler = (name: string) => router.handlers.find((h) => h.method.name === name)!;
+  const garbage = new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+  const request = (path: string, contentType: string, body: Uint8Array) => ({
+    httpVersion: "2.0",
+    method: "POST",
+    url: `http://x${path}`,
+    header: new Headers({ "content-type": contentType }),
+    body: (async function* () {
+      yield body;
+    })(),
+    signal: new AbortController().signal,
+  });
+  const unary = await handler("GetToken")(
+    request("/tokenvend.v1.TokenService/GetToken", "application/proto", garbage),
+  );
+  for await (const _ of unary.body as AsyncIterable<Uint8Array>);
+  t.true(seen.aborted instanceof ConnectError);
+  t.is((seen.aborted as ConnectError).code, Code.Internal);
+  t.regex((seen.aborted as ConnectError).rawMessage, /^parse binary:/);
+  t.is(seen.unaryRan, undefined, "no interceptor ran for the unary call");
+  const frame = new Uint8Array(5 + garbage.length);
+  new DataView(frame.buffer).setUint32(1, garbage.length);
+  frame.set(garbage, 5);
+  const stream = await handler("WatchToken")(
+    request("/tokenvend.v1.TokenService/WatchToken", "application/connect+proto", frame),
+  );
+  for await (const _ of stream.body as AsyncIterable<Uint8Array>);
+  t.true(seen.intercepted instanceof ConnectError);
+  t.regex((seen.intercepted as ConnectError).rawMessage, /^parse binary:/);
+  // What the listener does with both: INVALID_ARGUMENT, in place.
+  undecodableAsInvalidArgument(seen.aborted, TokenService.method.getToken);
+  t.is((seen.aborted as ConnectError).code, Code.InvalidArgument);
+  t.is(
+    (seen.aborted as ConnectError).message,
+    "[invalid_argument] cannot decode tokenvend.v1.GetTokenRequest",
+  );
 });

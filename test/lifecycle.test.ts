@@ -64,6 +64,7 @@ test("StoreUpstreamTokens then GetValidTokens: served as stored before expiry, r
   t.is(after.credential?.idToken !== "", true);
   // The provider now rejects the old refresh token.
   const upstream = createUpstreamClient({
+    maxResponseBytes: 64 * 1024,
     providers: new Map([
       [
         "idp",

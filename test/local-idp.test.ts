@@ -24,7 +24,10 @@ test.before(async () => {
   }
   try {
     idp = await startLocalIdp({ accessTokenTtlSec: 90 });
-    const up = createUpstreamClient({ providers: new Map([["idp", cfg("tokenvend")]]) });
+    const up = createUpstreamClient({
+      maxResponseBytes: 64 * 1024,
+      providers: new Map([["idp", cfg("tokenvend")]]),
+    });
     await up.clientCredentials("idp", { signal: live, scopes: ["api:read"] });
     const m = await idp.mintRefreshToken({ clientId: "tokenvend", accountId: "warmup" });
     await up.refresh("idp", { signal: live, refreshToken: m.refreshToken });
@@ -51,7 +54,10 @@ function cfg(clientId: string, over: Partial<UpstreamProviderConfig> = {}): Upst
 }
 
 function upstream(clientId = "tokenvend", over: Partial<UpstreamProviderConfig> = {}) {
-  return createUpstreamClient({ providers: new Map([["idp", cfg(clientId, over)]]) });
+  return createUpstreamClient({
+    maxResponseBytes: 64 * 1024,
+    providers: new Map([["idp", cfg(clientId, over)]]),
+  });
 }
 
 async function rejection(p: Promise<unknown>): Promise<UpstreamError> {
@@ -239,6 +245,7 @@ test.serial("counters: by grant type, invalid_grant, last request headers; reset
     lastRequestHeaders: undefined,
   });
   const up = createUpstreamClient({
+    maxResponseBytes: 64 * 1024,
     providers: new Map([["idp", cfg("tokenvend")]]),
     fetch: (url, init) => {
       const headers = new Headers(init.headers);
@@ -310,6 +317,7 @@ test("audiences: only the configured ones are accepted (invalid_target, transien
   await using other = await startLocalIdp({ audiences: ["https://orders.example.test"] });
   const c = other.client("tokenvend");
   const up = createUpstreamClient({
+    maxResponseBytes: 64 * 1024,
     providers: new Map([
       [
         "o",
@@ -352,6 +360,7 @@ test("custom clients, a fixed secret, a public client, scopes and TTLs", async (
   t.deepEqual(minted.scopes, ["openid", "offline_access", "read"]);
   t.is(minted.expiresInSec, 30);
   const up = createUpstreamClient({
+    maxResponseBytes: 64 * 1024,
     providers: new Map([
       ["spa", { issuer: other.issuer, clientId: "spa", authMethod: "none", timeoutMs: 5_000 }],
     ]),

@@ -69,7 +69,8 @@ for (const script of ["start", "dev"] as const) {
     t.true(cmdline.includes("src/cli/main.ts"), cmdline.join(" "));
     t.true(cmdline.includes(script === "start" ? "serve" : "dev"));
 
-    const exited = new Promise<number | null>((resolve) => npm.once("exit", resolve));
+    // "close", not "exit": npm's output is read to its end, the server's last log lines included.
+    const exited = new Promise<number | null>((resolve) => npm.once("close", resolve));
     npm.kill("SIGTERM");
     await exited;
     for (let i = 0; i < 50 && alive(server); i++) await sleep(100);

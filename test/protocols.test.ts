@@ -21,6 +21,7 @@ import {
   TokenService,
 } from "../gen/tokenvend/v1/token_service_pb.js";
 import { sessionKey } from "../src/core/token.ts";
+import { createRawClient } from "./support/raw-rpc.ts";
 import { getValid, grpcFailure, type Stack, startStack } from "./support/stack.ts";
 import { toolPath } from "./support/tools.ts";
 
@@ -296,6 +297,22 @@ test("bad input: INVALID_ARGUMENT with field violations, the store unchanged, th
       fields: ["scopes"],
     },
     { body: { ...base, subject: "\u0000" }, fields: ["subject"] },
+    // validate.ts's Unicode rules: bidi overrides, invisible characters, text not in NFC.
+    { body: { ...base, subject: "admin\u202egnp" }, fields: ["subject"] },
+    { body: { ...base, clientId: "web\u200bapp" }, fields: ["client_id"] },
+    { body: { ...base, subject: "ju\u0308rgen" }, fields: ["subject"] },
+    { body: { ...base, tokenType: "Bear er" }, fields: ["token_type"] },
+    {
+      body: {
+        ...base,
+        expiry: { case: "expiresAt", value: { seconds: 4_000_000_000n, nanos: -1 } },
+      },
+      fields: ["expires_at"],
+    },
+    {
+      body: { ...base, expiry: { case: "expiresAt", value: { seconds: 1n << 62n, nanos: 0 } } },
+      fields: ["expires_at"],
+    },
     {
       body: { ...base, sessionId: "", provider: "", accessToken: "" },
       fields: ["session_id", "provider", "access_token"],
@@ -333,6 +350,48 @@ test("bad input: INVALID_ARGUMENT with field violations, the store unchanged, th
     t.is(r.code, Code.InvalidArgument, body);
     t.is(r.http, 400, body);
   }
+  // Bytes that are not UTF-8: protobuf refuses them in a string field on both listeners;
+  // Connect's JSON decoder replaces them with U+FFFD, which every field's rule refuses.
+  const notUtf8 = Buffer.from([0x0a, 0x03, 0x61, 0xff, 0x62, 0x12, 0x03, 0x69, 0x64, 0x70]);
+  for (const [name, origin, protocol] of [
+    ["gRPC listener", `http://${s.grpcAddress}`, "grpc"],
+    ["HTTP listener, gRPC", s.httpUrl, "grpc"],
+    ["HTTP listener, Connect", s.httpUrl, "connect"],
+  ] as const) {
+    const raw = createRawClient(origin);
+    const out = await raw.call({
+      protocol,
+      path: "/tokenvend.v1.TokenService/GetValidTokens",
+      body: notUtf8,
+      stream: false,
+    });
+    raw.close();
+    t.deepEqual(
+      [out.code, out.message],
+      [Code.InvalidArgument, "cannot decode tokenvend.v1.GetValidTokensRequest"],
+      name,
+    );
+  }
+  const jsonNotUtf8 = await fetch(`${s.httpUrl}/tokenvend.v1.TokenService/GetValidTokens`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: Buffer.concat([
+      Buffer.from('{"sessionId":"a'),
+      Buffer.from([0xff]),
+      Buffer.from('b","provider":"idp","expectedSubject":"x'),
+      Buffer.from([0xc3]),
+      Buffer.from('"}'),
+    ]),
+  });
+  t.is(jsonNotUtf8.status, 400);
+  const violations = (
+    (await jsonNotUtf8.json()) as {
+      details: { debug?: { fieldViolations?: { field: string }[] } }[];
+    }
+  ).details
+    .flatMap((d) => d.debug?.fieldViolations ?? [])
+    .map((v) => v.field);
+  t.deepEqual(violations, ["session_id", "expected_subject"]);
   // min_validity_seconds beyond the limit.
   const tooLong = await t.throwsAsync(
     client.getValidTokens({ sessionId: "x", provider: "idp", minValiditySeconds: 8 * 86400 }),

@@ -23,6 +23,7 @@ test.after.always(async () => {
 function client(fetchImpl?: FetchLike) {
   const c = idp.client("tokenvend");
   const states = createProviderStates({
+    maxResponseBytes: 64 * 1024,
     providers: new Map([
       [
         "idp",

@@ -47,9 +47,9 @@ export function createFlowClient(states: ReadonlyMap<string, ProviderState>): Fl
     );
   };
 
-  const withSubject = (res: oauth.TokenEndpointResponse): FlowTokens => {
+  const withSubject = (res: oauth.TokenEndpointResponse, what: string): FlowTokens => {
     const sub = res.id_token !== undefined ? oauth.getValidatedIdTokenClaims(res)?.sub : undefined;
-    return { ...normalize(res), ...(sub !== undefined ? { subject: sub } : {}) };
+    return { ...normalize(res, what), ...(sub !== undefined ? { subject: sub } : {}) };
   };
 
   /**
@@ -81,7 +81,7 @@ export function createFlowClient(states: ReadonlyMap<string, ProviderState>): Fl
       }
       return tokens;
     });
-    return withSubject(res);
+    return withSubject(res, what);
   };
 
   return {
@@ -228,7 +228,7 @@ export function createFlowClient(states: ReadonlyMap<string, ProviderState>): Fl
       });
       const issued = res.issued_token_type;
       return {
-        ...normalize(res),
+        ...normalize(res, what),
         issuedTokenType: typeof issued === "string" ? issued : accessTokenType,
       };
     },

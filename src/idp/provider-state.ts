@@ -9,6 +9,7 @@
 import * as oauth from "oauth4webapi";
 import { abandonWait } from "../core/abandon-wait.ts";
 import { UpstreamError } from "../core/upstream.ts";
+import { boundedFetch } from "./bounded-fetch.ts";
 import { type ClientAuths, createClientAuths } from "./client-auth.ts";
 import { abortError, type CallContext, responseError, transportError } from "./upstream-errors.ts";
 
@@ -56,6 +57,8 @@ export interface ProviderStateOptions {
   readonly signal: AbortSignal;
   /** Wall clock in ms, for Retry-After dates. */
   readonly now: () => number;
+  /** The largest response body read from the provider (./bounded-fetch.ts). */
+  readonly maxResponseBytes: number;
   /** A provider's client switched to its secret number `index` after invalid_client. */
   readonly onClientSecretSwitch?: ((provider: string, index: number) => void) | undefined;
 }
@@ -150,6 +153,11 @@ export function createProviderState(
   const auths: ClientAuths = createClientAuths(cfg, at);
   const secrets = auths.secrets;
   const fetchImpl = opts.fetch;
+  // Every request reads its answer through the cap; the global fetch is looked up per request.
+  const capped = boundedFetch(
+    (u, init) => (fetchImpl ?? globalThis.fetch)(u, init),
+    opts.maxResponseBytes,
+  );
   let metadata: oauth.AuthorizationServer | undefined;
   let discovering: Promise<oauth.AuthorizationServer> | undefined;
   if (cfg.issuer === undefined && cfg.tokenEndpoint !== undefined) {
@@ -208,12 +216,8 @@ export function createProviderState(
       };
     },
     transport: (url) => ({
-      ...(fetchImpl !== undefined
-        ? {
-            [oauth.customFetch]: (u: string, init: oauth.CustomFetchOptions<string, unknown>) =>
-              fetchImpl(u, init as RequestInit),
-          }
-        : {}),
+      [oauth.customFetch]: (u: string, init: oauth.CustomFetchOptions<string, unknown>) =>
+        capped(u, init as RequestInit),
       // Only reached for http:// URLs that passed checkEndpoint.
       ...(url.protocol === "http:" ? { [oauth.allowInsecureRequests]: true } : {}),
     }),

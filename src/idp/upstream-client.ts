@@ -22,6 +22,7 @@ import {
   type ProviderState,
   type UpstreamProviderConfig,
 } from "./provider-state.ts";
+import { checkedTokenResponse } from "./token-response.ts";
 
 export type { FetchLike, UpstreamAuthMethod, UpstreamProviderConfig } from "./provider-state.ts";
 
@@ -33,18 +34,21 @@ export interface UpstreamClientOptions {
   readonly signal?: AbortSignal;
   /** Wall clock in ms, for Retry-After dates. Defaults to Date.now. */
   readonly now?: () => number;
+  /** The largest response body read from a provider (config maxProviderResponseBytes). */
+  readonly maxResponseBytes: number;
   /** A provider's client switched to its secret number `index` after invalid_client. */
   readonly onClientSecretSwitch?: (provider: string, index: number) => void;
-  /** Provider states to share with a flow client (flow-client.ts); made from `providers` when absent. */
-  readonly states?: ReadonlyMap<string, ProviderState>;
+}
+
+/** Provider states shared with a flow client (flow-client.ts), made by createProviderStates. */
+export interface SharedStatesOptions {
+  readonly states: ReadonlyMap<string, ProviderState>;
 }
 
 const neverAborted = new AbortController().signal;
 
 /** One ProviderState per configured provider, for the clients that share them. */
-export function createProviderStates(
-  opts: Omit<UpstreamClientOptions, "states">,
-): Map<string, ProviderState> {
+export function createProviderStates(opts: UpstreamClientOptions): Map<string, ProviderState> {
   const states = new Map<string, ProviderState>();
   for (const [name, cfg] of opts.providers) {
     states.set(
@@ -54,6 +58,7 @@ export function createProviderStates(
         signal: opts.signal ?? neverAborted,
         now: opts.now ?? Date.now,
         onClientSecretSwitch: opts.onClientSecretSwitch,
+        maxResponseBytes: opts.maxResponseBytes,
       }),
     );
   }
@@ -69,8 +74,10 @@ export function stateOf(states: ReadonlyMap<string, ProviderState>, provider: st
   return st;
 }
 
-export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClient {
-  const states = opts.states ?? createProviderStates(opts);
+export function createUpstreamClient(
+  opts: UpstreamClientOptions | SharedStatesOptions,
+): UpstreamClient {
+  const states = "states" in opts ? opts.states : createProviderStates(opts);
 
   return {
     async clientCredentials(provider: string, req: ClientCredentialsRequest) {
@@ -94,7 +101,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
           (response) => oauth.processClientCredentialsResponse(as, st.client, response),
         );
       });
-      return normalize(res);
+      return normalize(res, what);
     },
 
     async refresh(provider: string, req: RefreshRequest) {
@@ -120,7 +127,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
           (response) => oauth.processRefreshTokenResponse(as, st.client, response),
         );
       });
-      return normalize(res);
+      return normalize(res, what);
     },
 
     async revoke(provider: string, req: RevokeRequest) {
@@ -156,14 +163,20 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
 
 const canonicalTokenTypes: Readonly<Record<string, string>> = { bearer: "Bearer", dpop: "DPoP" };
 
-/** expires_in → expiresInSec, scope → scopes, canonical token_type casing. */
-export function normalize(res: oauth.TokenEndpointResponse): UpstreamTokenResponse {
-  return {
-    accessToken: res.access_token,
-    tokenType: canonicalTokenTypes[res.token_type] ?? res.token_type,
-    ...(res.expires_in !== undefined ? { expiresInSec: res.expires_in } : {}),
-    ...(res.refresh_token !== undefined ? { refreshToken: res.refresh_token } : {}),
-    ...(res.id_token !== undefined ? { idToken: res.id_token } : {}),
-    ...(res.scope !== undefined ? { scopes: res.scope.split(" ").filter((s) => s !== "") } : {}),
-  };
+/**
+ * expires_in → expiresInSec, scope → scopes, canonical token_type casing; checked against the
+ * rules a stored token obeys (./token-response.ts), so `what` fails cleanly on anything else.
+ */
+export function normalize(res: oauth.TokenEndpointResponse, what: string): UpstreamTokenResponse {
+  return checkedTokenResponse(
+    {
+      accessToken: res.access_token,
+      tokenType: canonicalTokenTypes[res.token_type] ?? res.token_type,
+      ...(res.expires_in !== undefined ? { expiresInSec: res.expires_in } : {}),
+      ...(res.refresh_token !== undefined ? { refreshToken: res.refresh_token } : {}),
+      ...(res.id_token !== undefined ? { idToken: res.id_token } : {}),
+      ...(res.scope !== undefined ? { scopes: res.scope.split(" ").filter((s) => s !== "") } : {}),
+    },
+    what,
+  );
 }

@@ -6,8 +6,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { inspect } from "node:util";
 import test from "ava";
-import { client, upstreamError } from "../../test/support/upstream-calls.ts";
-import type { UpstreamClientOptions, UpstreamProviderConfig } from "./upstream-client.ts";
+import { type ClientExtra, client, upstreamError } from "../../test/support/upstream-calls.ts";
+import type { UpstreamProviderConfig } from "./upstream-client.ts";
 
 const live = new AbortController().signal;
 
@@ -54,7 +54,7 @@ function stubConfig(tokenEndpoint: string, timeoutMs = 2_000): UpstreamProviderC
 async function faultOf(
   handler: Handler,
   call: "refresh" | "clientCredentials" | "revoke" = "refresh",
-  extra: Omit<UpstreamClientOptions, "providers"> = {},
+  extra: ClientExtra = {},
   timeoutMs?: number,
 ) {
   const s = await stub(handler);

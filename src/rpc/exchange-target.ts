@@ -38,7 +38,7 @@ export function exchangeTarget(
   }
   v.token(`${prefix}audience`, t?.audience ?? "", true)
     .scopes(`${prefix}scopes`, t?.scopes ?? [])
-    .text(`${prefix}requested_token_type`, t?.requestedTokenType ?? "", limits.urlMaxChars);
+    .token(`${prefix}requested_token_type`, t?.requestedTokenType ?? "", false, limits.urlMaxChars);
   return {
     subject,
     audience: t?.audience ?? "",

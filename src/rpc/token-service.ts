@@ -3,7 +3,7 @@
 // the listeners map them for the wire (error-mapping.ts, given in server.ts).
 
 import { create } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   type Credential,
@@ -109,7 +109,7 @@ export function createTokenService(
         .scopes("scopes", req.scopes)
         .text("subject", req.subject, limits.bindingMaxChars)
         .text("client_id", req.clientId, limits.bindingMaxChars)
-        .text("token_type", req.tokenType, limits.tokenTypeMaxChars);
+        .typeName("token_type", req.tokenType);
       const access = accessOf(ctx, guarded);
       const now = clock.now();
       let expiresAt = Number.NaN;
@@ -119,10 +119,7 @@ export function createTokenService(
           v.add("expires_in", `must be 1 to ${limits.maxLifetimeSec} seconds`);
         } else expiresAt = now + Number(e.value) * 1000;
       } else if (e.case === "expiresAt") {
-        const ms = timestampDate(e.value).getTime();
-        if (!Number.isFinite(ms) || ms <= 0 || ms > now + limits.maxLifetimeSec * 1000) {
-          v.add("expires_at", "must be a time within a year from now");
-        } else expiresAt = ms;
+        expiresAt = v.instant("expires_at", e.value, now, limits.maxLifetimeSec * 1000);
       } else {
         v.add("expiry", "set expires_at or expires_in");
       }

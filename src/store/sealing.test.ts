@@ -52,6 +52,23 @@ test("the sealed form is v1:<kid>:<iv>:<ct+tag>, fresh IV each time, no plaintex
   t.is(ct.length, plain.length + 16);
 });
 
+test("a sealed value has one spelling: a stray base64url character or trailing bits are MALFORMED", (t) => {
+  const ring = createKeyring([k1]);
+  const [format, kid, iv, ct] = ring.seal("a", AAD).split(":") as [string, string, string, string];
+  // 12 IV bytes are 16 characters: a 17th decodes to the same bytes but is not the value.
+  expectCode(t, () => ring.open(`${format}:${kid}:${iv}A:${ct}`, AAD), "MALFORMED");
+  // 17 ciphertext bytes are 23 characters, the last with 2 unused bits: set one of them.
+  const last = ct.at(-1) as string;
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  const other = alphabet[alphabet.indexOf(last) ^ 1] as string;
+  expectCode(
+    t,
+    () => ring.open(`${format}:${kid}:${iv}:${ct.slice(0, -1)}${other}`, AAD),
+    "MALFORMED",
+  );
+  t.is(ring.open(`${format}:${kid}:${iv}:${ct}`, AAD), "a");
+});
+
 test("other associated data does not open: other key, generation or field", (t) => {
   const ring = createKeyring([k1]);
   const sealed = ring.seal("rt", AAD);

@@ -201,6 +201,14 @@ function parseSealed(sealed: string): { kid: string; iv: Buffer; ct: Buffer } {
   if (iv.length !== IV_BYTES || ct.length < TAG_BYTES) {
     throw new SealingError("MALFORMED", `a sealed value under key id "${kid}" is truncated`);
   }
+  // One spelling per value: base64url ignores stray trailing bits, so a value with an extra or
+  // altered last character would otherwise open too (found by the fuzz run).
+  if (iv.toString("base64url") !== iv64 || ct.toString("base64url") !== ct64) {
+    throw new SealingError(
+      "MALFORMED",
+      `a sealed value under key id "${kid}" is not canonical base64url`,
+    );
+  }
   return { kid, iv, ct };
 }
 

@@ -6,6 +6,7 @@ import type { Interceptor } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import type { Authenticate } from "./authentication.ts";
+import { type GrpcConnectionLimits, grpcLimitOptions } from "./connection-limits.ts";
 import { createListenerDrain } from "./drain.ts";
 import { grpcAuthentication } from "./grpc-authentication.ts";
 import { createGrpcHealth } from "./grpc-health.ts";
@@ -41,7 +42,11 @@ export interface GrpcServerOptions<T extends readonly DescService[]> {
   readonly authenticate?: Authenticate;
   /** Paths of services added outside `services` that need no authentication (a benchmark's echo). */
   readonly openPaths?: readonly string[];
-  /** Extra grpc-js server options (keepalive, ...); they win over ours. */
+  /** Streams, keepalive, idle and age, session memory per connection; grpc-js's defaults bound none. */
+  readonly limits?: GrpcConnectionLimits;
+  /** grpc.health.v1 Watch calls open at once; more are RESOURCE_EXHAUSTED. Default no cap. */
+  readonly maxHealthWatches?: number;
+  /** Extra grpc-js server options; they win over ours. */
   readonly serverOptions?: grpc.ServerOptions;
 }
 
@@ -68,6 +73,7 @@ export function createGrpcServer<const T extends readonly DescService[]>(
   }
   const server = new grpc.Server({
     "grpc.max_receive_message_length": maxReceive,
+    ...(opts.limits !== undefined ? grpcLimitOptions(opts.limits) : {}),
     // No interceptor at all without authentication: grpc-js wraps every call in one.
     ...(opts.authenticate !== undefined
       ? { interceptors: [grpcAuthentication(opts.authenticate, new Set(opts.openPaths))] }
@@ -97,7 +103,11 @@ export function createGrpcServer<const T extends readonly DescService[]>(
     server.addService(definition, handlers);
   }
 
-  const health = createGrpcHealth(server, ["", ...services.map((s) => s.desc.typeName)]);
+  const health = createGrpcHealth(
+    server,
+    ["", ...services.map((s) => s.desc.typeName)],
+    opts.maxHealthWatches,
+  );
   new ReflectionService(
     reflectionPackage(opts.reflectionDescriptorSet ?? descriptorSetOf(services)),
   ).addToServer(server);

@@ -4,6 +4,7 @@
 // reports what the gRPC listener reports.
 
 import * as grpc from "@grpc/grpc-js";
+import { type GrpcConnectionLimits, grpcLimitOptions } from "./connection-limits.ts";
 import { createGrpcHealth } from "./grpc-health.ts";
 import { parseHostPort } from "./host-port.ts";
 import type { ListenAddress } from "./service-registration.ts";
@@ -15,10 +16,27 @@ export interface HealthListener {
   close(): Promise<void>;
 }
 
-/** Health of `names` ("" and each service the gRPC listener serves). */
-export function createHealthListener(names: readonly string[]): HealthListener {
-  const server = new grpc.Server();
-  const health = createGrpcHealth(server, names);
+/**
+ * Health of `names` ("" and each service the gRPC listener serves), under the
+ * gRPC listener's connection limits and message size, and at most `maxWatches` Watch calls.
+ */
+export function createHealthListener(
+  names: readonly string[],
+  limits?: {
+    readonly connections: GrpcConnectionLimits;
+    readonly maxWatches: number;
+    readonly maxReceiveMessageBytes: number;
+  },
+): HealthListener {
+  const server = new grpc.Server(
+    limits !== undefined
+      ? {
+          ...grpcLimitOptions(limits.connections),
+          "grpc.max_receive_message_length": limits.maxReceiveMessageBytes,
+        }
+      : undefined,
+  );
+  const health = createGrpcHealth(server, names, limits?.maxWatches);
   return {
     listen: (hostPort) =>
       new Promise((resolve, reject) => {

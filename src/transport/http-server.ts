@@ -8,6 +8,12 @@
 // decides instead. Before a request reaches Connect, the guard checks its host
 // and origin (http-guard.ts) and the authenticate hook its caller, before the
 // body is read (a refusal is written by http-refusal.ts).
+//
+// Limits (connection-limits.ts): a connection must send its first bytes and,
+// on HTTP/1.1, its headers within headersTimeoutMs, and every request its body
+// within requestTimeoutMs (HTTP/1.1: Node's own timeouts, 408; HTTP/2: the
+// stream is reset); at most maxConnections are open; HTTP/2 sessions are
+// capped in streams and memory and closed when idle.
 
 import http from "node:http";
 import http2 from "node:http2";
@@ -29,10 +35,16 @@ import {
   refusalOf,
   verifiedCertificate,
 } from "./authentication.ts";
+import type { HttpConnectionLimits } from "./connection-limits.ts";
 import { createListenerDrain } from "./drain.ts";
 import { createHttpGuard, type HttpGuardOptions } from "./http-guard.ts";
 import { writeRefusal } from "./http-refusal.ts";
-import { closeWhenBodyUnread } from "./library-internals.ts";
+import {
+  closeWhenBodyUnread,
+  reclassifyOnAbort,
+  trackRequestTimeouts,
+  undecodableAsInvalidArgument,
+} from "./library-internals.ts";
 import { listenOn } from "./plain-http.ts";
 import type {
   ListenAddress,
@@ -50,9 +62,8 @@ export interface HttpServerOptions<T extends readonly DescService[]> {
   readonly readMaxBytes: number;
   /** What errors become on the wire: give both listeners the same. Default createWireErrors(). */
   readonly errors?: WireErrors;
-  /** An HTTP/2 connection without streams for this long is closed (GOAWAY). Default 5
-   * minutes. HTTP/1.1 uses Node's keep-alive timeout (5 s) between requests. */
-  readonly idleTimeoutMs?: number;
+  /** Connection and request limits; without them Node's defaults (see defaultLimits). */
+  readonly limits?: HttpConnectionLimits;
   /** Runs for every call but health's before its body is read (authentication.ts). */
   readonly authenticate?: Authenticate;
   /** Host / :authority allow-list and CORS; without it any host and no cross-origin rule. */
@@ -73,8 +84,17 @@ export interface HttpServer {
 }
 
 const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-// A connection that has not sent its first bytes by then is not a client.
-const firstBytesTimeoutMs = 10_000;
+
+/** Node's own defaults, but for the first bytes (10 s) and a connection cap. */
+const defaultLimits: HttpConnectionLimits = {
+  headersTimeoutMs: 60_000,
+  requestTimeoutMs: 300_000,
+  keepAliveTimeoutMs: 5_000,
+  maxConnections: Number.POSITIVE_INFINITY,
+  maxConcurrentStreams: 4_294_967_295,
+  maxSessionMemoryMB: 10,
+  idleTimeoutMs: 300_000,
+};
 
 export function createHttpServer<const T extends readonly DescService[]>(
   opts: HttpServerOptions<T>,
@@ -83,7 +103,7 @@ export function createHttpServer<const T extends readonly DescService[]>(
   if (!Number.isInteger(readMaxBytes) || readMaxBytes < 1) {
     throw new RangeError(`readMaxBytes must be a positive integer; got ${readMaxBytes}`);
   }
-  const idleTimeoutMs = opts.idleTimeoutMs ?? 300_000;
+  const limits = opts.limits ?? defaultLimits;
   const services: readonly ServiceRegistration<T[number]>[] = opts.services;
   let draining = false;
   // HTTP/1.1 sockets and their in-flight requests: idle ones can close at once.
@@ -96,6 +116,7 @@ export function createHttpServer<const T extends readonly DescService[]>(
     stopAccepting() {
       draining = true;
       closed = new Promise<void>((resolve) => listener.close(() => resolve()));
+      h1.close(); // stops Node's timeout checks (it never listened: nothing else to close)
       for (const s of sniffing) s.destroy();
       for (const s of h2Sessions.keys()) s.close(); // GOAWAY: no new streams, running ones finish
       for (const [s, n] of h1Sockets) if (n === 0) s.destroy();
@@ -120,6 +141,8 @@ export function createHttpServer<const T extends readonly DescService[]>(
       for (const s of services) router.service(s.desc, s.impl);
     },
     readMaxBytes,
+    // Bytes that are not the request message are the caller's mistake, as on the gRPC listener.
+    requestGate: reclassifyOnAbort,
     interceptors:
       opts.interceptors === undefined || opts.interceptors.length === 0
         ? [wire]
@@ -127,19 +150,29 @@ export function createHttpServer<const T extends readonly DescService[]>(
     shutdownSignal: drain.shutdownSignal,
   });
 
-  const h1 = http.createServer((req, res) => {
-    const socket = req.socket;
-    socket.setTimeout(0); // headers are in; from here Node's keep-alive timeout applies
-    h1Sockets.set(socket, (h1Sockets.get(socket) ?? 0) + 1);
-    if (draining) res.setHeader("connection", "close");
-    closeWhenBodyUnread(req, res);
-    res.once("close", () => {
-      const n = (h1Sockets.get(socket) ?? 1) - 1;
-      if (h1Sockets.has(socket)) h1Sockets.set(socket, n);
-      if (draining && n === 0) socket.end();
-    });
-    serve(req, res);
-  });
+  const h1 = http.createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // How often Node looks for requests past their timeouts.
+      connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
+    },
+    (req, res) => {
+      const socket = req.socket;
+      socket.setTimeout(0); // headers are in: Node's request and keep-alive timeouts apply
+      h1Sockets.set(socket, (h1Sockets.get(socket) ?? 0) + 1);
+      if (draining) res.setHeader("connection", "close");
+      closeWhenBodyUnread(req, res);
+      res.once("close", () => {
+        const n = (h1Sockets.get(socket) ?? 1) - 1;
+        if (h1Sockets.has(socket)) h1Sockets.set(socket, n);
+        if (draining && n === 0) socket.end();
+      });
+      serve(req, res);
+    },
+  );
+  trackRequestTimeouts(h1);
   const guard = opts.guard !== undefined ? createHttpGuard(opts.guard) : undefined;
   const { authenticate } = opts;
   const serve = (
@@ -172,10 +205,16 @@ export function createHttpServer<const T extends readonly DescService[]>(
       },
     );
   };
-  const h2 = http2.createServer({}, serve);
+  const h2 = http2.createServer(
+    {
+      settings: { maxConcurrentStreams: limits.maxConcurrentStreams },
+      maxSessionMemory: limits.maxSessionMemoryMB,
+    },
+    serve,
+  );
   h2.on("session", (session) => {
     h2Sessions.set(session, 0);
-    session.setTimeout(idleTimeoutMs, () => {
+    session.setTimeout(limits.idleTimeoutMs, () => {
       if (h2Sessions.get(session) === 0) session.close();
     });
     session.once("close", () => h2Sessions.delete(session));
@@ -184,7 +223,12 @@ export function createHttpServer<const T extends readonly DescService[]>(
     const session = stream.session;
     if (session === undefined || !h2Sessions.has(session)) return;
     h2Sessions.set(session, (h2Sessions.get(session) ?? 0) + 1);
+    // The body deadline: a request still arriving then is reset (HTTP/1.1 gets Node's 408).
+    const deadline = setTimeout(() => {
+      if (stream.state.remoteClose !== 1) stream.close(http2.constants.NGHTTP2_CANCEL);
+    }, limits.requestTimeoutMs);
     stream.once("close", () => {
+      clearTimeout(deadline);
       const n = h2Sessions.get(session);
       if (n !== undefined) h2Sessions.set(session, n - 1);
     });
@@ -198,6 +242,8 @@ export function createHttpServer<const T extends readonly DescService[]>(
       // resuming here would let the stream swallow data meant for it.
       h2.emit("connection", socket);
     } else {
+      // Until its first request's headers are in (Node's headers timeout starts with them).
+      socket.setTimeout(limits.headersTimeoutMs, () => socket.destroy());
       h1Sockets.set(socket, 0);
       socket.once("close", () => h1Sockets.delete(socket));
       h1.emit("connection", socket);
@@ -209,7 +255,7 @@ export function createHttpServer<const T extends readonly DescService[]>(
     socket.on("error", () => {});
     sniffing.add(socket);
     // A client that never sends its request (headers included) is not one.
-    socket.setTimeout(firstBytesTimeoutMs, () => socket.destroy());
+    socket.setTimeout(limits.headersTimeoutMs, () => socket.destroy());
     let head: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
@@ -241,7 +287,7 @@ export function createHttpServer<const T extends readonly DescService[]>(
             ALPNProtocols: ["h2", "http/1.1"],
             requestCert: tlsFiles.options.clientCaFile !== undefined,
             rejectUnauthorized: tlsFiles.options.requireClientCert,
-            handshakeTimeout: firstBytesTimeoutMs,
+            handshakeTimeout: limits.headersTimeoutMs,
           },
           (socket) => {
             socket.on("error", () => {});
@@ -249,6 +295,8 @@ export function createHttpServer<const T extends readonly DescService[]>(
             else route(socket, socket.alpnProtocol === "h2");
           },
         );
+  // Past the cap Node closes a new connection at once.
+  if (Number.isFinite(limits.maxConnections)) listener.maxConnections = limits.maxConnections;
   if (tlsFiles !== undefined) {
     tlsFiles.onChange((ctx) => (listener as tls.Server).setSecureContext(ctx));
     // A failed handshake (no client certificate under mTLS) is the client's problem.
@@ -272,7 +320,10 @@ export function createHttpServer<const T extends readonly DescService[]>(
  */
 function wireErrors(errors: WireErrors): Interceptor {
   return (next) => async (req) => {
-    const wire = (err: unknown) => errors(err, req.signal, req.method);
+    const wire = (err: unknown) => {
+      undecodableAsInvalidArgument(err, req.method);
+      return errors(err, req.signal, req.method);
+    };
     let res: Awaited<ReturnType<typeof next>>;
     try {
       res = await next(req);

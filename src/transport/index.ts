@@ -23,6 +23,7 @@
 
 export type { Authenticate, AuthenticationRequest } from "./authentication.ts";
 export { authenticatedKey } from "./authentication.ts";
+export type { GrpcConnectionLimits, HttpConnectionLimits } from "./connection-limits.ts";
 export { freeze } from "./frozen-message.ts";
 export type { GrpcServer, GrpcServerOptions } from "./grpc-server.ts";
 export { createGrpcServer } from "./grpc-server.ts";

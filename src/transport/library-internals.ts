@@ -8,6 +8,8 @@
 
 import type http from "node:http";
 import { Duplex, type Writable } from "node:stream";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import type { HealthImplementation } from "grpc-health-check";
@@ -33,14 +35,15 @@ export function directStreamOf(
 
 /**
  * grpc-health-check's addToServer(), with every Watch call shown to `onWatch`
- * first (a drain must end them: they never end by themselves). The library
- * gets a stand-in server that has only addService(), and is trusted to call it
- * once with its service, whose handler for Watch is named `watch`.
+ * first (a drain must end them: they never end by themselves; past a cap they
+ * are refused, and `onWatch` returns false after ending the call itself). The
+ * library gets a stand-in server that has only addService(), and is trusted to
+ * call it once with its service, whose handler for Watch is named `watch`.
  */
 export function addHealthService(
   health: HealthImplementation,
   server: grpc.Server,
-  onWatch: (call: grpc.ServerWritableStream<unknown, unknown>) => void,
+  onWatch: (call: grpc.ServerWritableStream<unknown, unknown>) => boolean,
 ): void {
   health.addToServer({
     addService(definition: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) {
@@ -48,8 +51,7 @@ export function addHealthService(
       server.addService(definition, {
         ...impl,
         watch(call: grpc.ServerWritableStream<unknown, unknown>) {
-          onWatch(call);
-          watch(call);
+          if (onWatch(call)) watch(call);
         },
       });
     },
@@ -104,4 +106,69 @@ export function connectionOf(call: grpc.ServerInterceptingCallInterface): object
   const socket = (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream
     ?.session?.socket;
   return typeof socket === "object" && socket !== null ? socket : undefined;
+}
+
+/**
+ * Node's HTTP/1.1 server enforces headersTimeout and requestTimeout only on the
+ * connections it tracks, and starts tracking (and the interval that checks
+ * them) when the server emits "listening" (lib/_http_server.js,
+ * setupConnectionsTracking). The HTTP listener's http.Server never listens: a
+ * net.Server reads each connection's first bytes and hands it over with
+ * emit("connection"), so without this a client sending one header line every
+ * few seconds keeps its connection for ever. Call before the first connection.
+ * When it is gone, the timeouts are not enforced and the test says so.
+ */
+export function trackRequestTimeouts(server: http.Server): void {
+  server.emit("listening");
+}
+
+/**
+ * connect-es answers a request whose bytes do not decode as protobuf with
+ * INTERNAL "parse binary: …" (@connectrpc/connect, protocol/serialization.js);
+ * the gRPC listener, grpc-go's status for a bad argument and connect-go say
+ * INVALID_ARGUMENT, and the client's mistake must not read as the server's.
+ * This turns such an error into INVALID_ARGUMENT `cannot decode <message>`, in
+ * place (connect-es still holds it and writes it). For unary calls connect-es
+ * decodes before any interceptor runs, and aborts the call's context with that
+ * very error, synchronously, just before writing it (the Connect, gRPC and
+ * gRPC-Web handler factories): `reclassifyOnAbort` catches it there, from the
+ * request gate. For server streams the error reaches the interceptors, whose
+ * outermost one passes it here. When this stops working the caller gets
+ * INTERNAL again, and the tests say so.
+ *
+ * JSON that does not decode is INVALID_ARGUMENT already, but its message is
+ * protobuf-es's and JSON.parse's, quoting the body: token material in an error,
+ * and, for a body with a character outside the BMP, V8 quotes half of it (a
+ * lone surrogate) and connect-es's gRPC and gRPC-Web trailers throw on it
+ * (encodeURIComponent), so the call never gets an answer (found by the fuzz
+ * run). It becomes `cannot decode <message> from JSON`, naming the field when
+ * protobuf-es did and never a value.
+ */
+export function undecodableAsInvalidArgument(err: unknown, method: DescMethod): void {
+  if (!(err instanceof ConnectError)) return;
+  let rawMessage: string | undefined;
+  if (err.code === Code.Internal && err.rawMessage.startsWith("parse binary:")) {
+    rawMessage = `cannot decode ${method.input.typeName}`;
+  } else if (
+    err.code === Code.InvalidArgument &&
+    err.details.length === 0 &&
+    /^cannot decode .* from JSON/s.test(err.rawMessage)
+  ) {
+    const field = /cannot decode (field [A-Za-z0-9_.]+) from JSON/.exec(err.rawMessage)?.[1];
+    rawMessage = `cannot decode ${method.input.typeName} from JSON${field ? `: ${field}` : ""}`;
+  }
+  if (rawMessage === undefined || rawMessage === err.rawMessage) return;
+  Object.assign(err, {
+    code: Code.InvalidArgument,
+    rawMessage,
+    message: new ConnectError(rawMessage, Code.InvalidArgument).message,
+  });
+}
+
+/** undecodableAsInvalidArgument on the reason the call's context aborts with. */
+export function reclassifyOnAbort(ctx: HandlerContext): void {
+  const signal = ctx.signal;
+  signal.addEventListener("abort", () => undecodableAsInvalidArgument(signal.reason, ctx.method), {
+    once: true,
+  });
 }

@@ -2,6 +2,7 @@
 // the UpstreamError a call must fail with (anything else fails the test).
 
 import { inspect } from "node:util";
+import { configDefaults } from "../../src/config-defaults.ts";
 import { UpstreamError } from "../../src/core/upstream.ts";
 import {
   createUpstreamClient,
@@ -9,11 +10,17 @@ import {
   type UpstreamProviderConfig,
 } from "../../src/idp/upstream-client.ts";
 
-export function client(
-  providers: Record<string, UpstreamProviderConfig>,
-  extra: Omit<UpstreamClientOptions, "providers"> = {},
-) {
-  return createUpstreamClient({ providers: new Map(Object.entries(providers)), ...extra });
+/** What the client is given when a test names no cap: the configured default. */
+export const responseCap = configDefaults.transportLimits.maxProviderResponseBytes;
+
+export type ClientExtra = Partial<Omit<UpstreamClientOptions, "providers">>;
+
+export function client(providers: Record<string, UpstreamProviderConfig>, extra: ClientExtra = {}) {
+  return createUpstreamClient({
+    providers: new Map(Object.entries(providers)),
+    maxResponseBytes: responseCap,
+    ...extra,
+  });
 }
 
 export async function upstreamError(p: Promise<unknown>): Promise<UpstreamError> {
