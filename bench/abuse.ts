@@ -30,7 +30,7 @@
 // e.g. a `limits` section), BENCH_SLOW_CONNECTIONS (200), BENCH_IDLE_CONNECTIONS (200),
 // BENCH_STREAMS_MAX (12000).
 
-import { fork } from "node:child_process";
+import { execFileSync, fork } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -158,6 +158,13 @@ function procRss(pid: number): number {
 }
 
 /** The pod's memory limit in the manifests it ships with, in bytes. */
+/** The heap flag the Deployment gives the replica (NODE_OPTIONS), so the bench runs it alike. */
+function podHeapFlags(): string[] {
+  const text = readFileSync(new URL("../k8s/deployment.yaml", import.meta.url), "utf8");
+  const m = /name: NODE_OPTIONS\s*\n\s*value:\s*(.+)/.exec(text);
+  return (m?.[1] ?? "").split(/\s+/).filter((a) => /^--max-old-space-size=\d+$/.test(a));
+}
+
 function podMemoryLimit(): number {
   const text = readFileSync(new URL("../k8s/deployment.yaml", import.meta.url), "utf8");
   const m = /limits:\s*\n\s*memory:\s*(\d+)Mi/.exec(text);
@@ -231,7 +238,7 @@ async function orchestrate() {
     .split(/\s+/)
     .filter((a) => /^--max-(semi|old)-space-size=\d+$/.test(a));
   const server = fork(import.meta.filename, ["serve"], {
-    execArgv: heapFlags,
+    execArgv: [...heapFlags, ...podHeapFlags()],
     env: { ...env, BENCH_TOKEN_ENDPOINT: provider.url, BENCH_KEYS_FILE: keysFile },
   });
   const ready = await new Promise<{
@@ -281,6 +288,20 @@ async function orchestrate() {
     rssStopBytes: 2 * budget,
     authorization: `Bearer ${abuser.key}`,
   };
+  // BENCH_PIN=1: the abusers on the last core, the replica and this process on the others, as
+  // if the abusers ran on machines of their own (they share the replica's cores otherwise).
+  const pinned = env.BENCH_PIN === "1" && cpus().length >= 2;
+  if (pinned) {
+    const last = cpus().length - 1;
+    const rest = last === 1 ? "0" : `0-${last - 1}`;
+    for (const [p, cores] of [
+      [abusers.pid, String(last)],
+      [pid, rest],
+      [process.pid, rest],
+    ] as const) {
+      execFileSync("taskset", ["-a", "-p", "-c", cores, String(p)], { stdio: "ignore" });
+    }
+  }
   abusers.send({ cmd: "start", settings });
   const sampler = setInterval(() => {
     try {
@@ -368,6 +389,8 @@ function printReport(r: {
   )?.providers;
   console.log(`
 well-behaved caller: at most ${goodRate} calls/s, one at a time
+replica heap flags: the Deployment's NODE_OPTIONS (${podHeapFlags().join(" ")}) over npm start's
+cores: ${process.env.BENCH_PIN === "1" ? "abusers pinned to the last core, the replica and the well-behaved caller to the others (BENCH_PIN=1)" : "shared by all (BENCH_PIN=1 splits them)"}
 machine: ${cpus().length} × ${cpus()[0]?.model}, ${mb(totalmem())} MB, load ${loadavg()
     .map((x) => x.toFixed(2))
     .join(" ")}, Node ${process.version}
