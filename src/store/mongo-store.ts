@@ -363,7 +363,8 @@ export function createMongoStore(opts: MongoStoreOptions): MongoStore {
         writes.feedMethod === "change-log"
           ? await writes.prunePending(callOpts)
           : await sweepGenerations(callOpts);
-      if (writes.feedMethod === "change-log") await changeLog.sweep(callOpts);
+      // Written by every replica whatever it reads (./mongo-writes.ts): swept by every one too.
+      await changeLog.sweep(callOpts);
       return { generations, claims: claimsSwept };
     },
 
