@@ -31,7 +31,7 @@
 // BENCH_STREAMS_MAX (12000).
 
 import { execFileSync, fork } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
@@ -302,6 +302,14 @@ async function orchestrate() {
       execFileSync("taskset", ["-a", "-p", "-c", cores, String(p)], { stdio: "ignore" });
     }
   }
+  // BENCH_NICE=1: the abusers at the lowest CPU priority, so they run on what the replica and the
+  // measuring caller leave, as load from other machines would (they compete for the cores else).
+  if (env.BENCH_NICE === "1") {
+    // Every thread (renice -p takes one): its event loop, V8's and libuv's workers.
+    for (const tid of readdirSync(`/proc/${abusers.pid}/task`)) {
+      execFileSync("renice", ["-n", "19", "-p", tid], { stdio: "ignore" });
+    }
+  }
   abusers.send({ cmd: "start", settings });
   const sampler = setInterval(() => {
     try {
@@ -390,7 +398,7 @@ function printReport(r: {
   console.log(`
 well-behaved caller: at most ${goodRate} calls/s, one at a time
 replica heap flags: the Deployment's NODE_OPTIONS (${podHeapFlags().join(" ")}) over npm start's
-cores: ${process.env.BENCH_PIN === "1" ? "abusers pinned to the last core, the replica and the well-behaved caller to the others (BENCH_PIN=1)" : "shared by all (BENCH_PIN=1 splits them)"}
+cores: ${process.env.BENCH_PIN === "1" ? "abusers pinned to the last core, the replica and the well-behaved caller to the others (BENCH_PIN=1)" : "shared by all (BENCH_PIN=1 splits them)"}${process.env.BENCH_NICE === "1" ? "; abusers at nice 19 (BENCH_NICE=1)" : ""}
 machine: ${cpus().length} × ${cpus()[0]?.model}, ${mb(totalmem())} MB, load ${loadavg()
     .map((x) => x.toFixed(2))
     .join(" ")}, Node ${process.version}
