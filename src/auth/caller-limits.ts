@@ -16,7 +16,11 @@ export class LimitError extends Error {
   readonly retryAfterMs: number;
 
   constructor(limit: LimitKind, message: string, retryAfterMs: number) {
+    // A refusal, not a fault: no stack (a flood of them must stay cheap).
+    const stackLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message);
+    Error.stackTraceLimit = stackLimit;
     this.limit = limit;
     this.retryAfterMs = retryAfterMs;
   }

@@ -55,7 +55,11 @@ export class TokenVendError extends Error {
       retryAfterMs?: number;
     } = {},
   ) {
+    // An answer to a caller, not a fault: no stack (a flood of refusals must stay cheap).
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message, { cause: opts.cause });
+    Error.stackTraceLimit = limit;
     this.code = code;
     this.fieldViolations = opts.fieldViolations ?? [];
     this.metadata = opts.metadata ?? {};
@@ -94,4 +98,15 @@ export function notOwnerError(): TokenVendError {
 
 export function shuttingDownError(): TokenVendError {
   return new TokenVendError("SHUTTING_DOWN", "this replica is shutting down; reconnect to another");
+}
+
+/** Builds an error without capturing a stack: refusals are answers, not faults. */
+export function stackless<T>(make: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return make();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
 }

@@ -16,7 +16,7 @@ import {
 } from "../../gen/google/rpc/error_details_pb.js";
 import { AuthError } from "../auth/index.ts";
 import type { ErrorCode } from "../core/errors.ts";
-import { isTokenVendError } from "../core/errors.ts";
+import { isTokenVendError, stackless } from "../core/errors.ts";
 
 export const errorDomain = "tokenvend";
 
@@ -42,15 +42,23 @@ export const grpcCodeOf: Readonly<Record<ErrorCode, Code>> = {
   MIN_VALIDITY_UNREACHABLE: Code.FailedPrecondition, // longer than the provider's tokens live
 };
 
-/** Converts any error thrown by the core into the ConnectError sent to the caller. */
 const authCodes = {
   UNAUTHENTICATED: Code.Unauthenticated,
   PERMISSION_DENIED: Code.PermissionDenied,
   UNAVAILABLE: Code.Unavailable,
 } as const;
 
+/**
+ * Converts any error thrown by the core into the ConnectError sent to the caller. The answer to a
+ * domain or auth error carries no stack of its own: it is an answer, and floods of them happen.
+ */
 export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
+  if (isTokenVendError(err) || err instanceof AuthError) return stackless(() => wireError(err));
+  return wireError(err);
+}
+
+function wireError(err: unknown): ConnectError {
   if (isTokenVendError(err)) {
     const details: OutgoingDetail[] = [
       {
