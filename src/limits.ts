@@ -4,13 +4,14 @@
 
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Meter } from "@opentelemetry/api";
-import type { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
-import { createCallerLimits } from "./auth/index.ts";
+import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
+import { createCallerLimits, type LimitKind } from "./auth/index.ts";
 import { type Config, configDefaults } from "./config.ts";
 import type { Clock } from "./core/clock.ts";
 import { createProviderLimiter, type ProviderLimiter } from "./core/provider-limiter.ts";
-import { limitTokenService } from "./rpc/access-limits.ts";
+import { limitTokenService, rateLimitedHook } from "./rpc/access-limits.ts";
 import { attr, createLimitMetrics, createProviderMetrics } from "./telemetry/metrics.ts";
+import type { Authenticate } from "./transport/index.ts";
 
 /** The provider limiter of config's providers, reporting to `meter`. */
 export function providerLimiterOf(config: Config, clock: Clock, meter: Meter): ProviderLimiter {
@@ -42,14 +43,31 @@ export function providerLimiterOf(config: Config, clock: Clock, meter: Meter): P
 
 type Impl = ServiceImpl<typeof TokenService>;
 
-/** The TokenService under config's per-caller limits (as it is when they are off). */
-export function callerLimited(impl: Impl, config: Config, meter: Meter): Impl {
+/** Config's per-caller limits, one set for the listeners' hook and the TokenService. */
+export interface CallerLimiting {
+  /** The TokenService under the limits (as it is when they are off). */
+  service(impl: Impl): Impl;
+  /** The authenticate hook with the request rate counted before the body is read. */
+  hook(authenticate: Authenticate | undefined): Authenticate | undefined;
+}
+
+export function callerLimitingOf(config: Config, meter: Meter): CallerLimiting {
   const callers = config.limits.callers;
-  if (!callers.enabled) return impl;
+  if (!callers.enabled) return { service: (impl) => impl, hook: (a) => a };
   const m = createLimitMetrics(meter);
-  return limitTokenService(impl, {
+  const opts = {
     limits: createCallerLimits({ ...callers, methods: callers.rpcs }),
-    onRefused: (limit, method) =>
+    onRefused: (limit: LimitKind, method: string) =>
       m.refusals.add(1, { [attr.limit]: limit, [attr.rpcMethod]: method }),
-  });
+  };
+  // Without a hook (never, with the limits on: security.ts installs one) the service counts it.
+  let rateInHook = false;
+  return {
+    service: (impl) => limitTokenService(impl, { ...opts, rateInHook }),
+    hook(authenticate) {
+      if (authenticate === undefined) return undefined;
+      rateInHook = true;
+      return rateLimitedHook(authenticate, opts, `/${TokenService.typeName}/`);
+    },
+  };
 }

@@ -2,14 +2,13 @@
 // methods, guarded by the policy and audit when either is on, then the per-caller limits; and
 // the one mapping of errors to the wire.
 
-import type { Meter } from "@opentelemetry/api";
 import { TokenService } from "../gen/tokenvend/v1/token_service_pb.js";
 import type { Config } from "./config.ts";
 import { type Clock, systemClock } from "./core/clock.ts";
 import type { Flows } from "./core/flows.ts";
 import type { Logger } from "./core/logger.ts";
 import type { TokenVendor } from "./core/token-vendor.ts";
-import { callerLimited } from "./limits.ts";
+import type { CallerLimiting } from "./limits.ts";
 import { guardTokenService } from "./rpc/access-control.ts";
 import { toConnectError } from "./rpc/error-mapping.ts";
 import { createFlowService } from "./rpc/flow-service.ts";
@@ -22,7 +21,7 @@ export function tokenServiceOf(o: {
   readonly flows: Flows;
   readonly security: Security;
   readonly config: Config;
-  readonly meter: Meter;
+  readonly limiting: CallerLimiting;
   readonly log: Logger;
   readonly clock?: Clock;
 }) {
@@ -38,7 +37,7 @@ export function tokenServiceOf(o: {
     }),
     ...createFlowService(o.flows, { guarded }),
   };
-  const impl = callerLimited(
+  const impl = o.limiting.service(
     guarded
       ? guardTokenService(service, {
           policy: o.security.policy,
@@ -47,8 +46,6 @@ export function tokenServiceOf(o: {
           now: () => (o.clock ?? systemClock).now(),
         })
       : service,
-    o.config,
-    o.meter,
   );
   // The one mapping of errors to the wire, for both listeners.
   const errors = createWireErrors({

@@ -23,7 +23,7 @@ import type { UpstreamClient } from "./core/upstream.ts";
 import { createFlowClient } from "./idp/flow-client.ts";
 import { createProviderStates, createUpstreamClient } from "./idp/upstream-client.ts";
 import { createWebhookSender } from "./idp/webhook-sender.ts";
-import { providerLimiterOf } from "./limits.ts";
+import { callerLimitingOf, providerLimiterOf } from "./limits.ts";
 import { startReplicaHeartbeat } from "./ops/replica-heartbeat.ts";
 import { seedStore } from "./ops/seed.ts";
 import { sessionJwtHeader } from "./rpc/session-jwt.ts";
@@ -241,12 +241,15 @@ async function assemble(opts: StartServerOptions, undo: (() => unknown)[]): Prom
     exchangeCache: config.limits.exchangeCache,
     forcedRefresh: config.limits.forcedRefresh,
   });
+  // The hook first: with it, the per-caller rate is counted before a request body is read.
+  const limiting = callerLimitingOf(config, meter ?? noopMeter);
+  const authenticate = limiting.hook(security.authenticate);
   const { services, errors } = tokenServiceOf({
     vendor,
     flows,
     security,
     config,
-    meter: meter ?? noopMeter,
+    limiting,
     log,
     ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
   });
@@ -258,7 +261,7 @@ async function assemble(opts: StartServerOptions, undo: (() => unknown)[]): Prom
     limits: config.transportLimits.grpc,
     maxHealthWatches: config.transportLimits.maxHealthWatches,
     errors,
-    ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
+    ...(authenticate !== undefined ? { authenticate } : {}),
     ...(opts.openGrpcPaths !== undefined ? { openPaths: opts.openGrpcPaths } : {}),
     ...(security.tls !== undefined ? { credentials: security.tls.grpcCredentials() } : {}),
     ...(rpcTelemetry !== undefined
@@ -276,7 +279,7 @@ async function assemble(opts: StartServerOptions, undo: (() => unknown)[]): Prom
       corsOrigins: config.corsOrigins,
       allowHeaders: ["Authorization", sessionJwtHeader],
     },
-    ...(security.authenticate !== undefined ? { authenticate: security.authenticate } : {}),
+    ...(authenticate !== undefined ? { authenticate } : {}),
     ...(security.tls !== undefined ? { tls: security.tls } : {}),
     ...(interceptors.length > 0 ? { interceptors } : {}),
   });

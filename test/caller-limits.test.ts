@@ -187,3 +187,20 @@ test("with authentication, the caller is the identity: two callers on one addres
   t.is(b.refused, undefined, "bob's calls are his own");
   t.is(b.before.length, 2);
 });
+
+test("a caller over its rate is refused before its body is read: an undecodable body gets RESOURCE_EXHAUSTED, not INVALID_ARGUMENT", async (t) => {
+  const s = await startStack({
+    config: { limits: { callers: { requestsPerSecond: 50, rpcs: { GetValidTokens: 1 } } } },
+  });
+  t.teardown(s.stop);
+  const post = async () => {
+    const res = await fetch(`${s.httpUrl}/tokenvend.v1.TokenService/GetValidTokens`, {
+      method: "POST",
+      headers: { "content-type": "application/proto" },
+      body: new Uint8Array([0xff, 0xff, 0xff, 0xff]),
+    });
+    return ((await res.json()) as { code?: string }).code;
+  };
+  t.is(await post(), "invalid_argument", "within the rate, the body is decoded (and refused)");
+  t.is(await post(), "resource_exhausted", "over it, the body is never decoded");
+});

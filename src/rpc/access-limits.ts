@@ -16,7 +16,14 @@ import type {
 } from "../../gen/tokenvend/v1/token_service_pb.js";
 import { type Caller, type CallerLimits, LimitError, type LimitKind } from "../auth/index.ts";
 import { TokenVendError } from "../core/errors.ts";
-import { authenticatedKey, pushStream, pushStreamOf, type StreamSink } from "../transport/index.ts";
+import {
+  type Authenticate,
+  authenticatedKey,
+  pushStream,
+  pushStreamOf,
+  type StreamSink,
+} from "../transport/index.ts";
+import { toConnectError } from "./error-mapping.ts";
 
 type Impl = ServiceImpl<typeof TokenService>;
 
@@ -28,6 +35,8 @@ export const newSessionKey = createContextKey<(() => Promise<void>) | undefined>
 export interface AccessLimitsOptions {
   readonly limits: CallerLimits;
   readonly onRefused?: (limit: LimitKind, method: string) => void;
+  /** The listeners' authenticate hook counts the rate (rateLimitedHook): not again here. */
+  readonly rateInHook?: boolean;
 }
 
 const reasons: Record<LimitKind, string> = {
@@ -38,16 +47,23 @@ const reasons: Record<LimitKind, string> = {
 
 /** The limits' key of a call's caller: its id, or "peer:ADDRESS" without authentication. */
 export function callerKeyOf(ctx: HandlerContext): string | undefined {
-  const c = ctx.values.get(authenticatedKey) as Caller | undefined;
+  return callerKey(ctx.values.get(authenticatedKey) as Caller | undefined);
+}
+
+/** The limits' key of a caller: its id, or "peer:ADDRESS" without authentication. */
+function callerKey(c: Caller | undefined): string | undefined {
   if (c === undefined) return undefined;
   if (c.method !== "none") return c.id;
   const port = c.peer.lastIndexOf(":");
   return `peer:${port > 0 ? c.peer.slice(0, port) : c.peer}`;
 }
 
-export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
-  const { limits } = opts;
-  const refusal = (method: string) => (err: unknown) => {
+/** A LimitError as the caller's answer: RESOURCE_EXHAUSTED with its reason and retry delay. */
+function refusalOf(
+  opts: Pick<AccessLimitsOptions, "onRefused">,
+  method: string,
+): (err: unknown) => never {
+  return (err) => {
     if (!(err instanceof LimitError)) throw err;
     opts.onRefused?.(err.limit, method);
     throw new TokenVendError("RESOURCE_EXHAUSTED", err.message, {
@@ -57,6 +73,40 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
       metadata: { limit: err.limit, rpc: method },
     });
   };
+}
+
+/**
+ * The listeners' authenticate hook with the per-caller request rate counted in it: a caller over
+ * its rate is refused before its request body is read or decoded (a flood of refused
+ * StoreUpstreamTokens bodies was most of a replica's garbage under abuse).
+ */
+export function rateLimitedHook(
+  authenticate: Authenticate,
+  opts: Pick<AccessLimitsOptions, "limits" | "onRefused">,
+  servicePrefix: string,
+): Authenticate {
+  return async (req) => {
+    const caller = await authenticate(req);
+    const key = callerKey(caller as Caller | undefined);
+    if (key !== undefined && req.path.startsWith(servicePrefix)) {
+      const method = req.path.slice(servicePrefix.length);
+      await opts.limits.call(key, method).catch((err: unknown) => {
+        try {
+          refusalOf(opts, method)(err);
+        } catch (refused) {
+          throw toConnectError(refused);
+        }
+      });
+    }
+    return caller;
+  };
+}
+
+export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
+  const { limits } = opts;
+  const refusal = (method: string) => refusalOf(opts, method);
+  const rate = (caller: string, method: string) =>
+    opts.rateInHook ? Promise.resolve() : limits.call(caller, method);
   const limited = <K extends Exclude<keyof Impl, "watchToken">>(
     name: K,
     method: string,
@@ -66,7 +116,7 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
     return (async (req: unknown, ctx: HandlerContext) => {
       const caller = callerKeyOf(ctx);
       if (caller !== undefined) {
-        await limits.call(caller, method).catch(refusal(method));
+        await rate(caller, method).catch(refusal(method));
         await before?.(caller, ctx);
       }
       return inner(req, ctx);
@@ -105,8 +155,7 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
       (req: WatchTokenRequest, ctx: HandlerContext, sink: StreamSink<WatchTokenResponse>) => {
         const caller = callerKeyOf(ctx);
         if (caller === undefined) return innerWatch(req, ctx, sink);
-        limits
-          .call(caller, "WatchToken")
+        rate(caller, "WatchToken")
           .then(() => {
             const release = limits.openStream(caller);
             // A stream ends by its sink, or by its call's signal (the caller left, a drain).
