@@ -238,7 +238,11 @@ async function orchestrate() {
     .split(/\s+/)
     .filter((a) => /^--max-(semi|old)-space-size=\d+$/.test(a));
   const server = fork(import.meta.filename, ["serve"], {
-    execArgv: [...heapFlags, ...podHeapFlags(), ...(env.BENCH_REPLICA_FLAGS ?? "").split(" ").filter(Boolean)],
+    execArgv: [
+      ...heapFlags,
+      ...podHeapFlags(),
+      ...(env.BENCH_REPLICA_FLAGS ?? "").split(" ").filter(Boolean),
+    ],
     env: { ...env, BENCH_TOKEN_ENDPOINT: provider.url, BENCH_KEYS_FILE: keysFile },
   });
   const ready = await new Promise<{
