@@ -11,6 +11,7 @@ function verifier(
   issuer: JwksIssuer,
   now: () => number,
   over: Record<string, unknown> = {},
+  cacheEntries = 0,
 ): JwtVerifier {
   return createJwtVerifier({
     issuers: [
@@ -26,7 +27,7 @@ function verifier(
         ...over,
       },
     ],
-    cacheEntries: 0,
+    cacheEntries,
     now,
   });
 }
@@ -120,22 +121,7 @@ test("a verified token is served from the cache until it expires, then refused",
   const issuer = await startJwksIssuer();
   t.teardown(issuer.stop);
   let now = Date.now();
-  const v = createJwtVerifier({
-    issuers: [
-      {
-        issuer: issuer.issuer,
-        kind: "kubernetes",
-        audiences: ["tokenvend"],
-        algorithms: ["RS256"],
-        clockToleranceMs: 0,
-        jwksCooldownMs: 10_000,
-        jwksMaxAgeMs: 60_000,
-        jwksTimeoutMs: 2_000,
-      },
-    ],
-    cacheEntries: 10,
-    now: () => now,
-  });
+  const v = verifier(issuer, () => now, {}, 10);
   const token = await issuer.sign({ name: "a", expiresIn: 60 });
   t.is(await reason(v.verify(token)), "OK");
   issuer.setDown(true);

@@ -5,6 +5,7 @@
 
 import test from "ava";
 import { createFakeClock } from "../../test/support/fake-clock.ts";
+import { flowSettings, flowTestLifetime as lifetime } from "../../test/support/flow-settings.ts";
 import { createMemoryFlowStates } from "../store/flow-state-memory.ts";
 import { createMongoFlowStates } from "../store/flow-state-mongo.ts";
 import { createKeyring } from "../store/sealing.ts";
@@ -16,13 +17,6 @@ import type { FlowUpstream } from "./flow-upstream.ts";
 import { noopLogger } from "./logger.ts";
 import type { StoreTokensInput } from "./session-writes.ts";
 
-const lifetime = {
-  freshness: 0.75,
-  refreshMarginMs: 0,
-  clockSkewMs: 0,
-  refreshJitter: 0,
-  defaultLifetimeMs: 3_600_000,
-};
 const redirectUri = "https://app.example/cb";
 
 /** A flow whose store answers as `storeTokens` says, on a fake clock. */
@@ -43,17 +37,7 @@ function harness(
     states: classifiedFlowStates(states),
     upstream: upstream as FlowUpstream,
     providers: new Map([
-      [
-        "idp",
-        {
-          clientId: "web",
-          redirectUris: [redirectUri],
-          authorizationScopes: ["api"],
-          tokenExchange: false,
-          maxUnusedRefreshMs: 0,
-          webhook: undefined,
-        },
-      ],
+      ["idp", flowSettings({ redirectUris: [redirectUri], authorizationScopes: ["api"] })],
     ]),
     lifetimeOf: () => lifetime,
     storeTokens,

@@ -7,12 +7,15 @@
 
 import test from "ava";
 import { createFakeClock } from "../../test/support/fake-clock.ts";
+import {
+  flowTestLifetime as lifetime,
+  flowSettings as settings,
+} from "../../test/support/flow-settings.ts";
 import { createMemoryFlowStates } from "../store/flow-state-memory.ts";
 import { createMemoryStore } from "../store/memory-store.ts";
 import { noopMeter } from "../telemetry/metrics.ts";
 import { createDeviceFlow, type DeviceFlow } from "./device-flow.ts";
 import { isTokenVendError, notOwnerError, TokenVendError } from "./errors.ts";
-import type { ProviderFlowSettings } from "./flow-settings.ts";
 import type { FlowTokens, FlowUpstream } from "./flow-upstream.ts";
 import { noopLogger } from "./logger.ts";
 import { createRenewalFailures, type WebhookDeliver } from "./renewal-failures.ts";
@@ -21,22 +24,6 @@ import { sessionKey } from "./token.ts";
 import { startUnusedRefresh } from "./unused-refresh.ts";
 import { UpstreamError } from "./upstream.ts";
 
-const lifetime = {
-  freshness: 0.75,
-  refreshMarginMs: 0,
-  clockSkewMs: 0,
-  refreshJitter: 0,
-  defaultLifetimeMs: 3_600_000,
-};
-const settings = (over: Partial<ProviderFlowSettings> = {}): ProviderFlowSettings => ({
-  clientId: "web",
-  redirectUris: [],
-  authorizationScopes: ["openid"],
-  tokenExchange: false,
-  maxUnusedRefreshMs: 0,
-  webhook: undefined,
-  ...over,
-});
 const oauthError = (code: string) =>
   new UpstreamError(`provider said ${code}`, { permanent: false, oauthError: code, status: 400 });
 
