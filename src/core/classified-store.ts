@@ -17,18 +17,25 @@ import {
   UnreadableRecordError,
 } from "./token-store.ts";
 
+/** Runs one store call, its failure classified (storeFailure); `onFailure` sees it first. */
+function guardedBy(onFailure: (err: unknown) => void) {
+  return async <T>(opts: StoreCallOptions | undefined, run: () => Promise<T>) => {
+    try {
+      return await run();
+    } catch (err) {
+      onFailure(err);
+      throw storeFailure(err, opts?.signal);
+    }
+  };
+}
+
 export function classifiedStore(
   store: TokenStore,
   onUnreadable: (err: UnreadableRecordError) => void = () => {},
 ): TokenStore {
-  const guard = async <T>(opts: StoreCallOptions | undefined, run: () => Promise<T>) => {
-    try {
-      return await run();
-    } catch (err) {
-      if (err instanceof UnreadableRecordError) onUnreadable(err);
-      throw storeFailure(err, opts?.signal);
-    }
-  };
+  const guard = guardedBy((err) => {
+    if (err instanceof UnreadableRecordError) onUnreadable(err);
+  });
   return {
     kind: store.kind,
     shared: store.shared,
@@ -62,13 +69,7 @@ export function classifiedStore(
 
 /** The flows' state store, its failures classified the same way. */
 export function classifiedFlowStates(states: FlowStateStore): FlowStateStore {
-  const guard = async <T>(opts: StoreCallOptions | undefined, run: () => Promise<T>) => {
-    try {
-      return await run();
-    } catch (err) {
-      throw storeFailure(err, opts?.signal);
-    }
-  };
+  const guard = guardedBy(() => {});
   return {
     kind: states.kind,
     create: (r, o) => guard(o, () => states.create(r, o)),
