@@ -47,27 +47,32 @@ type Impl = ServiceImpl<typeof TokenService>;
 export interface CallerLimiting {
   /** The TokenService under the limits (as it is when they are off). */
   service(impl: Impl): Impl;
-  /** The authenticate hook with the request rate counted before the body is read. */
-  hook(authenticate: Authenticate | undefined): Authenticate | undefined;
+  /** The listeners' hook, with the request rate counted before the body is read. */
+  readonly authenticate: Authenticate | undefined;
 }
 
-export function callerLimitingOf(config: Config, meter: Meter): CallerLimiting {
+/**
+ * `authenticate` is the listeners' hook (security.ts installs one whenever the limits are on):
+ * the request rate is counted in it, streams and new sessions around the handlers.
+ */
+export function callerLimitingOf(
+  config: Config,
+  meter: Meter,
+  authenticate: Authenticate | undefined,
+): CallerLimiting {
   const callers = config.limits.callers;
-  if (!callers.enabled) return { service: (impl) => impl, hook: (a) => a };
+  if (!callers.enabled) return { service: (impl) => impl, authenticate };
   const m = createLimitMetrics(meter);
   const opts = {
     limits: createCallerLimits({ ...callers, methods: callers.rpcs }),
     onRefused: (limit: LimitKind, method: string) =>
       m.refusals.add(1, { [attr.limit]: limit, [attr.rpcMethod]: method }),
   };
-  // Without a hook (never, with the limits on: security.ts installs one) the service counts it.
-  let rateInHook = false;
+  const rateInHook = authenticate !== undefined;
   return {
     service: (impl) => limitTokenService(impl, { ...opts, rateInHook }),
-    hook(authenticate) {
-      if (authenticate === undefined) return undefined;
-      rateInHook = true;
-      return rateLimitedHook(authenticate, opts, `/${TokenService.typeName}/`);
-    },
+    authenticate: rateInHook
+      ? rateLimitedHook(authenticate, opts, `/${TokenService.typeName}/`)
+      : undefined,
   };
 }

@@ -241,9 +241,8 @@ async function assemble(opts: StartServerOptions, undo: (() => unknown)[]): Prom
     exchangeCache: config.limits.exchangeCache,
     forcedRefresh: config.limits.forcedRefresh,
   });
-  // The hook first: with it, the per-caller rate is counted before a request body is read.
-  const limiting = callerLimitingOf(config, meter ?? noopMeter);
-  const authenticate = limiting.hook(security.authenticate);
+  const limiting = callerLimitingOf(config, meter ?? noopMeter, security.authenticate);
+  const { authenticate } = limiting;
   const { services, errors } = tokenServiceOf({
     vendor,
     flows,

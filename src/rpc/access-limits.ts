@@ -90,13 +90,12 @@ export function rateLimitedHook(
     const key = callerKey(caller as Caller | undefined);
     if (key !== undefined && req.path.startsWith(servicePrefix)) {
       const method = req.path.slice(servicePrefix.length);
-      await opts.limits.call(key, method).catch((err: unknown) => {
-        try {
-          refusalOf(opts, method)(err);
-        } catch (refused) {
+      await opts.limits
+        .call(key, method)
+        .catch(refusalOf(opts, method))
+        .catch((refused: unknown) => {
           throw toConnectError(refused);
-        }
-      });
+        });
     }
     return caller;
   };
