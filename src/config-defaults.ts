@@ -139,6 +139,10 @@ export const configDefaults = {
       rpcs: {} as Readonly<Record<string, number>>,
       maxStreams: 1_000,
       newSessionsPerSecond: 100,
+      /** Refusals wait up to this before they are answered (auth/caller-limits.ts)... */
+      refusalHoldMs: 1_000,
+      /** ...this many at once: each holds its call's stream and ≤ 80 KiB of unread body. */
+      maxHeldRefusals: 1_000,
     },
   },
   /** Per provider (providers.NAME.backoff). */

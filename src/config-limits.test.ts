@@ -26,6 +26,8 @@ test("without a limits section every bound is its default, and providers take li
   t.true(c.limits.callers.enabled);
   t.is(c.limits.callers.requestsPerSecond, d.callers.requestsPerSecond);
   t.is(c.limits.callers.rpcs.size, 0);
+  t.is(c.limits.callers.refusalHoldMs, d.callers.refusalHoldMs);
+  t.is(c.limits.callers.maxHeldRefusals, d.callers.maxHeldRefusals);
 });
 
 test("sizes take Ki, Mi and Gi; durations their units; a provider's own limits win over the section's", (t) => {
@@ -35,7 +37,13 @@ test("sizes take Ki, Mi and Gi; durations their units; a provider's own limits w
       store: { maxBytes: 2 * 1024 * 1024, tombstoneRetention: "2h" },
       refresh: { minInterval: "30s", budget: 3, window: "10m" },
       providers: { maxConcurrent: 4, ratePerSecond: 10 },
-      callers: { requestsPerSecond: 50, rpcs: { GetValidTokens: 2_000 }, maxStreams: 7 },
+      callers: {
+        requestsPerSecond: 50,
+        rpcs: { GetValidTokens: 2_000 },
+        maxStreams: 7,
+        refusalHold: "250ms",
+        maxHeldRefusals: 0,
+      },
     },
     providers: { idp: { ...provider, limits: { maxConcurrent: 1 } }, other: provider },
   });
@@ -52,6 +60,8 @@ test("sizes take Ki, Mi and Gi; durations their units; a provider's own limits w
   t.is(c.limits.callers.requestsPerSecond, 50);
   t.is(c.limits.callers.rpcs.get("GetValidTokens"), 2_000);
   t.is(c.limits.callers.maxStreams, 7);
+  t.is(c.limits.callers.refusalHoldMs, 250);
+  t.is(c.limits.callers.maxHeldRefusals, 0);
   t.false(parse({ limits: { callers: { disabled: true } } }).limits.callers.enabled);
 });
 
@@ -72,6 +82,10 @@ test("bad limits are refused with errors that name the option", (t) => {
   t.regex(
     fails(t, { providers: { idp: { ...provider, limits: { ratePerSecond: "fast" } } } }) ?? "",
     /^providers\.idp\.limits\.ratePerSecond /,
+  );
+  t.regex(
+    fails(t, { limits: { callers: { refusalHold: "1m" } } }) ?? "",
+    /limits\.callers\.refusalHold must be at most 10s/,
   );
   t.regex(
     fails(t, { limits: { callers: { rpcs: { Nope: 1 } } } }) ?? "",

@@ -25,6 +25,9 @@ export interface CallerLimitsConfig {
   readonly rpcs: ReadonlyMap<string, number>;
   readonly maxStreams: number;
   readonly newSessionsPerSecond: number;
+  /** The longest a refusal is held before it is answered (auth/caller-limits.ts); 0: at once. */
+  readonly refusalHoldMs: number;
+  readonly maxHeldRefusals: number;
 }
 
 export interface LimitsConfig {
@@ -90,7 +93,18 @@ function callerLimits(v: unknown): CallerLimitsConfig {
   const at = "limits.callers";
   const d = configDefaults.limits.callers;
   const c = obj(v ?? {}, at);
-  known(c, at, ["disabled", "requestsPerSecond", "rpcs", "maxStreams", "newSessionsPerSecond"]);
+  known(c, at, [
+    "disabled",
+    "requestsPerSecond",
+    "rpcs",
+    "maxStreams",
+    "newSessionsPerSecond",
+    "refusalHold",
+    "maxHeldRefusals",
+  ]);
+  const hold = duration(c.refusalHold, `${at}.refusalHold`, d.refusalHoldMs);
+  // The limits' windows are a second long: a longer hold only ties up the held calls.
+  if (hold > 10_000) throw new ConfigError(`${at}.refusalHold must be at most 10s`);
   const rps = int(c.requestsPerSecond, `${at}.requestsPerSecond`, d.requestsPerSecond, 1, 1e6);
   const rpcs = new Map<string, number>(Object.entries(d.rpcs));
   const given = obj(c.rpcs ?? {}, `${at}.rpcs`);
@@ -109,6 +123,8 @@ function callerLimits(v: unknown): CallerLimitsConfig {
       1,
       1e6,
     ),
+    refusalHoldMs: hold,
+    maxHeldRefusals: int(c.maxHeldRefusals, `${at}.maxHeldRefusals`, d.maxHeldRefusals, 0, 1e6),
   };
 }
 

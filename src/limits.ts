@@ -63,8 +63,10 @@ export function callerLimitingOf(
   const callers = config.limits.callers;
   if (!callers.enabled) return { service: (impl) => impl, authenticate };
   const m = createLimitMetrics(meter);
+  const limits = createCallerLimits({ ...callers, methods: callers.rpcs });
+  m.held.addCallback((r) => r.observe(limits.held()));
   const opts = {
-    limits: createCallerLimits({ ...callers, methods: callers.rpcs }),
+    limits,
     onRefused: (limit: LimitKind, method: string) =>
       m.refusals.add(1, { [attr.limit]: limit, [attr.rpcMethod]: method }),
   };

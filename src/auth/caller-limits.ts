@@ -4,6 +4,14 @@
 // when a stream opens and given back when it ends). A caller over a limit gets a LimitError
 // saying which limit and when to try again. Held in this replica's memory: a cluster of N
 // replicas lets a caller N times the rates, each replica keeping its own share.
+//
+// A refusal is held before it is answered: for a random time between its retry delay and twice
+// that, at most `refusalHoldMs`, and with at most `maxHeldRefusals` held at once (more are
+// answered at once). A client that retries as soon as it is refused (most floods: a fixed number
+// of workers, each sending again on every answer) is then paced by its own refusals instead of
+// taking the replica's event loop from everyone else; the jitter keeps the held clients from all
+// coming back at the instant their window turns over. The retry delay answered is what is left
+// of it after the hold.
 
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 
@@ -32,18 +40,33 @@ export interface CallerLimitsOptions {
   readonly methods: ReadonlyMap<string, number>;
   readonly maxStreams: number;
   readonly newSessionsPerSecond: number;
+  /** The longest a refusal is held before it is answered; 0 answers at once. */
+  readonly refusalHoldMs: number;
+  /** Refusals held at once, across callers; beyond, refusals are answered at once. */
+  readonly maxHeldRefusals: number;
+  /** In [0, 1): where in its range a refusal's hold falls (Math.random; tests fix it). */
+  readonly random?: () => number;
 }
 
 export interface CallerLimits {
-  /** Counts one call of `method` by `caller`; rejects with a LimitError beyond its rate. */
-  call(caller: string, method: string): Promise<void>;
-  /** Counts a new session stored or started by `caller`; rejects with a LimitError beyond the rate. */
-  newSession(caller: string): Promise<void>;
+  /**
+   * Counts one call of `method` by `caller`; rejects with a LimitError beyond its rate, held.
+   * `timeLeftMs`: until the call's deadline, if it has one (a hold takes at most half of it).
+   */
+  call(caller: string, method: string, timeLeftMs?: number): Promise<void>;
+  /** Counts a new session stored or started by `caller`; rejects (held) beyond the rate. */
+  newSession(caller: string, timeLeftMs?: number): Promise<void>;
   /** Takes one of the caller's stream slots (LimitError when none is left); returns its release. */
   openStream(caller: string): () => void;
   /** Streams open per caller, for tests and stats. */
   streams(caller: string): number;
+  /** Holds a LimitError as the limits hold their own refusals; rejects with what to answer. */
+  hold(refusal: LimitError, timeLeftMs?: number): Promise<never>;
+  /** Refusals being held now. */
+  held(): number;
 }
+
+const retryText = (ms: number) => `try again in ${ms} ms`;
 
 // Streams cannot be counted again from the library's windows; how long a refused caller waits.
 const streamRetryMs = 1_000;
@@ -64,22 +87,46 @@ export function createCallerLimits(opts: CallerLimitsOptions): CallerLimits {
   const sessions = new RateLimiterMemory({ points: opts.newSessionsPerSecond, duration: 1 });
   const open = new Map<string, number>();
 
-  const refused = (kind: LimitKind, what: string) => (res: unknown) => {
+  const random = opts.random ?? Math.random;
+  let heldNow = 0;
+  const hold = (refusal: LimitError, timeLeftMs = Infinity): Promise<never> => {
+    const wait = refusal.retryAfterMs;
+    // A caller's deadline must not pass while held: it would read as the replica's slowness.
+    const ms = Math.min(opts.refusalHoldMs, timeLeftMs / 2, Math.round(wait * (1 + random())));
+    if (ms < 1 || heldNow >= opts.maxHeldRefusals) return Promise.reject(refusal);
+    heldNow++;
+    return new Promise((_, reject) => {
+      setTimeout(() => {
+        heldNow--;
+        const left = Math.max(1, wait - ms);
+        const message = refusal.message.replace(retryText(wait), retryText(left));
+        reject(new LimitError(refusal.limit, message, left));
+      }, ms).unref();
+    });
+  };
+
+  const refused = (kind: LimitKind, what: string, timeLeftMs?: number) => (res: unknown) => {
     if (!(res instanceof RateLimiterRes)) throw res;
     const waitMs = Math.max(1, res.msBeforeNext);
-    throw new LimitError(kind, `too many ${what}; try again in ${waitMs} ms`, waitMs);
+    return hold(new LimitError(kind, `too many ${what}; ${retryText(waitMs)}`, waitMs), timeLeftMs);
   };
 
   return {
-    call(caller, method) {
+    call(caller, method, timeLeftMs) {
       return limiterOf(method)
         .consume(caller)
-        .then(() => undefined, refused("rate", `${method} calls from this caller per second`));
+        .then(
+          () => undefined,
+          refused("rate", `${method} calls from this caller per second`, timeLeftMs),
+        );
     },
-    newSession(caller) {
+    newSession(caller, timeLeftMs) {
       return sessions
         .consume(caller)
-        .then(() => undefined, refused("sessions", "new sessions from this caller per second"));
+        .then(
+          () => undefined,
+          refused("sessions", "new sessions from this caller per second", timeLeftMs),
+        );
     },
     openStream(caller) {
       const n = open.get(caller) ?? 0;
@@ -101,5 +148,7 @@ export function createCallerLimits(opts: CallerLimitsOptions): CallerLimits {
       };
     },
     streams: (caller) => open.get(caller) ?? 0,
+    hold,
+    held: () => heldNow,
   };
 }

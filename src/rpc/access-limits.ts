@@ -6,7 +6,8 @@
 // left out: one client's connections are one caller), which the listeners' authenticate hook
 // passes as an anonymous caller (security.ts). A call without a caller is not limited. Beyond a
 // limit: RESOURCE_EXHAUSTED with ErrorInfo (RATE_LIMITED, TOO_MANY_STREAMS, TOO_MANY_SESSIONS)
-// and RetryInfo. Refusals are counted, not audited: a flood must not flood the audit stream.
+// and RetryInfo, after the limits held the refusal (auth/caller-limits.ts: paced floods, not
+// fast ones). Refusals are counted, not audited: a flood must not flood the audit stream.
 
 import { createContextKey, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type {
@@ -91,7 +92,7 @@ export function rateLimitedHook(
     if (key !== undefined && req.path.startsWith(servicePrefix)) {
       const method = req.path.slice(servicePrefix.length);
       await opts.limits
-        .call(key, method)
+        .call(key, method, req.timeoutMs())
         .catch(refusalOf(opts, method))
         .catch((refused: unknown) => {
           throw toConnectError(refused);
@@ -104,8 +105,8 @@ export function rateLimitedHook(
 export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
   const { limits } = opts;
   const refusal = (method: string) => refusalOf(opts, method);
-  const rate = (caller: string, method: string) =>
-    opts.rateInHook ? Promise.resolve() : limits.call(caller, method);
+  const rate = (caller: string, method: string, ctx: HandlerContext) =>
+    opts.rateInHook ? Promise.resolve() : limits.call(caller, method, ctx.timeoutMs());
   const limited = <K extends Exclude<keyof Impl, "watchToken">>(
     name: K,
     method: string,
@@ -115,14 +116,14 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
     return (async (req: unknown, ctx: HandlerContext) => {
       const caller = callerKeyOf(ctx);
       if (caller !== undefined) {
-        await rate(caller, method).catch(refusal(method));
+        await rate(caller, method, ctx).catch(refusal(method));
         await before?.(caller, ctx);
       }
       return inner(req, ctx);
     }) as unknown as Impl[K];
   };
-  const countSession = (method: string) => (caller: string) =>
-    limits.newSession(caller).catch(refusal(method));
+  const countSession = (method: string) => (caller: string, ctx: HandlerContext) =>
+    limits.newSession(caller, ctx.timeoutMs()).catch(refusal(method));
   const innerWatch = pushStreamOf(impl.watchToken);
   if (innerWatch === undefined) throw new Error("watchToken must be written with pushStream()");
 
@@ -131,7 +132,8 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
       "storeUpstreamTokens",
       "StoreUpstreamTokens",
       async (caller, ctx) => {
-        ctx.values.set(newSessionKey, countSession("StoreUpstreamTokens").bind(undefined, caller));
+        const count = countSession("StoreUpstreamTokens");
+        ctx.values.set(newSessionKey, () => count(caller, ctx));
       },
     ),
     getValidTokens: limited("getValidTokens", "GetValidTokens"),
@@ -154,7 +156,7 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
       (req: WatchTokenRequest, ctx: HandlerContext, sink: StreamSink<WatchTokenResponse>) => {
         const caller = callerKeyOf(ctx);
         if (caller === undefined) return innerWatch(req, ctx, sink);
-        rate(caller, "WatchToken")
+        rate(caller, "WatchToken", ctx)
           .then(() => {
             const release = limits.openStream(caller);
             // A stream ends by its sink, or by its call's signal (the caller left, a drain).
@@ -167,6 +169,12 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
               },
             });
           })
+          // A refused stream is held like the rates' refusals (caller-limits.ts).
+          .catch((err: unknown) =>
+            err instanceof LimitError && err.limit === "streams"
+              ? limits.hold(err, ctx.timeoutMs())
+              : Promise.reject(err),
+          )
           .catch(refusal("WatchToken"))
           .catch((err: unknown) => sink.end(err));
       },

@@ -188,6 +188,7 @@ export function createProviderMetrics(meter: Meter): ProviderMetrics {
 
 export interface LimitMetrics {
   readonly refusals: Counter;
+  readonly held: ObservableGauge;
 }
 
 export function createLimitMetrics(meter: Meter): LimitMetrics {
@@ -195,6 +196,11 @@ export function createLimitMetrics(meter: Meter): LimitMetrics {
     refusals: meter.createCounter("tokenvend.limits.refusals", {
       description:
         "Calls refused RESOURCE_EXHAUSTED by a per-caller limit, by limit (rate, streams, sessions) and RPC method",
+      unit: "{call}",
+    }),
+    held: meter.createObservableGauge("tokenvend.limits.refusals.held", {
+      description:
+        "Refusals by a per-caller limit held before they are answered (limits.callers.refusalHold)",
       unit: "{call}",
     }),
   };

@@ -19,6 +19,8 @@ export interface AuthenticationRequest {
   readonly peer: string;
   /** The call's path: /package.Service/Method. */
   readonly path: string;
+  /** Time left before the call's deadline, in ms; undefined without one. */
+  timeoutMs(): number | undefined;
 }
 
 /** Resolves to the authenticated caller; rejects (a ConnectError) to refuse the call. */
@@ -67,3 +69,23 @@ export function peerOf(
   const a = socket?.remoteAddress ?? "unknown";
   return a.includes(":") ? `[${a}]:${socket?.remotePort ?? 0}` : `${a}:${socket?.remotePort ?? 0}`;
 }
+
+/**
+ * The time a call was given, in ms, from its `grpc-timeout` (gRPC, gRPC-Web: digits and a unit)
+ * or `connect-timeout-ms` header; undefined without one or when it does not parse.
+ */
+export function headerTimeoutMs(header: (name: string) => string | undefined): number | undefined {
+  const connect = header("connect-timeout-ms");
+  if (connect !== undefined) return /^\d{1,10}$/.test(connect) ? Number(connect) : undefined;
+  const m = /^(\d{1,8})([HMSmun])$/.exec(header("grpc-timeout") ?? "");
+  return m ? Number(m[1]) * (grpcTimeoutUnitMs[m[2] as string] as number) : undefined;
+}
+
+const grpcTimeoutUnitMs: Record<string, number> = {
+  H: 3_600_000,
+  M: 60_000,
+  S: 1_000,
+  m: 1,
+  u: 1e-3,
+  n: 1e-6,
+};

@@ -68,6 +68,11 @@ export function grpcAuthentication(
               },
               peer: connection.peer,
               path: method.path,
+              timeoutMs() {
+                const d = call.getDeadline();
+                const at = d instanceof Date ? d.getTime() : d;
+                return Number.isFinite(at) ? at - Date.now() : undefined;
+              },
             }).then(
               (caller) => {
                 callers.set(metadata, caller);

@@ -30,6 +30,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
   type Authenticate,
   authenticatedKey,
+  headerTimeoutMs,
   isOpenPath,
   peerOf,
   refusalOf,
@@ -185,6 +186,7 @@ export function createHttpServer<const T extends readonly DescService[]>(
       handler(req, res);
       return;
     }
+    const arrived = Date.now();
     authenticate({
       header: (name) => {
         const v = req.headers[name];
@@ -195,6 +197,10 @@ export function createHttpServer<const T extends readonly DescService[]>(
       },
       peer: peerOf(req.socket),
       path,
+      timeoutMs() {
+        const given = headerTimeoutMs(this.header);
+        return given === undefined ? undefined : given - (Date.now() - arrived);
+      },
     }).then(
       (caller) => {
         callers.set(req, caller);
