@@ -17,6 +17,7 @@ import { generateKey, parseKeyring, parseKeys, SealingError } from "../src/store
 import { loadState, stateText } from "../src/store/state-file.ts";
 import { StoreError } from "../src/store/store-error.ts";
 import { toDocument } from "../src/store/token-document.ts";
+import { attribute, type Coverage } from "./coverage.ts";
 
 export interface ParserTarget {
   readonly name: string;
@@ -275,9 +276,23 @@ export interface ParserFuzzReport {
   /** The smallest failing input fast-check found and what broke; undefined when none. */
   readonly failure: { readonly input: string; readonly error: string } | undefined;
   readonly seconds: number;
+  /** Guided runs: inputs that ran blocks of src/ no earlier input had; the blocks they ran. */
+  readonly newCoverage: number;
+  readonly blocks: number;
 }
 
-/** `runs` inputs through every target (each with its corpus entries), stopping at a failure. */
+/** Inputs per round of a guided run: each round mutates the pool as the last rounds grew it. */
+const guidedRound = 250;
+/** Inputs between two coverage readings. */
+const guidedBatch = 32;
+/** The most inputs a guided run keeps in its pool (the first ones). */
+const maxPool = 2_000;
+
+/**
+ * `runs` inputs through every target (each with its corpus entries), stopping at a failure.
+ * With `coverage`, guided: an input that runs new blocks of src/ joins the pool that later
+ * inputs are mutated from (fuzz/coverage.ts).
+ */
 export async function fuzzParsers(opts: {
   readonly runs: number;
   readonly seed: number;
@@ -285,33 +300,70 @@ export async function fuzzParsers(opts: {
   readonly targets?: readonly ParserTarget[];
   /** Called for an input whose outcome is new for its target. */
   readonly onNewOutcome?: (target: string, input: string) => void;
+  readonly coverage?: Coverage;
+  /** Called for an input that ran blocks of src/ that no earlier input ran. */
+  readonly onNewCoverage?: (target: string, input: string) => void;
 }): Promise<ParserFuzzReport[]> {
   const targets = opts.targets ?? parserTargets();
+  const cov = opts.coverage;
   const out: ParserFuzzReport[] = [];
   try {
     for (const target of targets) {
       const started = performance.now();
       const seen = new Set<string>();
-      const result = await fc.check(
-        fc.asyncProperty(target.arbitrary(opts.corpus?.get(target.name) ?? []), async (input) => {
-          const outcome = String(await target.check(input));
-          if (!seen.has(outcome)) {
-            seen.add(outcome);
-            opts.onNewOutcome?.(target.name, input);
-          }
-        }),
-        { numRuns: opts.runs, seed: opts.seed },
-      );
+      const pool = [...(opts.corpus?.get(target.name) ?? [])];
+      let runs = 0;
+      let newCoverage = 0;
+      let failure: ParserFuzzReport["failure"];
+      const recent: string[] = [];
+      /** The inputs of `recent` that ran new blocks join the pool. */
+      const found = () =>
+        attribute(
+          cov!,
+          recent.splice(0),
+          async (input) => target.check(input),
+          (input) => {
+            newCoverage++;
+            if (pool.length < maxPool) pool.push(input);
+            opts.onNewCoverage?.(target.name, input);
+          },
+        );
+      await cov?.fresh(); // what ran before this target is not its own
+      const blocksBefore = cov?.blocks ?? 0;
+      for (let round = 0; runs < opts.runs && failure === undefined; round++) {
+        const result = await fc.check(
+          fc.asyncProperty(target.arbitrary(pool), async (input) => {
+            const outcome = String(await target.check(input));
+            if (!seen.has(outcome)) {
+              seen.add(outcome);
+              opts.onNewOutcome?.(target.name, input);
+            }
+            if (cov !== undefined) {
+              recent.push(input);
+              if (recent.length >= guidedBatch) await found();
+            }
+          }),
+          {
+            numRuns: cov !== undefined ? Math.min(guidedRound, opts.runs - runs) : opts.runs,
+            seed: opts.seed + round,
+          },
+        );
+        if (cov !== undefined) await found();
+        runs += result.numRuns;
+        if (result.failed) {
+          failure = {
+            input: String(result.counterexample?.[0]),
+            error: String((result.errorInstance as Error | undefined)?.message),
+          };
+        }
+      }
       out.push({
         name: target.name,
-        runs: result.numRuns,
-        failure: result.failed
-          ? {
-              input: String(result.counterexample?.[0]),
-              error: String((result.errorInstance as Error | undefined)?.message),
-            }
-          : undefined,
+        runs,
+        failure,
         seconds: (performance.now() - started) / 1000,
+        newCoverage,
+        blocks: (cov?.blocks ?? 0) - blocksBefore,
       });
     }
   } finally {

@@ -25,6 +25,7 @@ import { startServer } from "../src/server.ts";
 import { createMemoryStore } from "../src/store/memory-store.ts";
 import { createRawClient, type RawOutcome } from "../test/support/raw-rpc.ts";
 import type { RpcCorpus } from "./corpus.ts";
+import { attribute, type Coverage } from "./coverage.ts";
 import { decodeInput, inputsFor, known, methods, type RpcInput, routeOf } from "./rpc-inputs.ts";
 
 export interface RpcFuzzOptions {
@@ -37,6 +38,12 @@ export interface RpcFuzzOptions {
   readonly corpus?: ReadonlyMap<string, RpcCorpus>;
   /** Called for an input whose outcome (method, code, first words of the message) is new. */
   readonly onNewOutcome?: (input: RpcInput, outcome: RawOutcome) => void;
+  /**
+   * Guided: every `guidedBatch` answers the calls pause, the inputs that ran new blocks of src/
+   * are found (fuzz/coverage.ts) and join the pool the next inputs are mutated from.
+   */
+  readonly coverage?: Coverage;
+  readonly onNewCoverage?: (input: RpcInput) => void;
 }
 
 export interface RpcFuzzReport {
@@ -51,7 +58,15 @@ export interface RpcFuzzReport {
   readonly storeViolations: readonly string[];
   readonly outcomes: number;
   readonly seconds: number;
+  /** Guided runs: inputs that ran blocks of src/ no earlier input had; the blocks seen in all. */
+  readonly newCoverage: number;
+  readonly blocks: number;
 }
+
+/** Answers between two coverage readings of a guided run, and the most a pool keeps. */
+const guidedBatch = 256;
+const maxPool = 2_000;
+const utf8 = new TextDecoder();
 
 const maxMessageBytes = 16 * 1024;
 const forbidden = new Set([2, 13]); // UNKNOWN, INTERNAL
@@ -146,14 +161,22 @@ export async function fuzzRpc(opts: RpcFuzzOptions): Promise<RpcFuzzReport> {
     const before = await snapshot(store);
 
     const perMethod = Math.ceil(opts.inputs / methods.length);
-    const arbitraries = new Map<DescMethod, fc.Arbitrary<RpcInput>>(
-      methods.map((m) => [m, inputsFor(m, opts.corpus?.get(m.name))]),
+    // What later inputs are mutated from: the corpus, and what a guided run found.
+    const pools = new Map<DescMethod, { binary: Uint8Array[]; json: string[] }>(
+      methods.map((m) => {
+        const c = opts.corpus?.get(m.name);
+        return [m, { binary: [...(c?.binary ?? [])], json: [...(c?.json ?? [])] }];
+      }),
     );
+    const arbitraries = new Map<DescMethod, fc.Arbitrary<RpcInput>>();
     const queue: [RpcInput, number][] = [];
     const batch = 500;
     let batchNo = 0;
     const refill = () => {
       for (const m of methods) {
+        if (opts.coverage !== undefined || !arbitraries.has(m)) {
+          arbitraries.set(m, inputsFor(m, pools.get(m)));
+        }
         const take = Math.min(batch, perMethod - batchNo * batch);
         if (take <= 0) continue;
         const values = fc.sample(arbitraries.get(m)!, {
@@ -166,10 +189,10 @@ export async function fuzzRpc(opts: RpcFuzzOptions): Promise<RpcFuzzReport> {
       // Interleave methods so every RPC runs alongside the others.
       queue.sort((a, b) => a[1] - b[1]);
     };
-    const one = async (input: RpcInput, pick: number) => {
+    /** Sends `input` as `pick` routes it; a successful write's session is noted. */
+    const send = async (input: RpcInput, pick: number) => {
       const route = routeOf(input, pick);
       const client = route.listener === "grpc" ? grpcClient : httpClient;
-      byListener[route.listener]++;
       const out = await client.call({
         protocol: route.protocol,
         path: `/tokenvend.v1.TokenService/${input.method.name}`,
@@ -178,6 +201,15 @@ export async function fuzzRpc(opts: RpcFuzzOptions): Promise<RpcFuzzReport> {
         http1: route.http1,
         timeoutMs: 10_000,
       });
+      if (out.code === 0 && /^(StoreUpstreamTokens|RevokeSession)$/.test(input.method.name)) {
+        const req = decodeInput(input);
+        changedSessions.add(String(req?.sessionId ?? "?undecodable"));
+      }
+      return { route, out };
+    };
+    const one = async (input: RpcInput, pick: number) => {
+      const { route, out } = await send(input, pick);
+      byListener[route.listener]++;
       const counts = byMethod[input.method.name] ?? {};
       byMethod[input.method.name] = counts;
       counts[String(out.code)] = (counts[String(out.code)] ?? 0) + 1;
@@ -189,10 +221,6 @@ export async function fuzzRpc(opts: RpcFuzzOptions): Promise<RpcFuzzReport> {
           );
         }
       }
-      if (out.code === 0 && /^(StoreUpstreamTokens|RevokeSession)$/.test(input.method.name)) {
-        const req = decodeInput(input);
-        changedSessions.add(String(req?.sessionId ?? "?undecodable"));
-      }
       // The outcome without what varies by input (quoted values, numbers).
       const words = out.message.replace(/"[^"]*"|\d+/g, "").slice(0, 60);
       const signature = `${input.method.name} ${input.encoding} ${out.code} ${words}`;
@@ -201,10 +229,37 @@ export async function fuzzRpc(opts: RpcFuzzOptions): Promise<RpcFuzzReport> {
         opts.onNewOutcome?.(input, out);
       }
     };
+    const cov = opts.coverage;
+    let newCoverage = 0;
+    let answered: [RpcInput, number][] = [];
+    let inFlight = 0;
+    let drained: (() => void) | undefined;
+    let paused: Promise<void> | undefined;
+    /** The answered inputs that ran new blocks join their method's pool. */
+    const guide = async () => {
+      // A reading must hold the batch's own work only: let the calls in flight finish first.
+      if (inFlight > 0) await new Promise<void>((r) => (drained = r));
+      const batch = answered;
+      answered = [];
+      await attribute(
+        cov!,
+        batch,
+        ([input, pick]) => send(input, pick),
+        ([input]) => {
+          newCoverage++;
+          const pool = pools.get(input.method)!;
+          if (pool.binary.length + pool.json.length >= maxPool) return;
+          if (input.encoding === "json") pool.json.push(utf8.decode(input.body));
+          else pool.binary.push(input.body);
+          opts.onNewCoverage?.(input);
+        },
+      );
+    };
     const lanes = opts.concurrency ?? 32;
     await Promise.all(
       Array.from({ length: lanes }, async () => {
         for (;;) {
+          while (paused !== undefined) await paused;
           if (queue.length === 0) {
             if (sent >= perMethod * methods.length || batchNo * batch >= perMethod) return;
             refill();
@@ -212,10 +267,21 @@ export async function fuzzRpc(opts: RpcFuzzOptions): Promise<RpcFuzzReport> {
           }
           const [input, pick] = queue.shift()!;
           sent++;
+          inFlight++;
           await one(input, pick);
+          inFlight--;
+          if (cov === undefined) continue;
+          answered.push([input, pick]);
+          if (inFlight === 0) drained?.();
+          if (answered.length >= guidedBatch && paused === undefined) {
+            paused = guide().finally(() => {
+              paused = undefined;
+            });
+          }
         }
       }),
     );
+    if (cov !== undefined && answered.length > 0) await guide();
 
     const after = await snapshot(store);
     const storeViolations: string[] = [];
@@ -261,6 +327,8 @@ export async function fuzzRpc(opts: RpcFuzzOptions): Promise<RpcFuzzReport> {
       storeViolations,
       outcomes: seen.size,
       seconds: (performance.now() - started) / 1000,
+      newCoverage,
+      blocks: cov?.blocks ?? 0,
     };
   } finally {
     grpcClient.close();
