@@ -102,6 +102,8 @@ async function serve() {
   });
   const server = await startServer({ config });
   process.on("message", () => void server.shutdown().then(() => process.exit(0)));
+  // What the RSS is made of, for the report at its peak.
+  setInterval(() => process.send!({ memory: process.memoryUsage() }), 250).unref();
   // What the build says about its limits: the `limits` section when it has one.
   const limits = (config as unknown as { limits?: unknown }).limits;
   process.send!({
@@ -256,6 +258,7 @@ async function orchestrate() {
     ],
     env: { ...env, BENCH_TOKEN_ENDPOINT: provider.url, BENCH_KEYS_FILE: keysFile },
   });
+  let peakMemory: NodeJS.MemoryUsage | undefined;
   const ready = await new Promise<{
     grpcPort: number;
     httpPort: number;
@@ -264,6 +267,9 @@ async function orchestrate() {
     maxStreams: number;
   }>((resolve, reject) => {
     server.once("message", (m) => resolve(m as never));
+    server.on("message", (m: { memory?: NodeJS.MemoryUsage }) => {
+      if (m.memory !== undefined && m.memory.rss >= (peakMemory?.rss ?? 0)) peakMemory = m.memory;
+    });
     server.once("exit", (c) => reject(new Error(`the replica exited with ${c}`)));
   });
   const pid = server.pid!;
@@ -359,6 +365,7 @@ async function orchestrate() {
     rssIdle,
     maxRss,
     rssSamples,
+    peakMemory,
     unloaded,
     loaded,
     after,
@@ -388,6 +395,7 @@ function printReport(r: {
   rssIdle: number;
   maxRss: number;
   rssSamples: number[];
+  peakMemory: NodeJS.MemoryUsage | undefined;
   unloaded: Batch[];
   loaded: Batch[];
   after: Batch[];
@@ -433,6 +441,7 @@ config limits section: ${r.ready.limits === null ? "none (this build has none)" 
 | measure | value | target |
 | --- | --- | --- |
 | replica RSS idle / peak over the run | ${mb(r.rssIdle)} / ${mb(r.maxRss)} MB (${over} of ${r.rssSamples.length} samples over budget) | < ${mb(r.budget)} MB (${r.budgetSource}) |
+| replica at its highest RSS (its own reading): heap used / total, external (of which array buffers) | ${r.peakMemory === undefined ? "not reported" : `${mb(r.peakMemory.rss)} MB: ${mb(r.peakMemory.heapUsed)} / ${mb(r.peakMemory.heapTotal)} MB, ${mb(r.peakMemory.external)} MB (${mb(r.peakMemory.arrayBuffers)} MB)`} | |
 | well-behaved cached GetValidTokens p99, batches of 1,000: median batch (worst batch; all calls pooled) | before the abuse ${ms(before.median)} (${ms(before.worst)}; ${ms(before.pooled)}) ms, after it ${ms(after.median)} (${ms(after.worst)}; ${ms(after.pooled)}) ms | |
 | … unloaded (before and after: ${quiet.calls} calls): p50, p99 median batch, pooled | ${ms(quiet.p50)}, ${ms(quiet.median)}, ${ms(quiet.pooled)} ms | |
 | … loaded (${r.loaded.length} batches, ${loaded.calls} calls): p50, p99 median batch (worst), pooled | ${ms(loaded.p50)}, ${ms(loaded.median)} (${ms(loaded.worst)}), ${ms(loaded.pooled)} ms | |

@@ -126,7 +126,7 @@ export const configDefaults = {
     /** Exchanged tokens (RFC 8693), cached apart. */
     exchangeCache: { maxKeys: 10_000, maxBytes: 16 * 1024 * 1024 },
     /** The memory and file stores (MongoDB is bounded by its own disks). */
-    store: { maxKeys: 100_000, maxBytes: 96 * 1024 * 1024, tombstoneRetentionMs: 3_600_000 },
+    store: { maxKeys: 100_000, maxBytes: 48 * 1024 * 1024, tombstoneRetentionMs: 3_600_000 },
     /** The memory and file flow state stores: pending logins and device authorizations. */
     flowStates: { maxRecords: 10_000 },
     /** Refreshes callers force with a minimum validity, per key. */
