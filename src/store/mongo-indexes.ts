@@ -27,6 +27,13 @@ export interface IndexesOptions {
   readonly prefix: string;
 }
 
+// FerretDB answers InternalError (code 1) when PostgreSQL refuses DDL that raced with other DDL
+// on its catalogs (another database's collections and indexes being created at the same time):
+// gone on a second try.
+const ddlAttempts = 3;
+const isBackendConflict = (err: unknown) =>
+  ((err as { cause?: { code?: unknown } }).cause?.code ?? undefined) === 1;
+
 /** ensureIndexes(): runs once (again after a failure); later calls wait for that one run. */
 export function createEnsureIndexes(
   opts: IndexesOptions,
@@ -42,9 +49,17 @@ export function createEnsureIndexes(
         [changes, { at: 1 }, { name: CHANGE_TIME_INDEX, unique: false }],
       ] as const;
       for (const [col, spec, options] of specs) {
-        await run(`createIndex ${col.collectionName}.${options.name}`, undefined, (signal) =>
-          col.createIndex(spec, withSignal({ ...options }, signal)),
-        );
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await run(`createIndex ${col.collectionName}.${options.name}`, undefined, (signal) =>
+              col.createIndex(spec, withSignal({ ...options }, signal)),
+            );
+            break;
+          } catch (err) {
+            if (attempt >= ddlAttempts || !isBackendConflict(err)) throw err;
+            await new Promise((r) => setTimeout(r, 100 * attempt));
+          }
+        }
       }
       logger.debug({ db: opts.dbName, prefix: opts.prefix }, "mongo store indexes ensured");
     })().catch((err: unknown) => {
