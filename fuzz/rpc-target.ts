@@ -109,6 +109,9 @@ export async function fuzzRpc(opts: RpcFuzzOptions): Promise<RpcFuzzReport> {
       logLevel: "silent",
       shutdownGrace: "1s",
       maxMessageBytes,
+      // The handlers are the target: a fuzzer is one caller whose calls mostly fail, which
+      // limits.callers.failuresPerSecond would refuse before they ran (it has its own tests).
+      limits: { callers: { failuresPerSecond: 0 } },
       providers: {
         idp: {
           // Nothing listens on port 9 here: every refresh or grant fails fast (UNAVAILABLE).

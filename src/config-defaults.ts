@@ -139,6 +139,8 @@ export const configDefaults = {
       rpcs: {} as Readonly<Record<string, number>>,
       maxStreams: 1_000,
       newSessionsPerSecond: 100,
+      /** Calls failing by the caller's mistake (an unknown session, a denied RPC); 0: off. */
+      failuresPerSecond: 100,
       /** Refusals wait up to this before they are answered (auth/caller-limits.ts)... */
       refusalHoldMs: 1_000,
       /** ...this many at once: each holds its call's stream and ≤ 80 KiB of unread body. */

@@ -27,6 +27,7 @@ test("without a limits section every bound is its default, and providers take li
   t.is(c.limits.callers.requestsPerSecond, d.callers.requestsPerSecond);
   t.is(c.limits.callers.rpcs.size, 0);
   t.is(c.limits.callers.refusalHoldMs, d.callers.refusalHoldMs);
+  t.is(c.limits.callers.failuresPerSecond, d.callers.failuresPerSecond);
   t.is(c.limits.callers.maxHeldRefusals, d.callers.maxHeldRefusals);
 });
 
@@ -42,6 +43,7 @@ test("sizes take Ki, Mi and Gi; durations their units; a provider's own limits w
         rpcs: { GetValidTokens: 2_000 },
         maxStreams: 7,
         refusalHold: "250ms",
+        failuresPerSecond: 0,
         maxHeldRefusals: 0,
       },
     },
@@ -61,6 +63,7 @@ test("sizes take Ki, Mi and Gi; durations their units; a provider's own limits w
   t.is(c.limits.callers.rpcs.get("GetValidTokens"), 2_000);
   t.is(c.limits.callers.maxStreams, 7);
   t.is(c.limits.callers.refusalHoldMs, 250);
+  t.is(c.limits.callers.failuresPerSecond, 0);
   t.is(c.limits.callers.maxHeldRefusals, 0);
   t.false(parse({ limits: { callers: { disabled: true } } }).limits.callers.enabled);
 });

@@ -25,6 +25,8 @@ export interface CallerLimitsConfig {
   readonly rpcs: ReadonlyMap<string, number>;
   readonly maxStreams: number;
   readonly newSessionsPerSecond: number;
+  /** Calls a second that may fail by the caller's mistake (auth/caller-limits.ts); 0: off. */
+  readonly failuresPerSecond: number;
   /** The longest a refusal is held before it is answered (auth/caller-limits.ts); 0: at once. */
   readonly refusalHoldMs: number;
   readonly maxHeldRefusals: number;
@@ -99,6 +101,7 @@ function callerLimits(v: unknown): CallerLimitsConfig {
     "rpcs",
     "maxStreams",
     "newSessionsPerSecond",
+    "failuresPerSecond",
     "refusalHold",
     "maxHeldRefusals",
   ]);
@@ -121,6 +124,13 @@ function callerLimits(v: unknown): CallerLimitsConfig {
       `${at}.newSessionsPerSecond`,
       d.newSessionsPerSecond,
       1,
+      1e6,
+    ),
+    failuresPerSecond: int(
+      c.failuresPerSecond,
+      `${at}.failuresPerSecond`,
+      d.failuresPerSecond,
+      0,
       1e6,
     ),
     refusalHoldMs: hold,

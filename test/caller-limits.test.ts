@@ -154,6 +154,23 @@ for (const [name, clientOf] of Object.entries(listeners)) {
     b.ac.abort();
   });
 
+  test(`${name}: a caller whose calls keep failing by its own mistake (unknown sessions) is refused RESOURCE_EXHAUSTED (TOO_MANY_FAILURES) for the rest of the second`, async (t) => {
+    const s = await startStack({
+      config: { limits: { callers: { failuresPerSecond: 3, refusalHold: "0s" } } },
+    });
+    t.teardown(s.stop);
+    const c = clientOf(s);
+    const { before, refused } = await untilRefused(20, () => getValid(c, "guessed-id"));
+    t.true(before.length >= 3 && before.length < 20, `${before.length} calls before a refusal`);
+    t.true(before.every((code) => code === Code.NotFound));
+    t.is(refused?.reason, "TOO_MANY_FAILURES");
+    t.deepEqual(refused?.metadata, { limit: "failures", rpc: "GetValidTokens" });
+    t.regex(refused?.message ?? "", /too many failed calls from this caller per second/);
+    // Once the second is over the caller is served again.
+    await new Promise((r) => setTimeout(r, (refused?.retryMs ?? 1_000) + 20));
+    t.is(refusal(await t.throwsAsync(getValid(c, "guessed-id"))).code, Code.NotFound);
+  });
+
   test(`${name}: new sessions beyond limits.callers.newSessionsPerSecond are RESOURCE_EXHAUSTED (TOO_MANY_SESSIONS); stored ones still renew`, async (t) => {
     const s = await startStack({ config: { limits: { callers: { newSessionsPerSecond: 2 } } } });
     t.teardown(s.stop);

@@ -19,6 +19,7 @@ const limitsOf = (o: { hold: number; maxHeld?: number; random?: () => number }) 
     methods: new Map(),
     maxStreams: 1,
     newSessionsPerSecond: 1,
+    failuresPerSecond: 0,
     refusalHoldMs: o.hold,
     maxHeldRefusals: o.maxHeld ?? 100,
     random: o.random ?? (() => 0.99),

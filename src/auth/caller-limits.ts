@@ -15,7 +15,7 @@
 
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 
-export type LimitKind = "rate" | "streams" | "sessions";
+export type LimitKind = "rate" | "streams" | "sessions" | "failures";
 
 export class LimitError extends Error {
   override readonly name = "LimitError";
@@ -40,6 +40,12 @@ export interface CallerLimitsOptions {
   readonly methods: ReadonlyMap<string, number>;
   readonly maxStreams: number;
   readonly newSessionsPerSecond: number;
+  /**
+   * Calls a second that may fail by the caller's own mistake (failed() counts them: an unknown
+   * session, an unreachable minimum validity, a denied RPC); beyond, every call of the caller is
+   * refused until the second is over. 0: no such limit.
+   */
+  readonly failuresPerSecond: number;
   /** The longest a refusal is held before it is answered; 0 answers at once. */
   readonly refusalHoldMs: number;
   /** Refusals held at once, across callers; beyond, refusals are answered at once. */
@@ -56,6 +62,8 @@ export interface CallerLimits {
   call(caller: string, method: string, timeLeftMs?: number): Promise<void>;
   /** Counts a new session stored or started by `caller`; rejects (held) beyond the rate. */
   newSession(caller: string, timeLeftMs?: number): Promise<void>;
+  /** Counts a call of `caller` that failed by its own mistake (see failuresPerSecond). */
+  failed(caller: string): void;
   /** Takes one of the caller's stream slots (LimitError when none is left); returns its release. */
   openStream(caller: string): () => void;
   /** Streams open per caller, for tests and stats. */
@@ -85,6 +93,12 @@ export function createCallerLimits(opts: CallerLimitsOptions): CallerLimits {
     return l;
   };
   const sessions = new RateLimiterMemory({ points: opts.newSessionsPerSecond, duration: 1 });
+  const failures =
+    opts.failuresPerSecond > 0
+      ? new RateLimiterMemory({ points: opts.failuresPerSecond, duration: 1 })
+      : undefined;
+  const failuresText =
+    "failed calls from this caller per second (an unknown session, a refused request)";
   const open = new Map<string, number>();
 
   const random = opts.random ?? Math.random;
@@ -112,7 +126,11 @@ export function createCallerLimits(opts: CallerLimitsOptions): CallerLimits {
   };
 
   return {
-    call(caller, method, timeLeftMs) {
+    async call(caller, method, timeLeftMs) {
+      const failing = await failures?.get(caller);
+      if (failing != null && failing.consumedPoints >= opts.failuresPerSecond) {
+        return refused("failures", failuresText, timeLeftMs)(failing);
+      }
       return limiterOf(method)
         .consume(caller)
         .then(
@@ -127,6 +145,9 @@ export function createCallerLimits(opts: CallerLimitsOptions): CallerLimits {
           () => undefined,
           refused("sessions", "new sessions from this caller per second", timeLeftMs),
         );
+    },
+    failed(caller) {
+      failures?.consume(caller).catch(() => undefined);
     },
     openStream(caller) {
       const n = open.get(caller) ?? 0;

@@ -5,11 +5,13 @@
 // caller is the authenticated identity; without authentication, the peer's address (port
 // left out: one client's connections are one caller), which the listeners' authenticate hook
 // passes as an anonymous caller (security.ts). A call without a caller is not limited. Beyond a
-// limit: RESOURCE_EXHAUSTED with ErrorInfo (RATE_LIMITED, TOO_MANY_STREAMS, TOO_MANY_SESSIONS)
+// limit: RESOURCE_EXHAUSTED with ErrorInfo (RATE_LIMITED, TOO_MANY_STREAMS, TOO_MANY_SESSIONS,
+// TOO_MANY_FAILURES: a caller whose calls keep failing by its own mistake, such as a flood of
+// unknown session ids, is refused every call for the rest of the second)
 // and RetryInfo, after the limits held the refusal (auth/caller-limits.ts: paced floods, not
 // fast ones). Refusals are counted, not audited: a flood must not flood the audit stream.
 
-import { createContextKey, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, createContextKey, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type {
   TokenService,
   WatchTokenRequest,
@@ -44,7 +46,16 @@ const reasons: Record<LimitKind, string> = {
   rate: "RATE_LIMITED",
   streams: "TOO_MANY_STREAMS",
   sessions: "TOO_MANY_SESSIONS",
+  failures: "TOO_MANY_FAILURES",
 };
+
+/** What a caller gets for its own mistakes: counted against limits.callers.failuresPerSecond. */
+const mistakes = new Set<Code>([
+  Code.InvalidArgument,
+  Code.NotFound,
+  Code.FailedPrecondition,
+  Code.PermissionDenied,
+]);
 
 /** The limits' key of a call's caller: its id, or "peer:ADDRESS" without authentication. */
 export function callerKeyOf(ctx: HandlerContext): string | undefined {
@@ -115,11 +126,15 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
     const inner = impl[name] as (req: unknown, ctx: HandlerContext) => unknown;
     return (async (req: unknown, ctx: HandlerContext) => {
       const caller = callerKeyOf(ctx);
-      if (caller !== undefined) {
-        await rate(caller, method, ctx).catch(refusal(method));
-        await before?.(caller, ctx);
+      if (caller === undefined) return inner(req, ctx);
+      await rate(caller, method, ctx).catch(refusal(method));
+      await before?.(caller, ctx);
+      try {
+        return await inner(req, ctx);
+      } catch (err) {
+        if (mistakes.has(toConnectError(err).code)) limits.failed(caller);
+        throw err;
       }
-      return inner(req, ctx);
     }) as unknown as Impl[K];
   };
   const countSession = (method: string) => (caller: string, ctx: HandlerContext) =>

@@ -195,7 +195,7 @@ export function createLimitMetrics(meter: Meter): LimitMetrics {
   return {
     refusals: meter.createCounter("tokenvend.limits.refusals", {
       description:
-        "Calls refused RESOURCE_EXHAUSTED by a per-caller limit, by limit (rate, streams, sessions) and RPC method",
+        "Calls refused RESOURCE_EXHAUSTED by a per-caller limit, by limit (rate, streams, sessions, failures) and RPC method",
       unit: "{call}",
     }),
     held: meter.createObservableGauge("tokenvend.limits.refusals.held", {
