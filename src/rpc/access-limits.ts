@@ -26,7 +26,7 @@ import {
   pushStreamOf,
   type StreamSink,
 } from "../transport/index.ts";
-import { toConnectError } from "./error-mapping.ts";
+import { codeOf, toConnectError } from "./error-mapping.ts";
 
 type Impl = ServiceImpl<typeof TokenService>;
 
@@ -132,7 +132,7 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
       try {
         return await inner(req, ctx);
       } catch (err) {
-        if (mistakes.has(toConnectError(err).code)) limits.failed(caller);
+        if (mistakes.has(codeOf(err))) limits.failed(caller);
         throw err;
       }
     }) as unknown as Impl[K];

@@ -52,6 +52,15 @@ const authCodes = {
  * Converts any error thrown by the core into the ConnectError sent to the caller. The answer to a
  * domain or auth error carries no stack of its own: it is an answer, and floods of them happen.
  */
+/** The code toConnectError(err) would have, without building its error. */
+export function codeOf(err: unknown): Code {
+  if (err instanceof ConnectError) return err.code;
+  if (isTokenVendError(err)) return grpcCodeOf[err.code];
+  if (err instanceof AuthError) return authCodes[err.code];
+  if (err instanceof DOMException && err.name === "TimeoutError") return Code.DeadlineExceeded;
+  return Code.Internal;
+}
+
 export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
   if (isTokenVendError(err) || err instanceof AuthError) return stackless(() => wireError(err));
