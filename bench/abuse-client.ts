@@ -29,8 +29,10 @@ export interface AbuseSettings {
   readonly streamsMax: number;
   /** The session flood stops when the replica's RSS passes this. */
   readonly rssStopBytes: number;
-  /** What every abusive call presents (`Bearer <API key>`). */
+  /** What every abusive call presents (`Bearer <API key>`)... */
   readonly authorization: string;
+  /** ...but the stream opener's, a caller of its own: the floods' failures would stop it first. */
+  readonly streamerAuthorization: string;
 }
 
 export interface AbuseReport {
@@ -76,8 +78,8 @@ const tally = (call: Promise<unknown>, codes: Record<string, number>) =>
 async function run(s: AbuseSettings, stopped: AbortSignal, rss: () => number) {
   const address = `127.0.0.1:${s.grpcPort}`;
   // Separate connections, as separate abusive clients would have.
-  const channel = (n: number) =>
-    createGrpcJsClient(TokenService, address, { authorization: s.authorization }, undefined, {
+  const channel = (n: number, authorization = s.authorization) =>
+    createGrpcJsClient(TokenService, address, { authorization }, undefined, {
       "grpc.channel_id": n,
     } as never);
   const r: AbuseReport = {
@@ -207,8 +209,8 @@ async function run(s: AbuseSettings, stopped: AbortSignal, rss: () => number) {
   }
 
   // One client opening streams until one is refused (or waits: a per-connection limit).
-  await store(clients[3]!, "stream-victim");
-  const streamer = channel(9);
+  const streamer = channel(9, s.streamerAuthorization);
+  await store(streamer, "stream-victim");
   const streams: { cancel(): void }[] = [];
   const opening = (async () => {
     while (!stopped.aborted && streams.length < s.streamsMax) {

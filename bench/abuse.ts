@@ -19,7 +19,8 @@
 //     and when, WatchToken streams opened before one was refused.
 //
 // The callers are told apart the way a replica tells them apart in production: each presents its
-// own API key (api-key:good, api-key:abuser; one policy rule allows both the RPCs used), so limits
+// own API key (api-key:good, api-key:abuser, and api-key:streamer for the client opening streams;
+// one policy rule allows them the RPCs used), so limits
 // kept per caller apply to the abusers, not to the well-behaved caller on the same loopback address.
 //
 // The session flood stops early when the replica's RSS passes twice the budget (so a build
@@ -70,7 +71,7 @@ export function benchConfig(tokenEndpoint: string): Record<string, unknown> {
       rules: [
         {
           name: "bench",
-          callers: ["api-key:good", "api-key:abuser"],
+          callers: ["api-key:good", "api-key:abuser", "api-key:streamer"],
           allow: [
             "StoreUpstreamTokens",
             "GetValidTokens",
@@ -237,11 +238,12 @@ async function orchestrate() {
   const provider = await startProvider();
   const good = generateApiKey("good");
   const abuser = generateApiKey("abuser");
+  const streamer = generateApiKey("streamer");
   const keysDir = mkdtempSync(path.join(tmpdir(), "tokenvend-bench-"));
   const keysFile = path.join(keysDir, "keys.yaml");
   writeFileSync(
     keysFile,
-    `keys:\n${[good, abuser].map(({ entry }) => `  - id: ${entry.id}\n    sha256: ${entry.sha256}\n`).join("")}`,
+    `keys:\n${[good, abuser, streamer].map(({ entry }) => `  - id: ${entry.id}\n    sha256: ${entry.sha256}\n`).join("")}`,
   );
   const heapFlags = (
     JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
@@ -308,6 +310,7 @@ async function orchestrate() {
     streamsMax: Number(env.BENCH_STREAMS_MAX ?? "12000"),
     rssStopBytes: 2 * budget,
     authorization: `Bearer ${abuser.key}`,
+    streamerAuthorization: `Bearer ${streamer.key}`,
   };
   // BENCH_PIN=1: the abusers on the last core, the replica and this process on the others, as
   // if the abusers ran on machines of their own (they share the replica's cores otherwise).
