@@ -81,7 +81,7 @@ test("beyond maxHeldRefusals, refusals are answered at once; a deadline halves t
   const d = limitsOf({ hold: 1_000 });
   await d.call("c", "M");
   const long = refusalOf(d.hold(new LimitError("rate", "x", 900)));
-  const short = await refusalOf(d.call("c", "M", 100));
+  const short = await refusalOf(d.call("c", "M", () => 100));
   t.true(short.at < (await long).at, "the call with a deadline was answered first");
 });
 

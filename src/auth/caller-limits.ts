@@ -57,11 +57,12 @@ export interface CallerLimitsOptions {
 export interface CallerLimits {
   /**
    * Counts one call of `method` by `caller`; rejects with a LimitError beyond its rate, held.
-   * `timeLeftMs`: until the call's deadline, if it has one (a hold takes at most half of it).
+   * `timeLeft`: the time until the call's deadline, if it has one (a hold takes at most half of
+   * it); asked only when the call is refused.
    */
-  call(caller: string, method: string, timeLeftMs?: number): Promise<void>;
+  call(caller: string, method: string, timeLeft?: TimeLeft): Promise<void>;
   /** Counts a new session stored or started by `caller`; rejects (held) beyond the rate. */
-  newSession(caller: string, timeLeftMs?: number): Promise<void>;
+  newSession(caller: string, timeLeft?: TimeLeft): Promise<void>;
   /** Counts a call of `caller` that failed by its own mistake (see failuresPerSecond). */
   failed(caller: string): void;
   /** Takes one of the caller's stream slots (LimitError when none is left); returns its release. */
@@ -69,10 +70,13 @@ export interface CallerLimits {
   /** Streams open per caller, for tests and stats. */
   streams(caller: string): number;
   /** Holds a LimitError as the limits hold their own refusals; rejects with what to answer. */
-  hold(refusal: LimitError, timeLeftMs?: number): Promise<never>;
+  hold(refusal: LimitError, timeLeft?: TimeLeft): Promise<never>;
   /** Refusals being held now. */
   held(): number;
 }
+
+/** Milliseconds until a call's deadline; undefined without one. */
+export type TimeLeft = () => number | undefined;
 
 const retryText = (ms: number) => `try again in ${ms} ms`;
 
@@ -100,13 +104,25 @@ export function createCallerLimits(opts: CallerLimitsOptions): CallerLimits {
   const failuresText =
     "failed calls from this caller per second (an unknown session, a refused request)";
   const open = new Map<string, number>();
+  // Callers over their failures, and when their window ends (ms since the epoch): only such
+  // callers are here, so a call reads it without waiting on the limiter.
+  const failing = new Map<string, number>();
+  const overFailures = (caller: string, res: RateLimiterRes) => {
+    if ((failing.get(caller) ?? 0) > Date.now()) return;
+    const until = Date.now() + res.msBeforeNext;
+    failing.set(caller, until);
+    setTimeout(() => {
+      if (failing.get(caller) === until) failing.delete(caller);
+    }, res.msBeforeNext).unref();
+  };
 
   const random = opts.random ?? Math.random;
   let heldNow = 0;
-  const hold = (refusal: LimitError, timeLeftMs = Infinity): Promise<never> => {
+  const hold = (refusal: LimitError, timeLeft?: TimeLeft): Promise<never> => {
     const wait = refusal.retryAfterMs;
     // A caller's deadline must not pass while held: it would read as the replica's slowness.
-    const ms = Math.min(opts.refusalHoldMs, timeLeftMs / 2, Math.round(wait * (1 + random())));
+    const left = timeLeft?.() ?? Infinity;
+    const ms = Math.min(opts.refusalHoldMs, left / 2, Math.round(wait * (1 + random())));
     if (ms < 1 || heldNow >= opts.maxHeldRefusals) return Promise.reject(refusal);
     heldNow++;
     return new Promise((_, reject) => {
@@ -119,35 +135,46 @@ export function createCallerLimits(opts: CallerLimitsOptions): CallerLimits {
     });
   };
 
-  const refused = (kind: LimitKind, what: string, timeLeftMs?: number) => (res: unknown) => {
+  const refusal = (kind: LimitKind, what: string, waitMs: number, timeLeft?: TimeLeft) => {
+    const wait = Math.max(1, Math.ceil(waitMs));
+    return hold(new LimitError(kind, `too many ${what}; ${retryText(wait)}`, wait), timeLeft);
+  };
+  const refused = (kind: LimitKind, what: string, timeLeft?: TimeLeft) => (res: unknown) => {
     if (!(res instanceof RateLimiterRes)) throw res;
-    const waitMs = Math.max(1, res.msBeforeNext);
-    return hold(new LimitError(kind, `too many ${what}; ${retryText(waitMs)}`, waitMs), timeLeftMs);
+    return refusal(kind, what, res.msBeforeNext, timeLeft);
   };
 
   return {
-    async call(caller, method, timeLeftMs) {
-      const failing = await failures?.get(caller);
-      if (failing != null && failing.consumedPoints >= opts.failuresPerSecond) {
-        return refused("failures", failuresText, timeLeftMs)(failing);
+    call(caller, method, timeLeft) {
+      const until = failing.get(caller);
+      if (until !== undefined && until > Date.now()) {
+        return refusal("failures", failuresText, until - Date.now(), timeLeft);
       }
       return limiterOf(method)
         .consume(caller)
         .then(
           () => undefined,
-          refused("rate", `${method} calls from this caller per second`, timeLeftMs),
+          refused("rate", `${method} calls from this caller per second`, timeLeft),
         );
     },
-    newSession(caller, timeLeftMs) {
+    newSession(caller, timeLeft) {
       return sessions
         .consume(caller)
         .then(
           () => undefined,
-          refused("sessions", "new sessions from this caller per second", timeLeftMs),
+          refused("sessions", "new sessions from this caller per second", timeLeft),
         );
     },
     failed(caller) {
-      failures?.consume(caller).catch(() => undefined);
+      // The call that uses the last point closes the window to the caller's other calls.
+      failures?.consume(caller).then(
+        (res) => {
+          if (res.remainingPoints <= 0) overFailures(caller, res);
+        },
+        (res: unknown) => {
+          if (res instanceof RateLimiterRes) overFailures(caller, res);
+        },
+      );
     },
     openStream(caller) {
       const n = open.get(caller) ?? 0;

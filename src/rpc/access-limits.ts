@@ -103,7 +103,7 @@ export function rateLimitedHook(
     if (key !== undefined && req.path.startsWith(servicePrefix)) {
       const method = req.path.slice(servicePrefix.length);
       await opts.limits
-        .call(key, method, req.timeoutMs())
+        .call(key, method, () => req.timeoutMs())
         .catch(refusalOf(opts, method))
         .catch((refused: unknown) => {
           throw toConnectError(refused);
@@ -117,7 +117,7 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
   const { limits } = opts;
   const refusal = (method: string) => refusalOf(opts, method);
   const rate = (caller: string, method: string, ctx: HandlerContext) =>
-    opts.rateInHook ? Promise.resolve() : limits.call(caller, method, ctx.timeoutMs());
+    opts.rateInHook ? Promise.resolve() : limits.call(caller, method, () => ctx.timeoutMs());
   const limited = <K extends Exclude<keyof Impl, "watchToken">>(
     name: K,
     method: string,
@@ -138,7 +138,7 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
     }) as unknown as Impl[K];
   };
   const countSession = (method: string) => (caller: string, ctx: HandlerContext) =>
-    limits.newSession(caller, ctx.timeoutMs()).catch(refusal(method));
+    limits.newSession(caller, () => ctx.timeoutMs()).catch(refusal(method));
   const innerWatch = pushStreamOf(impl.watchToken);
   if (innerWatch === undefined) throw new Error("watchToken must be written with pushStream()");
 
@@ -187,7 +187,7 @@ export function limitTokenService(impl: Impl, opts: AccessLimitsOptions): Impl {
           // A refused stream is held like the rates' refusals (caller-limits.ts).
           .catch((err: unknown) =>
             err instanceof LimitError && err.limit === "streams"
-              ? limits.hold(err, ctx.timeoutMs())
+              ? limits.hold(err, () => ctx.timeoutMs())
               : Promise.reject(err),
           )
           .catch(refusal("WatchToken"))
