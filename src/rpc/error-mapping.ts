@@ -48,10 +48,6 @@ const authCodes = {
   UNAVAILABLE: Code.Unavailable,
 } as const;
 
-/**
- * Converts any error thrown by the core into the ConnectError sent to the caller. The answer to a
- * domain or auth error carries no stack of its own: it is an answer, and floods of them happen.
- */
 /** The code toConnectError(err) would have, without building its error. */
 export function codeOf(err: unknown): Code {
   if (err instanceof ConnectError) return err.code;
@@ -61,6 +57,10 @@ export function codeOf(err: unknown): Code {
   return Code.Internal;
 }
 
+/**
+ * Converts any error thrown by the core into the ConnectError sent to the caller. The answer to a
+ * domain or auth error carries no stack of its own: it is an answer, and floods of them happen.
+ */
 export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
   if (isTokenVendError(err) || err instanceof AuthError) return stackless(() => wireError(err));
@@ -91,14 +91,14 @@ function wireError(err: unknown): ConnectError {
         value: create(BadRequestSchema, { fieldViolations: [...err.fieldViolations] }),
       });
     }
-    return new ConnectError(err.message, grpcCodeOf[err.code], undefined, details, err);
+    return new ConnectError(err.message, codeOf(err), undefined, details, err);
   }
   if (err instanceof AuthError) {
     // The rule that denied, so an operator reading the caller's error finds it in the policy.
     const metadata: Record<string, string> = err.rule !== undefined ? { rule: err.rule } : {};
     return new ConnectError(
       err.message,
-      authCodes[err.code],
+      codeOf(err),
       undefined,
       [{ desc: ErrorInfoSchema, value: { reason: err.reason, domain: errorDomain, metadata } }],
       err,

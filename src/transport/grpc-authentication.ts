@@ -10,7 +10,7 @@
 import type { PeerCertificate } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { type Authenticate, isOpenPath, peerOf, refusalOf } from "./authentication.ts";
-import { toServiceError } from "./grpc-metadata.ts";
+import { deadlineAtOf, toServiceError } from "./grpc-metadata.ts";
 import { connectionOf } from "./library-internals.ts";
 
 /** What cannot change within a connection: its peer, and its verified client certificate. */
@@ -69,9 +69,8 @@ export function grpcAuthentication(
               peer: connection.peer,
               path: method.path,
               timeoutMs() {
-                const d = call.getDeadline();
-                const at = d instanceof Date ? d.getTime() : d;
-                return Number.isFinite(at) ? at - Date.now() : undefined;
+                const at = deadlineAtOf(call);
+                return at === undefined ? undefined : at - Date.now();
               },
             }).then(
               (caller) => {

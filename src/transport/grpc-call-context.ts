@@ -14,6 +14,7 @@ import {
 import type * as grpc from "@grpc/grpc-js";
 import { authenticatedKey } from "./authentication.ts";
 import { authenticatedBy } from "./grpc-authentication.ts";
+import { deadlineAtOf } from "./grpc-metadata.ts";
 
 type AnyCall = grpc.ServerUnaryCall<Buffer, Buffer> | grpc.ServerWritableStream<Buffer, Buffer>;
 
@@ -56,9 +57,8 @@ export class GrpcCallContext implements HandlerContext {
       const caller = authenticatedBy(call.metadata);
       if (caller !== undefined) this.#values = createContextValues().set(authenticatedKey, caller);
     }
-    const deadline = call.getDeadline();
-    const at = deadline instanceof Date ? deadline.getTime() : deadline;
-    if (Number.isFinite(at)) {
+    const at = deadlineAtOf(call);
+    if (at !== undefined) {
       this.#deadlineAt = at;
       this.#timer = setTimeout(() => this.abort(deadlineExceeded()), Math.max(0, at - Date.now()));
     }

@@ -51,3 +51,10 @@ export function toServiceError(
     metadata,
   });
 }
+
+/** When a call's deadline falls (ms since the epoch); undefined when it has none. */
+export function deadlineAtOf(call: { getDeadline(): grpc.Deadline }): number | undefined {
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) ? at : undefined;
+}
