@@ -367,12 +367,13 @@ export function createTokenVendor(opts: TokenVendorOptions): TokenVendor {
       }
     },
     stats() {
-      const inflight = [...cache.entries()].filter((e) => e.refresh.inflight !== undefined);
+      let inflight = 0;
+      for (const e of cache.entries()) if (e.refresh.inflight !== undefined) inflight++;
       return {
         cachedKeys: cache.size,
         ...cluster.counts(),
         syncs: sync.count,
-        inflightRefreshes: inflight.length,
+        inflightRefreshes: inflight,
         watchers: hub.idCount(),
         timers: scheduler.count,
         streams: streams.count,
